@@ -1,0 +1,208 @@
+/*
+ * lockstep-fs: the few file-system calls that node:fs does not expose.
+ *
+ *   seek(fd, offset, whence)                -> offset, or -1 when SEEK_DATA/SEEK_HOLE hit ENXIO
+ *   fallocate(fd, mode, offset, length)     -> Promise<void>  (mode: "punch" | "zero")
+ *   blockRange(fd, request, offset, length) -> Promise<void>  (request: "discard" | "zeroout")
+ *
+ * seek() is synchronous: SEEK_DATA/SEEK_HOLE/SEEK_END read metadata only.
+ * fallocate() and blockRange() may touch many extents, so they run on the libuv
+ * thread pool and settle a promise. Errors carry `code` = the errno name (EOPNOTSUPP, ...),
+ * the same shape as node:fs errors, so the caller maps them with one table.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CHECK(call)                                  \
+  do {                                               \
+    if ((call) != napi_ok) return NULL;              \
+  } while (0)
+
+static const char *errno_name(int error) {
+  switch (error) {
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EIO: return "EIO";
+    case ENOSPC: return "ENOSPC";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case ENODEV: return "ENODEV";
+    case ENOTTY: return "ENOTTY";
+    case EPERM: return "EPERM";
+    case EROFS: return "EROFS";
+    case EFBIG: return "EFBIG";
+    case EINTR: return "EINTR";
+    case ENXIO: return "ENXIO";
+    default: return "EUNKNOWN";
+  }
+}
+
+static napi_value make_error(napi_env env, int error, const char *syscall) {
+  napi_value code, message, result;
+  char text[160];
+  snprintf(text, sizeof text, "%s: %s", syscall, strerror(error));
+  napi_create_string_utf8(env, errno_name(error), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &result);
+  napi_value errno_value;
+  napi_create_int32(env, -error, &errno_value);
+  napi_set_named_property(env, result, "errno", errno_value);
+  napi_value syscall_value;
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_set_named_property(env, result, "syscall", syscall_value);
+  return result;
+}
+
+static int read_int64(napi_env env, napi_value value, int64_t *out) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return 0;
+  if (type == napi_bigint) {
+    bool lossless;
+    return napi_get_value_bigint_int64(env, value, out, &lossless) == napi_ok && lossless;
+  }
+  if (type != napi_number) return 0;
+  return napi_get_value_int64(env, value, out) == napi_ok;
+}
+
+static napi_value seek(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, whence;
+  int64_t offset;
+  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      !read_int64(env, argv[1], &offset) || napi_get_value_int32(env, argv[2], &whence) != napi_ok) {
+    napi_throw_type_error(env, NULL, "seek(fd, offset, whence)");
+    return NULL;
+  }
+  off_t result = lseek(fd, (off_t)offset, whence);
+  napi_value value;
+  if (result < 0) {
+    if (errno == ENXIO && (whence == SEEK_DATA || whence == SEEK_HOLE)) {
+      CHECK(napi_create_int64(env, -1, &value));
+      return value;
+    }
+    napi_throw(env, make_error(env, errno, "lseek"));
+    return NULL;
+  }
+  CHECK(napi_create_int64(env, (int64_t)result, &value));
+  return value;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd;
+  int kind; /* 0 punch, 1 zero, 2 discard, 3 zeroout */
+  int64_t offset;
+  int64_t length;
+  int error;
+} RangeJob;
+
+static void range_execute(napi_env env, void *data) {
+  (void)env;
+  RangeJob *job = data;
+  int result;
+  uint64_t range[2] = {(uint64_t)job->offset, (uint64_t)job->length};
+  switch (job->kind) {
+    case 0:
+      result = fallocate(job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, job->offset, job->length);
+      break;
+    case 1:
+      result = fallocate(job->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, job->offset, job->length);
+      break;
+    case 2: result = ioctl(job->fd, BLKDISCARD, range); break;
+    default: result = ioctl(job->fd, BLKZEROOUT, range); break;
+  }
+  job->error = result < 0 ? errno : 0;
+}
+
+static void range_complete(napi_env env, napi_status status, void *data) {
+  RangeJob *job = data;
+  static const char *names[] = {"fallocate", "fallocate", "ioctl(BLKDISCARD)", "ioctl(BLKZEROOUT)"};
+  if (status != napi_ok) job->error = EINTR;
+  if (job->error == 0) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, job->deferred, undefined);
+  } else {
+    napi_reject_deferred(env, job->deferred, make_error(env, job->error, names[job->kind]));
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value range_start(napi_env env, napi_callback_info info, const char *first, const char *second,
+                              int kind_base) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  int64_t offset, length;
+  char mode[16];
+  size_t mode_length;
+  if (argc != 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], mode, sizeof mode, &mode_length) != napi_ok ||
+      !read_int64(env, argv[2], &offset) || !read_int64(env, argv[3], &length) || offset < 0 || length <= 0) {
+    napi_throw_type_error(env, NULL, "(fd, mode, offset, length) with offset >= 0 and length > 0");
+    return NULL;
+  }
+  int kind;
+  if (strcmp(mode, first) == 0) kind = kind_base;
+  else if (strcmp(mode, second) == 0) kind = kind_base + 1;
+  else {
+    napi_throw_type_error(env, NULL, "unknown mode");
+    return NULL;
+  }
+  RangeJob *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  job->fd = fd;
+  job->kind = kind;
+  job->offset = offset;
+  job->length = length;
+  napi_value promise, name;
+  CHECK(napi_create_promise(env, &job->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "lockstep-fs", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, range_execute, range_complete, job, &job->work));
+  CHECK(napi_queue_async_work(env, job->work));
+  return promise;
+}
+
+static napi_value fallocate_range(napi_env env, napi_callback_info info) {
+  return range_start(env, info, "punch", "zero", 0);
+}
+
+static napi_value block_range(napi_env env, napi_callback_info info) {
+  return range_start(env, info, "discard", "zeroout", 2);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor properties[] = {
+      {"seek", NULL, seek, NULL, NULL, NULL, napi_default, NULL},
+      {"fallocate", NULL, fallocate_range, NULL, NULL, NULL, napi_default, NULL},
+      {"blockRange", NULL, block_range, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
+  napi_value constant;
+  CHECK(napi_create_int32(env, SEEK_DATA, &constant));
+  CHECK(napi_set_named_property(env, exports, "SEEK_DATA", constant));
+  CHECK(napi_create_int32(env, SEEK_HOLE, &constant));
+  CHECK(napi_set_named_property(env, exports, "SEEK_HOLE", constant));
+  CHECK(napi_create_int32(env, SEEK_END, &constant));
+  CHECK(napi_set_named_property(env, exports, "SEEK_END", constant));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,61 @@
+// Every limit in one place, unit last in the name. Relationships between them are asserted
+// at load: a build with inconsistent limits does not start.
+
+import { assert } from "./assert.js";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+const TiB = 1024 * GiB;
+
+// ---- Blocks and volumes ----
+export const sectorSize = 512; // the smallest unit of alignment anywhere
+export const blockSizePreferred = 4 * KiB;
+export const volumeSizeMax = 1024 * TiB; // < 2^53, so offsets fit in a JS number exactly
+export const volumeNameLengthMax = 64;
+export const volumesPerGroupMax = 256;
+export const groupsPerNodeMax = 64;
+
+// ---- NBD ----
+export const nbdPayloadSizeMax = 32 * MiB; // the spec's interoperable maximum for READ/WRITE
+export const nbdOptionDataSizeMax = 64 * KiB; // option haggling payloads (names, meta contexts)
+export const nbdStringLengthMax = 4096; // the spec's hard limit on strings
+export const nbdConnectionsMax = 128; // per node, all exports together
+export const nbdRequestsInflightMax = 64; // per connection; beyond this the socket is paused
+export const nbdInflightBytesMax = 96 * MiB; // per connection: request payloads held in memory
+export const nbdHandshakeMsMax = 30_000; // a client that does not finish the handshake is dropped
+export const nbdOptionsPerHandshakeMax = 1024; // option haggling rounds before a hard disconnect
+export const nbdBlockStatusExtentsMax = 2048; // extents in one BLOCK_STATUS reply
+export const nbdMetaContextsMax = 16; // queries in one SET/LIST_META_CONTEXT
+
+// ---- Log ----
+export const logRecordPayloadSizeMax = 32 * MiB;
+export const logBatchBytesMax = 8 * MiB; // one pwritev of a group commit (a larger record goes alone)
+export const logBatchRecordsMax = 1024;
+export const logSizeMin = 64 * MiB;
+export const logSizeMax = 1024 * GiB;
+export const logSizeDefault = 256 * MiB;
+export const logStallMsMax = 10_000; // a write waits this long for log room, then gets LOG_FULL
+export const logCheckpointFillRatio = 0.5; // start a background checkpoint above this fill
+
+// ---- Activity map (write-path durability, see docs/DESIGN-NOTES.md) ----
+export const activityExtentSize = 4 * MiB;
+export const activityExtentsMax = 1024; // hot extents at once; more forces a checkpoint
+
+// ---- Admin API ----
+export const apiBodyBytesMax = 64 * KiB;
+export const apiRequestMsMax = 30_000;
+export const apiTokenBytes = 32;
+
+// ---- Process ----
+export const shutdownMsMax = 10_000; // graceful stop, then exit anyway
+
+assert(nbdPayloadSizeMax <= logRecordPayloadSizeMax, "an NBD write must fit one log record");
+assert(logRecordPayloadSizeMax * 2 <= logSizeMin, "the smallest log holds two largest records");
+assert(logBatchBytesMax <= logSizeMin / 4, "a batch is a small part of the log");
+assert(nbdInflightBytesMax >= nbdPayloadSizeMax * 2, "a connection can hold two largest requests");
+assert(activityExtentSize % blockSizePreferred === 0, "activity extents are whole blocks");
+assert(volumeSizeMax <= Number.MAX_SAFE_INTEGER, "byte offsets fit a JS number");
+assert(nbdStringLengthMax < nbdOptionDataSizeMax, "an option can carry a full string");
+
+export const units = { KiB, MiB, GiB, TiB } as const;

@@ -1,0 +1,35 @@
+// The one interface through which everything above io/ touches a file or block device.
+// Implementations: io/node-block-file.ts (the real disk) and sim/sim-disk.ts (a simulated disk
+// whose writes stay volatile until datasync, for power-cut tests).
+//
+// Offsets and lengths are byte counts as JS numbers: every image is at most volumeSizeMax
+// (< 2^53) bytes. Methods reject with OperatingError (DISK_IO, DISK_FULL, NOT_SUPPORTED).
+
+export interface Extent {
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface BlockFile {
+  readonly path: string;
+  readonly isBlockDevice: boolean;
+  // Reads exactly target.length bytes at position; bytes past the end read as zero.
+  read(target: Buffer, position: number): Promise<void>;
+  // Writes every byte of every source, back to back, starting at position.
+  write(sources: readonly Buffer[], position: number): Promise<void>;
+  datasync(): Promise<void>;
+  size(): Promise<number>;
+  truncate(size: number): Promise<void>; // files only
+  // Deallocates a range; it reads back as zero afterwards. NOT_SUPPORTED where impossible.
+  punchHole(offset: number, length: number): Promise<void>;
+  // Makes a range read as zero, keeping it allocated where the platform allows.
+  zeroRange(offset: number, length: number): Promise<void>;
+  // Allocated (data) extents that intersect [offset, offset+length). Null: the platform cannot tell.
+  dataExtents(offset: number, length: number, extentsMax: number): Extent[] | null;
+  close(): Promise<void>;
+}
+
+export interface BlockFileOpener {
+  // create: make the file with this size if missing (never for block devices).
+  open(path: string, options: { create?: number; readOnly?: boolean }): Promise<BlockFile>;
+}

@@ -1,0 +1,23 @@
+// Loads the lockstep-fs addon (native/lockstep-fs.c): fallocate, block-device ranges and
+// SEEK_DATA/SEEK_HOLE, which node:fs does not expose.
+
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+
+export interface NativeFs {
+  seek(fd: number, offset: number, whence: number): number;
+  fallocate(fd: number, mode: "punch" | "zero", offset: number, length: number): Promise<void>;
+  blockRange(fd: number, request: "discard" | "zeroout", offset: number, length: number): Promise<void>;
+  readonly SEEK_DATA: number;
+  readonly SEEK_HOLE: number;
+  readonly SEEK_END: number;
+}
+
+function projectRoot(): string {
+  // dist/src/io/native.js -> project root is three levels up.
+  return join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+}
+
+const require = createRequire(import.meta.url);
+export const nativeFs: NativeFs = require(join(projectRoot(), "build", "Release", "lockstep_fs.node")) as NativeFs;

@@ -1,0 +1,192 @@
+// BlockFile on node:fs: positional I/O on a raw file or block device, fdatasync, and the
+// hole/zero/allocation calls of the native addon. Short reads past the end are zero-filled;
+// short writes are continued until every byte is down.
+
+import { constants as fsConstants, promises as fsp, type Stats } from "node:fs";
+import { read as readCallback, writev as writevCallback } from "node:fs";
+import { fromSystemError, OperatingError } from "../errors.js";
+import type { BlockFile, BlockFileOpener, Extent } from "./block-file.js";
+import { nativeFs } from "./native.js";
+
+function readAt(fd: number, target: Buffer, offset: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    readCallback(fd, target, offset, target.length - offset, position, (error, bytesRead) =>
+      error ? reject(error) : resolve(bytesRead),
+    );
+  });
+}
+
+function writevAt(fd: number, sources: readonly Buffer[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    writevCallback(fd, sources as Buffer[], position, (error, bytesWritten) =>
+      error ? reject(error) : resolve(bytesWritten),
+    );
+  });
+}
+
+// Drops the first `count` bytes of a list of buffers (after a short write).
+function advance(sources: readonly Buffer[], count: number): Buffer[] {
+  const rest: Buffer[] = [];
+  let skip = count;
+  for (const source of sources) {
+    if (skip >= source.length) {
+      skip -= source.length;
+      continue;
+    }
+    rest.push(skip > 0 ? source.subarray(skip) : source);
+    skip = 0;
+  }
+  return rest;
+}
+
+export class NodeBlockFile implements BlockFile {
+  private constructor(
+    readonly path: string,
+    private readonly handle: fsp.FileHandle,
+    readonly isBlockDevice: boolean,
+  ) {}
+
+  static async open(path: string, options: { create?: number; readOnly?: boolean } = {}): Promise<NodeBlockFile> {
+    const flags = options.readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR;
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path, flags | (options.create !== undefined ? fsConstants.O_CREAT : 0), 0o600);
+    } catch (error) {
+      throw fromSystemError(error, `open ${path}`);
+    }
+    let stats: Stats;
+    try {
+      stats = await handle.stat();
+    } catch (error) {
+      await handle.close();
+      throw fromSystemError(error, `stat ${path}`);
+    }
+    const file = new NodeBlockFile(path, handle, stats.isBlockDevice());
+    if (!stats.isBlockDevice() && !stats.isFile()) {
+      await handle.close();
+      throw new OperatingError("CONFIG_INVALID", `${path} is neither a regular file nor a block device`);
+    }
+    if (options.create !== undefined && stats.isFile() && stats.size === 0 && options.create > 0) {
+      await file.truncate(options.create);
+    }
+    return file;
+  }
+
+  get fd(): number {
+    return this.handle.fd;
+  }
+
+  async read(target: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < target.length) {
+      let count: number;
+      try {
+        count = await readAt(this.fd, target, done, position + done);
+      } catch (error) {
+        throw fromSystemError(error, `read ${this.path}`);
+      }
+      if (count === 0) {
+        target.fill(0, done);
+        return;
+      }
+      done += count;
+    }
+  }
+
+  async write(sources: readonly Buffer[], position: number): Promise<void> {
+    let rest = sources;
+    let at = position;
+    let remaining = sources.reduce((sum, source) => sum + source.length, 0);
+    while (remaining > 0) {
+      let count: number;
+      try {
+        count = await writevAt(this.fd, rest, at);
+      } catch (error) {
+        throw fromSystemError(error, `write ${this.path}`);
+      }
+      if (count === 0) throw new OperatingError("DISK_FULL", { what: `write ${this.path}`, position: at });
+      remaining -= count;
+      at += count;
+      if (remaining > 0) rest = advance(rest, count);
+    }
+  }
+
+  async datasync(): Promise<void> {
+    try {
+      await this.handle.datasync();
+    } catch (error) {
+      throw fromSystemError(error, `fdatasync ${this.path}`);
+    }
+  }
+
+  async size(): Promise<number> {
+    if (this.isBlockDevice) return nativeFs.seek(this.fd, 0, nativeFs.SEEK_END);
+    const stats = await this.handle.stat();
+    return stats.size;
+  }
+
+  async truncate(size: number): Promise<void> {
+    if (this.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `cannot resize block device ${this.path}`);
+    try {
+      await this.handle.truncate(size);
+    } catch (error) {
+      throw fromSystemError(error, `truncate ${this.path}`);
+    }
+  }
+
+  async punchHole(offset: number, length: number): Promise<void> {
+    try {
+      if (this.isBlockDevice) await nativeFs.blockRange(this.fd, "discard", offset, length);
+      else await nativeFs.fallocate(this.fd, "punch", offset, length);
+    } catch (error) {
+      throw fromSystemError(error, `punch hole ${this.path}`);
+    }
+  }
+
+  async zeroRange(offset: number, length: number): Promise<void> {
+    try {
+      if (this.isBlockDevice) await nativeFs.blockRange(this.fd, "zeroout", offset, length);
+      else await nativeFs.fallocate(this.fd, "zero", offset, length);
+    } catch (error) {
+      const typed = fromSystemError(error, `zero range ${this.path}`);
+      if (typed.code !== "NOT_SUPPORTED") throw typed;
+      await this.writeZeroes(offset, length); // file systems without ZERO_RANGE
+    }
+  }
+
+  private async writeZeroes(offset: number, length: number): Promise<void> {
+    const chunk = Buffer.alloc(Math.min(length, 1024 * 1024));
+    for (let done = 0; done < length; done += chunk.length) {
+      await this.write([chunk.subarray(0, Math.min(chunk.length, length - done))], offset + done);
+    }
+  }
+
+  dataExtents(offset: number, length: number, extentsMax: number): Extent[] | null {
+    if (this.isBlockDevice) return null;
+    const extents: Extent[] = [];
+    const end = offset + length;
+    let at = offset;
+    try {
+      while (at < end && extents.length < extentsMax) {
+        const dataStart = nativeFs.seek(this.fd, at, nativeFs.SEEK_DATA);
+        if (dataStart < 0 || dataStart >= end) break;
+        let dataEnd = nativeFs.seek(this.fd, dataStart, nativeFs.SEEK_HOLE);
+        if (dataEnd < 0 || dataEnd > end) dataEnd = end;
+        extents.push({ offset: dataStart, length: dataEnd - dataStart });
+        at = dataEnd;
+      }
+    } catch {
+      return null; // the file system cannot say; callers treat the range as allocated
+    }
+    return extents;
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+export const nodeBlockFileOpener: BlockFileOpener = {
+  open: (path, options) => NodeBlockFile.open(path, options),
+};
+
