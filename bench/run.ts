@@ -1,0 +1,196 @@
+// `npm run bench`: the NBD data-path benchmark.
+//
+// One fresh, fully written image in a temp dir on the real disk; every target serves it in
+// turn (lockstep, lockstep-wal, nbdkit, qemu-nbd, then fio on the file itself) and runs the
+// same fio jobs, the page cache reset before each. Prints a table with ratios against the
+// peers measured in the same run, writes bench/results/latest.json and the figures section of
+// docs/BENCHMARKS.md. Exit 0 when every target ran, 1 when one failed, 2 on a usage or setup
+// error. Methodology and caveats: docs/BENCHMARKS.md.
+
+import { mkdirSync, mkdtempSync, rmSync, statfsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { rowsAll } from "./fio-job.js";
+import { machineDescribe, toolAvailable, toolPackages } from "./machine.js";
+import { memoryCheck, rowMeasure, type MeasureContext } from "./measurement.js";
+import { optionsParse, usage, UsageError, type BenchOptions } from "./options.js";
+import { dropCachesWritable } from "./page-cache.js";
+import { childrenKillAll, clockTicksPerSecond, commandCheck } from "./process-tree.js";
+import { docsFiguresWrite, jsonWrite, ratiosCompute, textReport, type BenchResult, type TargetResult } from "./report.js";
+import { TargetUnavailableError, type RunningTarget, type TargetDefinition } from "./target.js";
+import { ratioPairs, targetsAll } from "./target-registry.js";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const imageCreateTimeoutMs = 600_000;
+const spaceMarginBytes = 2 * 1024 ** 3; // lockstep's 1 GiB log, fio's files, slack
+const lockstepLogBytes = 1024 ** 3;
+
+class SetupError extends Error {}
+
+const progress = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+async function toolsCheck(targets: readonly TargetDefinition[]): Promise<boolean> {
+  const needed = ["fio", "nbdinfo", "dd", "sync", ...targets.flatMap((target) => target.tools)];
+  const missing: string[] = [];
+  for (const tool of new Set(needed)) if (!(await toolAvailable(tool))) missing.push(tool);
+  if (missing.length > 0) {
+    const packages = [...new Set(missing.map((tool) => toolPackages[tool] ?? tool))];
+    throw new SetupError(`missing tool(s): ${missing.join(", ")}; install with: apt-get install -y ${packages.join(" ")}`);
+  }
+  const clockTicks = Number((await commandCheck("getconf", ["CLK_TCK"], { timeoutMs: 10_000 })).trim());
+  if (clockTicks !== clockTicksPerSecond) throw new SetupError(`CLK_TCK is ${clockTicks}, the bench assumes ${clockTicksPerSecond}`);
+  const fincoreAvailable = await toolAvailable("fincore");
+  if (!fincoreAvailable) progress("fincore (util-linux) missing: the page cache reset will not be verified");
+  return fincoreAvailable;
+}
+
+function spaceCheck(tempDir: string, options: BenchOptions): void {
+  const stats = statfsSync(tempDir);
+  const freeBytes = stats.bavail * stats.bsize;
+  const neededBytes = options.imageSizeBytes + lockstepLogBytes + spaceMarginBytes;
+  if (freeBytes < neededBytes) {
+    throw new SetupError(`${tempDir}: ${(freeBytes / 1024 ** 3).toFixed(1)} GiB free, the bench needs ${(neededBytes / 1024 ** 3).toFixed(1)} GiB`);
+  }
+}
+
+async function imageCreate(imagePath: string, sizeBytes: number): Promise<void> {
+  // Real data in every block: a fallocated or sparse file reads back zeros without disk I/O.
+  const mebibytes = Math.ceil(sizeBytes / 1024 ** 2);
+  await commandCheck("dd", ["if=/dev/urandom", `of=${imagePath}`, "bs=1M", `count=${mebibytes}`, "conv=fsync", "status=none"], {
+    timeoutMs: imageCreateTimeoutMs,
+  });
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function targetRun(
+  definition: TargetDefinition,
+  options: BenchOptions,
+  tempDir: string,
+  imagePath: string,
+  fincoreAvailable: boolean,
+): Promise<TargetResult> {
+  const result: TargetResult = {
+    name: definition.name, description: definition.description, command: null, error: null, rows: [], memory: null, memoryError: null,
+  };
+  const workDir = join(tempDir, definition.name);
+  mkdirSync(workDir);
+  const context: MeasureContext = { workDir, imagePath, imageSizeBytes: options.imageSizeBytes, cacheReset: options.cacheReset, fincoreAvailable };
+  let running: RunningTarget | null = null;
+  try {
+    progress(`${definition.name}: starting`);
+    running = await definition.start({
+      repoRoot, workDir, imagePath, imageSizeBytes: options.imageSizeBytes, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring,
+    });
+    result.command = running.command;
+    for (const row of rowsAll.filter((candidate) => options.rows.includes(candidate.name))) {
+      const measured = await rowMeasure(row, running, options, context);
+      result.rows.push(measured);
+      progress(`${definition.name} ${row.name}: ${Math.round(measured.figures.iops)} IOPS, ` +
+        `p99 ${measured.figures.latencyP99Us.toFixed(0)} µs, server CPU ${measured.serverCpuPercent?.toFixed(0) ?? "-"} %` +
+        ` (image resident after reset: ${measured.cacheReset.residentBytesAfter ?? "?"} B)`);
+    }
+    if (options.memoryCheck && running.serverPid !== null) {
+      try {
+        result.memory = await memoryCheck(running, options.memoryWriteBytes, options.memoryRandomSecondsMax, context);
+        progress(`${definition.name} memory: RSS ${(result.memory.rssStartBytes / 2 ** 20).toFixed(0)} → peak ${(result.memory.rssPeakBytes / 2 ** 20).toFixed(0)} → ${(result.memory.rssEndBytes / 2 ** 20).toFixed(0)} MiB`);
+      } catch (error) {
+        result.memoryError = errorText(error);
+      }
+    }
+  } catch (error) {
+    const unavailable = error instanceof TargetUnavailableError ? "unavailable: " : "";
+    result.error = `${unavailable}${errorText(error)}`;
+    progress(`${definition.name}: FAILED — ${result.error}`);
+  } finally {
+    if (running !== null) await running.stop();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+  return result;
+}
+
+function cacheResetNote(result: BenchResult, options: BenchOptions): string {
+  const resets = result.targets.flatMap((target) => target.rows.map((row) => row.cacheReset));
+  const methods = [...new Set(resets.map((reset) => reset.method))].join(", ") || "none run";
+  const after = resets.map((reset) => reset.residentBytesAfter);
+  const verified = after.every((bytes) => bytes !== null)
+    ? `fincore after each reset: at most ${Math.max(0, ...(after as number[]))} bytes of the image resident`
+    : "not verified (no fincore)";
+  return `--cache-reset ${options.cacheReset}; used: ${methods}; ${verified} over ${resets.length} jobs`;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const parsed = optionsParse(argv);
+  if (parsed === "help") {
+    process.stdout.write(usage);
+    return 0;
+  }
+  const options = parsed;
+  const definitions = options.targets.map((name) => targetsAll.find((target) => target.name === name) as TargetDefinition);
+  const fincoreAvailable = await toolsCheck(definitions);
+  if (options.cacheReset === "drop" && !dropCachesWritable()) throw new SetupError("--cache-reset drop needs a writable /proc/sys/vm/drop_caches (root)");
+  mkdirSync(options.tempParent, { recursive: true });
+  const tempDir = mkdtempSync(join(options.tempParent, "lockstep-bench-"));
+  const interrupted = (signal: NodeJS.Signals) => {
+    childrenKillAll();
+    rmSync(tempDir, { recursive: true, force: true });
+    process.stderr.write(`bench: interrupted by ${signal}\n`);
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+  try {
+    spaceCheck(tempDir, options);
+    const imagePath = join(tempDir, "bench.img");
+    progress(`writing a ${options.imageSizeBytes / 2 ** 20} MiB image at ${imagePath}`);
+    await imageCreate(imagePath, options.imageSizeBytes);
+    const rows = rowsAll.filter((row) => options.rows.includes(row.name));
+    const result: BenchResult = {
+      command: ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" "),
+      startedAt: new Date().toISOString(),
+      finishedAt: "",
+      settings: {
+        targets: options.targets, rows: options.rows, runtimeSeconds: options.runtimeSeconds, rampSeconds: options.rampSeconds,
+        imageMiB: options.imageSizeBytes / 2 ** 20, memoryGiB: options.memoryCheck ? options.memoryWriteBytes / 1024 ** 3 : 0,
+        cacheReset: options.cacheReset, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring, quick: options.quick,
+      },
+      machine: await machineDescribe(tempDir, repoRoot),
+      cacheResetNote: "",
+      rows,
+      targets: [],
+      ratios: [],
+    };
+    for (const definition of definitions) {
+      result.targets.push(await targetRun(definition, options, tempDir, imagePath, fincoreAvailable));
+    }
+    result.finishedAt = new Date().toISOString();
+    result.ratios = ratiosCompute(rows, result.targets, ratioPairs);
+    result.cacheResetNote = cacheResetNote(result, options);
+    process.stdout.write(`${textReport(result)}\n`);
+    const resultPath = options.resultPath ?? join(repoRoot, "bench", "results", "latest.json");
+    mkdirSync(dirname(resultPath), { recursive: true });
+    jsonWrite(resultPath, result);
+    progress(`wrote ${resultPath}`);
+    if (options.docs) {
+      docsFiguresWrite(join(repoRoot, "docs", "BENCHMARKS.md"), result, "# Benchmarks\n");
+      progress("updated docs/BENCHMARKS.md");
+    }
+    return result.targets.some((target) => target.error !== null) ? 1 : 0;
+  } finally {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+    rmSync(tempDir, { recursive: true, force: true });
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const setup = error instanceof UsageError || error instanceof SetupError;
+    process.stderr.write(`bench: ${errorText(error)}\n${error instanceof UsageError ? usage : ""}`);
+    childrenKillAll();
+    process.exit(setup ? 2 : 1);
+  },
+);

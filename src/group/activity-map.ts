@@ -1,0 +1,189 @@
+// The activity map: which fixed extents of which volumes may hold writes that the log does
+// not yet hold durably. Before a write touches an extent that is not "hot", the extent is
+// made hot and the map is made durable; afterwards writes to a hot extent cost nothing.
+// After a crash, the hot extents are exactly the places where a volume may be ahead of its
+// log, so recovery hands them to replication to resync to every peer (the volume never
+// silently keeps a write the replicas cannot get).
+//
+// An extent cools when no write is pending in it and the log is durable past its last LSN.
+// Cooling is lazy: a stale hot entry on disk only costs a little extra resync.
+//
+// On disk: two slots (alternating, like the log superblock), each:
+//   0  u32 crc32c over bytes 4..end of the used part
+//   4  u32 magic "LSAM"
+//   8  u16 version (1)   10 u16 reserved
+//   12 u32 count
+//   16 u64 sequence
+//   24 count × { u32 volumeId, u32 reserved, u64 extentIndex }
+
+import { crc32c } from "@node-rs/crc32";
+import { assert } from "../assert.js";
+import { activityExtentSize, activityExtentsMax } from "../constants.js";
+import type { BlockFile } from "../io/block-file.js";
+import { extentIndices } from "../volume/region.js";
+import { SyncCoalescer } from "../volume/sync-coalescer.js";
+
+const magic = 0x4d41534c; // "LSAM" little-endian
+const version = 1;
+const headerSize = 24;
+const entrySize = 16;
+export const activitySlotSize = headerSize + activityExtentsMax * entrySize;
+
+interface HotExtent {
+  readonly volumeId: number;
+  readonly index: number;
+  pending: number; // writes between mark() and done()
+  lastLsn: bigint;
+}
+
+export interface ActivityExtent {
+  readonly volumeId: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+function key(volumeId: number, index: number): string {
+  return `${volumeId}:${index}`;
+}
+
+export class ActivityMap {
+  private readonly hot = new Map<string, HotExtent>();
+  private readonly persisted = new Set<string>();
+  private sequence = 0n;
+  private readonly writer: SyncCoalescer;
+  persistCount = 0;
+
+  private constructor(
+    private readonly file: BlockFile,
+    private readonly durableLsn: () => bigint,
+    private readonly syncLog: () => Promise<unknown>,
+  ) {
+    this.writer = new SyncCoalescer(() => this.persist());
+  }
+
+  // Opens the map and returns the extents that were hot at the last stop or crash.
+  static async open(file: BlockFile, durableLsn: () => bigint, syncLog: () => Promise<unknown>): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
+    const map = new ActivityMap(file, durableLsn, syncLog);
+    const recovered = await map.load();
+    return { map, recovered };
+  }
+
+  get hotCount(): number {
+    return this.hot.size;
+  }
+
+  private async load(): Promise<ActivityExtent[]> {
+    const best = await this.readBestSlot();
+    if (best === null) return [];
+    this.sequence = best.sequence;
+    return best.entries.map(({ volumeId, index }) => ({ volumeId, offset: index * activityExtentSize, length: activityExtentSize }));
+  }
+
+  private async readBestSlot(): Promise<{ sequence: bigint; entries: { volumeId: number; index: number }[] } | null> {
+    let best: { sequence: bigint; entries: { volumeId: number; index: number }[] } | null = null;
+    for (const slot of [0, 1]) {
+      const buffer = Buffer.alloc(activitySlotSize);
+      await this.file.read(buffer, slot * activitySlotSize);
+      if (buffer.readUInt32LE(4) !== magic || buffer.readUInt16LE(8) !== version) continue;
+      const count = buffer.readUInt32LE(12);
+      if (count > activityExtentsMax) continue;
+      const used = headerSize + count * entrySize;
+      if (crc32c(buffer.subarray(4, used)) !== buffer.readUInt32LE(0)) continue;
+      const sequence = buffer.readBigUInt64LE(16);
+      if (best !== null && sequence <= best.sequence) continue;
+      const entries = [];
+      for (let at = headerSize; at < used; at += entrySize) {
+        entries.push({ volumeId: buffer.readUInt32LE(at), index: Number(buffer.readBigUInt64LE(at + 8)) });
+      }
+      best = { sequence, entries };
+    }
+    return best;
+  }
+
+  // Marks the extents of a write as pending. Returns null when they were all hot already (the
+  // common case: no I/O), or a promise that resolves once the map on disk covers them.
+  mark(volumeId: number, offset: number, length: number): Promise<void> | null {
+    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    let missing = false;
+    for (let index = first; index <= last; index++) {
+      const id = key(volumeId, index);
+      let extent = this.hot.get(id);
+      if (extent === undefined) {
+        extent = { volumeId, index, pending: 0, lastLsn: 0n };
+        this.hot.set(id, extent);
+      }
+      extent.pending += 1;
+      if (!this.persisted.has(id)) missing = true;
+    }
+    return missing ? this.persistCovering() : null;
+  }
+
+  // The write with this LSN is applied (or failed): its extents may cool once the log is
+  // durable past lastLsn. A failed write leaves its extents hot until a resync (keepHot).
+  done(volumeId: number, offset: number, length: number, lsn: bigint, keepHot = false): void {
+    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    for (let index = first; index <= last; index++) {
+      const extent = this.hot.get(key(volumeId, index));
+      assert(extent !== undefined && extent.pending > 0, "activity map: done() without mark()");
+      extent.pending -= 1;
+      if (lsn > extent.lastLsn) extent.lastLsn = lsn;
+      if (keepHot) extent.lastLsn = BigInt(Number.MAX_SAFE_INTEGER) * 1024n;
+    }
+  }
+
+  private async persistCovering(): Promise<void> {
+    // Loop: a persist that started before our extent was added does not cover it.
+    for (;;) {
+      const needed = [...this.hot.keys()].filter((id) => !this.persisted.has(id));
+      if (needed.length === 0) return;
+      await this.writer.sync();
+    }
+  }
+
+  private cool(): void {
+    const durable = this.durableLsn();
+    for (const [id, extent] of this.hot) {
+      if (extent.pending === 0 && extent.lastLsn <= durable) this.hot.delete(id);
+    }
+  }
+
+  private async persist(): Promise<void> {
+    this.cool();
+    if (this.hot.size > activityExtentsMax) {
+      await this.syncLog(); // makes the log durable so idle extents can cool
+      this.cool();
+    }
+    // Still over the limit: every extent has a write in flight. Persist the limit's worth;
+    // the rest loop in persistCovering() until writes finish and their extents cool.
+    const entries = [...this.hot.values()].slice(0, activityExtentsMax);
+    this.sequence += 1n;
+    const buffer = Buffer.alloc(headerSize + entries.length * entrySize);
+    buffer.writeUInt32LE(magic, 4);
+    buffer.writeUInt16LE(version, 8);
+    buffer.writeUInt32LE(entries.length, 12);
+    buffer.writeBigUInt64LE(this.sequence, 16);
+    entries.forEach((extent, position) => {
+      const at = headerSize + position * entrySize;
+      buffer.writeUInt32LE(extent.volumeId, at);
+      buffer.writeBigUInt64LE(BigInt(extent.index), at + 8);
+    });
+    buffer.writeUInt32LE(crc32c(buffer.subarray(4)), 0);
+    await this.file.write([buffer], Number(this.sequence % 2n) * activitySlotSize);
+    await this.file.datasync();
+    this.persistCount += 1;
+    this.persisted.clear();
+    for (const extent of entries) this.persisted.add(key(extent.volumeId, extent.index));
+  }
+
+  // After recovery handed the recovered extents on, and at a clean stop: an empty map.
+  async clear(): Promise<void> {
+    this.cool();
+    assert([...this.hot.values()].every((extent) => extent.pending === 0), "activity map: clear with writes pending");
+    this.hot.clear();
+    await this.writer.sync();
+  }
+
+  close(): Promise<void> {
+    return this.file.close();
+  }
+}

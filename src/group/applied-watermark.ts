@@ -1,0 +1,50 @@
+// The applied watermark: the highest LSN L such that every record with LSN <= L has been
+// applied to its volume. Writes complete out of order; a checkpoint may only release log
+// records up to this watermark.
+
+import { assert } from "../assert.js";
+
+export class AppliedWatermark {
+  private readonly pending: bigint[] = []; // begun, in increasing order (a queue)
+  private head = 0;
+  private readonly ended = new Set<bigint>();
+  private applied: bigint;
+
+  constructor(appliedLsn: bigint) {
+    this.applied = appliedLsn;
+  }
+
+  get appliedLsn(): bigint {
+    return this.applied;
+  }
+
+  get inflight(): number {
+    return this.pending.length - this.head;
+  }
+
+  begin(lsn: bigint): void {
+    const last = this.head < this.pending.length ? this.pending[this.pending.length - 1]! : this.applied;
+    assert(lsn > last, `watermark: LSN ${lsn} begun after ${last}`);
+    this.pending.push(lsn);
+  }
+
+  end(lsn: bigint): void {
+    this.ended.add(lsn);
+    while (this.head < this.pending.length && this.ended.has(this.pending[this.head]!)) {
+      const done = this.pending[this.head]!;
+      this.ended.delete(done);
+      this.applied = done;
+      this.head += 1;
+    }
+    if (this.head > 1024 && this.head * 2 > this.pending.length) {
+      this.pending.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  // Records that were appended to the log but never begun here (e.g. operations run inline).
+  skipTo(lsn: bigint): void {
+    assert(this.inflight === 0, "watermark: skip with writes in flight");
+    if (lsn > this.applied) this.applied = lsn;
+  }
+}

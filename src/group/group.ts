@@ -1,0 +1,323 @@
+// A group: the ordering point for its volumes. Every change to any volume of the group gets
+// the next LSN in the group's one log, so write order holds across all of them.
+//
+// The write path (DESIGN.md §4), per durability mode (docs/DESIGN-NOTES.md says why
+// activity-map is the default):
+//
+//   activity-map:  room in log ─▶ extent hot in the activity map (durable; usually no I/O)
+//                  ─▶ LSN + log append ─┬─▶ volume write (after overlapping predecessors)
+//                                       └─▶ record written to the log file ─▶ ack
+//                  FUA / FLUSH: log datasync + volume datasync
+//   write-ahead:   room in log ─▶ LSN + log append ─▶ record durable (group commit)
+//                  ─▶ volume write ─▶ ack.   FUA / FLUSH: nothing more (the log has it)
+//
+// Either way the volume never keeps a write its log lost without the activity map saying
+// where (activity-map) or the log being able to replay it (write-ahead).
+//
+// A checkpoint makes the volumes durable up to the applied watermark and releases the log
+// records below it; it runs in the background when the log fills past a ratio and at stop.
+
+import { assert } from "../assert.js";
+import { logCheckpointFillRatio, logStallMsMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { GroupLog } from "../log/group-log.js";
+import { RecordKind } from "../log/record.js";
+import type { Volume } from "../volume/volume.js";
+import type { ActivityExtent, ActivityMap } from "./activity-map.js";
+import { AppliedWatermark } from "./applied-watermark.js";
+import { RangeGate } from "./range-gate.js";
+
+export type Durability = "activity-map" | "write-ahead";
+
+export interface GroupStats {
+  writes: number;
+  writeBytes: number;
+  zeroes: number;
+  trims: number;
+  flushes: number;
+  checkpoints: number;
+  stalls: number;
+  logFullErrors: number;
+  replayedRecords: number;
+  recoveredActivityExtents: number;
+}
+
+export interface RecoveryReport {
+  readonly replayedRecords: number;
+  readonly skippedRecords: number;
+  readonly recoveredActivityExtents: readonly ActivityExtent[];
+  readonly headLsn: bigint;
+  readonly stoppedBecause: string;
+}
+
+const flagFua = 1;
+
+export class Group {
+  private readonly volumes = new Map<number, Volume>();
+  private readonly gate = new RangeGate();
+  private readonly watermark: AppliedWatermark;
+  private checkpointRunning: Promise<void> | null = null;
+  private paused: Promise<void> | null = null;
+  private active = 0; // changes between admit() and their end
+  private idleWaiters: (() => void)[] = [];
+  private closing = false;
+  readonly stats: GroupStats = {
+    writes: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
+    logFullErrors: 0, replayedRecords: 0, recoveredActivityExtents: 0,
+  };
+
+  constructor(
+    readonly name: string,
+    readonly log: GroupLog,
+    readonly durability: Durability,
+    private readonly activity: ActivityMap | null,
+    private readonly logger: Logger,
+  ) {
+    assert((durability === "activity-map") === (activity !== null), "group: activity map iff activity-map mode");
+    this.watermark = new AppliedWatermark(log.usage().headLsn);
+  }
+
+  addVolume(volume: Volume): void {
+    assert(!this.volumes.has(volume.id), `group ${this.name}: volume id ${volume.id} twice`);
+    this.volumes.set(volume.id, volume);
+  }
+
+  async removeVolume(volume: Volume, nowMs: () => number): Promise<void> {
+    await this.quiesce(async () => {
+      await volume.flush();
+      this.volumes.delete(volume.id);
+    }, nowMs);
+  }
+
+  volumeList(): Volume[] {
+    return [...this.volumes.values()];
+  }
+
+  get inflight(): number {
+    return this.watermark.inflight;
+  }
+
+  // ---- Recovery ----
+
+  // Replays the log from its tail into the volumes (redo), makes them durable, and returns
+  // the extents that were hot at the crash (where a volume may be ahead of its log).
+  async recover(recoveredActivity: readonly ActivityExtent[]): Promise<RecoveryReport> {
+    let replayed = 0;
+    let skipped = 0;
+    const recovery = this.log.recovery ?? { tailLsn: this.log.usage().tailLsn, stoppedBecause: "created" };
+    for await (const record of this.log.cursor(recovery.tailLsn)) {
+      const volume = this.volumes.get(record.volumeId);
+      if (volume === undefined || record.offset + record.length > volume.size) {
+        skipped += 1; // a deleted volume, or a range cut off by a later shrink
+        continue;
+      }
+      await this.applyRecord(volume, record.kind, record.offset, record.length, record.payload);
+      replayed += 1;
+    }
+    await Promise.all(this.volumeList().map((volume) => volume.flush()));
+    this.log.release(this.log.usage().headLsn);
+    await this.log.checkpoint();
+    if (this.activity !== null) await this.activity.clear();
+    this.stats.replayedRecords = replayed;
+    this.stats.recoveredActivityExtents = recoveredActivity.length;
+    const report = {
+      replayedRecords: replayed,
+      skippedRecords: skipped,
+      recoveredActivityExtents: recoveredActivity,
+      headLsn: this.log.usage().headLsn,
+      stoppedBecause: recovery.stoppedBecause,
+    };
+    this.logger.info({ group: this.name, replayed, skipped, hotExtents: recoveredActivity.length, headLsn: String(report.headLsn), stoppedBecause: recovery.stoppedBecause }, "group recovered");
+    return report;
+  }
+
+  private async applyRecord(volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
+    switch (kind) {
+      case RecordKind.write:
+        assert(payload !== undefined && payload.length === length, "replay: write without payload");
+        await volume.write(payload, offset);
+        return;
+      case RecordKind.zero:
+        await volume.zero(offset, length, true);
+        return;
+      case RecordKind.trim:
+        await volume.trim(offset, length);
+        return;
+      default:
+        return; // operations arrive with later issues; nothing to redo on a volume yet
+    }
+  }
+
+  // ---- The write path ----
+
+  private checkOpen(): void {
+    if (this.closing) throw new OperatingError("SHUTTING_DOWN", { group: this.name });
+  }
+
+  private async admit(payloadBytes: number): Promise<void> {
+    this.checkOpen();
+    while (this.paused !== null) await this.paused;
+    this.active += 1;
+    try {
+      await this.waitForRoom(payloadBytes);
+    } catch (error) {
+      this.finished();
+      throw error;
+    }
+  }
+
+  private finished(): void {
+    this.active -= 1;
+    if (this.active === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private idle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async waitForRoom(payloadBytes: number): Promise<void> {
+    if (this.log.hasRoom(payloadBytes)) return;
+    this.stats.stalls += 1;
+    void this.checkpoint();
+    try {
+      await this.log.waitForRoom(payloadBytes, logStallMsMax);
+    } catch (error) {
+      if (error instanceof OperatingError && error.code === "LOG_FULL") this.stats.logFullErrors += 1;
+      throw error;
+    }
+    this.checkOpen();
+  }
+
+  private maybeCheckpoint(): void {
+    const usage = this.log.usage();
+    if (this.checkpointRunning === null && usage.usedBytes > usage.sizeBytes * logCheckpointFillRatio) void this.checkpoint();
+  }
+
+  write(volume: Volume, offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.stats.writes += 1;
+    this.stats.writeBytes += data.length;
+    return this.change(volume, RecordKind.write, offset, data.length, data, fua, (target) => target.write(data, offset));
+  }
+
+  zero(volume: Volume, offset: number, length: number, keepAllocated: boolean, fua: boolean): Promise<void> {
+    this.stats.zeroes += 1;
+    // A zero that keeps allocation and one that punches read back the same: one record kind.
+    return this.change(volume, RecordKind.zero, offset, length, undefined, fua, (target) => target.zero(offset, length, keepAllocated));
+  }
+
+  trim(volume: Volume, offset: number, length: number, fua: boolean): Promise<void> {
+    this.stats.trims += 1;
+    return this.change(volume, RecordKind.trim, offset, length, undefined, fua, (target) => target.trim(offset, length));
+  }
+
+  private async change(
+    volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
+    apply: (volume: Volume) => Promise<void>,
+  ): Promise<void> {
+    await this.admit(payload?.length ?? 0);
+    try {
+      await this.changeAdmitted(volume, kind, offset, length, payload, fua, apply);
+    } finally {
+      this.finished();
+    }
+    this.maybeCheckpoint();
+  }
+
+  private async changeAdmitted(
+    volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
+    apply: (volume: Volume) => Promise<void>,
+  ): Promise<void> {
+    const marked = this.activity?.mark(volume.id, offset, length);
+    if (marked) await marked;
+    // From here to the volume write, order is what matters: LSN, gate entry and watermark are
+    // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
+    const lsn = this.log.append({ kind, flags: fua ? flagFua : 0, volumeId: volume.id, offset, length, payload });
+    const ticket = this.gate.enter(volume.id, offset, length);
+    this.watermark.begin(lsn);
+    let failed = true;
+    try {
+      if (this.durability === "write-ahead") await this.log.durable(lsn);
+      if (ticket.wait !== null) await ticket.wait;
+      if (this.durability === "write-ahead") {
+        await apply(volume);
+      } else {
+        await Promise.all([apply(volume), fua ? this.log.durable(lsn) : this.log.written(lsn)]);
+        if (fua) await volume.flush();
+      }
+      failed = false;
+    } finally {
+      ticket.leave();
+      this.watermark.end(lsn);
+      this.activity?.done(volume.id, offset, length, lsn, failed);
+    }
+  }
+
+  read(volume: Volume, offset: number, target: Buffer): Promise<void> {
+    return volume.read(target, offset);
+  }
+
+  // Everything completed before this call is durable when it resolves.
+  async flush(volume: Volume): Promise<void> {
+    this.stats.flushes += 1;
+    if (this.durability === "write-ahead") {
+      await this.log.sync();
+      return;
+    }
+    await Promise.all([this.log.sync(), volume.flush()]);
+  }
+
+  // Runs an action with the group quiet: new changes wait, changes in flight finish, the
+  // action runs, changes resume. Returns the pause in milliseconds along with the result.
+  async quiesce<T>(action: () => Promise<T>, nowMs: () => number): Promise<{ result: T; pauseMs: number }> {
+    while (this.paused !== null) await this.paused;
+    let resume!: () => void;
+    this.paused = new Promise<void>((resolve) => (resume = resolve));
+    const started = nowMs();
+    try {
+      await this.idle();
+      const result = await action();
+      return { result, pauseMs: nowMs() - started };
+    } finally {
+      this.paused = null;
+      resume();
+    }
+  }
+
+  // ---- Checkpoint ----
+
+  // Makes every volume durable up to the applied watermark, then frees the log below it.
+  checkpoint(): Promise<void> {
+    if (this.checkpointRunning !== null) return this.checkpointRunning;
+    const run = (async () => {
+      const applied = this.watermark.appliedLsn;
+      await Promise.all(this.volumeList().map((volume) => volume.flush()));
+      this.log.release(applied);
+      await this.log.checkpoint();
+      this.stats.checkpoints += 1;
+    })();
+    this.checkpointRunning = run;
+    const clear = () => {
+      this.checkpointRunning = null;
+    };
+    run.then(clear, (error: unknown) => {
+      clear();
+      this.logger.error({ group: this.name, err: error }, "checkpoint failed");
+    });
+    return run;
+  }
+
+  // Stops taking writes, waits for those in flight, checkpoints and closes the log.
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.idle();
+    await this.checkpointRunning?.catch(() => undefined);
+    await this.checkpoint();
+    if (this.activity !== null) {
+      await this.activity.clear();
+      await this.activity.close();
+    }
+    await this.log.close();
+  }
+}

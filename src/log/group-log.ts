@@ -1,0 +1,728 @@
+// The group log: a durable, checksummed, write-ordered circular log of one consistency group.
+// Every write to any volume of the group (and every storage-management operation) gets the
+// next LSN here; it is the primary's write-ahead log and the source of the replication stream.
+// It knows nothing about volumes. Layout: docs/FORMAT.md.
+//
+//   append() ──▶ queue ──(writer loop: one writev per batch)──▶ file ──(one datasync)──▶ durable
+//      │ LSN, room reserved                 │ written(lsn)                 │ durable(lsn), sync()
+//      └ LOG_FULL / OVERLOADED              └ cursor() reads from here     └ tail persisted here
+//
+// Group commit: a single writer loop takes queued records up to logBatchBytesMax /
+// logBatchRecordsMax, writes them with one file.write(), and when a caller waits for
+// durability of a written record, runs one datasync for everything written so far. Whoever
+// asks while that datasync runs waits for the next one. Nobody waiting, no datasync.
+//
+// Space: room is reserved at append(), so queued records can never overfill the log. release()
+// frees whole segments (log-space.ts), but freed bytes become reusable only once a superblock
+// whose tail lies past them is durable: a crash then recovers from a tail whose records were
+// not overwritten. The tail is persisted lazily (the rule, in superblockDue()): at every
+// checkpoint() and close(); at the next writer round when the freed-but-unpersisted bytes
+// reach logTailPersistFraction of the log; and at once when an append found no room or a
+// caller waits for room while freed bytes are pending. The persisted tail never passes
+// durableLsn, so after a crash every record from the tail on was durable.
+//
+// Failures: an error from write or datasync puts the log in the failed state: every waiter is
+// rejected with the typed error, appends throw DISK_IO, nothing is retried (after a failed
+// fsync the page cache cannot be trusted to still hold the data). A non-OperatingError is a
+// bug: waiters are rejected and the error is rethrown to end the process.
+
+import { randomBytes } from "node:crypto";
+import { assert } from "../assert.js";
+import { logBatchBytesMax, logBatchRecordsMax, logSizeMax, logSizeMin, logStallMsMax, sectorSize } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { BlockFile } from "../io/block-file.js";
+import { logQueueBytesMax, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logTailPersistFraction } from "./limits.js";
+import { LogCursor, type CursorSource } from "./log-cursor.js";
+import { type LogRecovery, recoverLog } from "./log-recovery.js";
+import { LogSpace, type PersistToken } from "./log-space.js";
+import { LsnWaiters } from "./lsn-waiters.js";
+import { RecordKind, recordDiskSize, recordDiskSizeMax, recordHeaderEncode, recordHeaderSize } from "./record.js";
+import type { ScanLayout } from "./record-scanner.js";
+import { logDataStart, type Superblock, superblockRead, superblockWrite, superblockEncode } from "./superblock.js";
+
+export type { LogRecovery } from "./log-recovery.js";
+export type { LogCursor } from "./log-cursor.js";
+
+export interface LogEntry {
+  readonly kind: number; // RecordKind.write/zero/trim, or an operation kind ≥ 0x100
+  readonly flags: number; // RecordFlag bits
+  readonly volumeId: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly payload?: Buffer; // not copied: unchanged until written(lsn) resolves
+  readonly timestampMs?: number; // default: the log's clock
+}
+
+// Time as the log sees it (injected so simulations control it).
+export interface LogClock {
+  nowMs(): number;
+  setTimeout(callback: () => void, ms: number): () => void; // returns a cancel function
+}
+
+export interface GroupLogLimits {
+  readonly sizeMin: number;
+  readonly batchBytesMax: number;
+  readonly batchRecordsMax: number;
+  readonly queueBytesMax: number;
+  readonly readChunkBytes: number;
+  readonly segmentsMax: number;
+  readonly segmentBytesMin: number;
+  readonly tailPersistFraction: number;
+}
+
+export const groupLogLimitsDefault: GroupLogLimits = {
+  sizeMin: logSizeMin,
+  batchBytesMax: logBatchBytesMax,
+  batchRecordsMax: logBatchRecordsMax,
+  queueBytesMax: logQueueBytesMax,
+  readChunkBytes: logReadChunkBytes,
+  segmentsMax: logSegmentsMax,
+  segmentBytesMin: logSegmentBytesMin,
+  tailPersistFraction: logTailPersistFraction,
+};
+
+export interface GroupLogOptions {
+  readonly clock?: LogClock;
+  // Smaller limits for tests (a tiny log that wraps often, small batches). Production uses the defaults.
+  readonly limits?: Partial<GroupLogLimits>;
+}
+
+export interface GroupLogCreateOptions extends GroupLogOptions {
+  readonly sizeBytes: number; // the log's bytes in the file: two superblock slots + data area
+  readonly groupId: string;
+  readonly generation?: bigint;
+  readonly logId?: bigint; // default: random; records of any other log are never taken for ours
+}
+
+export interface GroupLogOpenOptions extends GroupLogOptions {
+  readonly groupId?: string; // when given, the log must belong to this group
+  // Open even if records the superblock says were durable are missing (operator's decision).
+  readonly acceptLoss?: boolean;
+}
+
+export interface LogUsage {
+  readonly sizeBytes: number;
+  readonly dataBytes: number; // the circular data area; usedBytes + freeBytes
+  readonly usedBytes: number;
+  readonly freeBytes: number;
+  readonly releasedBytesPending: number; // released, reusable after the next superblock
+  readonly queuedBytes: number;
+  readonly tailLsn: bigint; // the oldest LSN not released
+  readonly headLsn: bigint; // the last LSN appended
+  readonly writtenLsn: bigint;
+  readonly durableLsn: bigint;
+  readonly batches: number;
+  readonly syncs: number;
+  readonly superblockWrites: number;
+}
+
+export const systemClock: LogClock = {
+  nowMs: () => Date.now(),
+  setTimeout: (callback, ms) => {
+    const timer = setTimeout(callback, ms);
+    return () => clearTimeout(timer);
+  },
+};
+
+// One write of the queue: a record (header, payload, padding) or a wrap marker.
+interface QueuedWrite {
+  readonly lsn: bigint; // a wrap marker carries the LSN of the record after it
+  readonly isRecord: boolean;
+  readonly position: number;
+  readonly diskBytes: number;
+  readonly buffers: readonly Buffer[];
+}
+
+interface Batch {
+  readonly position: number;
+  readonly buffers: Buffer[];
+  readonly bytes: number;
+  readonly lastLsn: bigint | null; // the last record's LSN; null for a lone wrap marker
+}
+
+interface Deferred {
+  readonly resolve: () => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface RoomWaiter extends Deferred {
+  readonly diskBytes: number;
+  cancel: () => void;
+}
+
+interface PersistRound {
+  readonly token: PersistToken;
+  readonly releasedLsn: bigint;
+  readonly checkpoints: Deferred[];
+}
+
+const zeroSector = Buffer.alloc(sectorSize); // padding source; never written to
+
+type LogState = "open" | "closing" | "closed" | "failed";
+
+interface LogInit {
+  readonly file: BlockFile;
+  readonly superblock: Superblock;
+  readonly space: LogSpace;
+  readonly headLsn: bigint;
+  readonly headChecksum: number;
+  readonly releasedLsn: bigint;
+  readonly limits: GroupLogLimits;
+  readonly clock: LogClock;
+  readonly recovery: LogRecovery | null;
+}
+
+export class GroupLog {
+  readonly file: BlockFile;
+  readonly groupId: string;
+  readonly logId: bigint;
+  readonly sizeBytes: number;
+  readonly recovery: LogRecovery | null; // null for a log made by create()
+  private readonly layout: ScanLayout;
+  private readonly limits: GroupLogLimits;
+  private readonly clock: LogClock;
+  private readonly space: LogSpace;
+  private readonly persistThresholdBytes: number;
+  private readonly cursorSource: CursorSource;
+  private generationValue: bigint;
+  private superblockSequence: bigint;
+
+  private nextLsn: bigint;
+  private chain: number; // checksum of record nextLsn - 1
+  private writtenLsnValue: bigint;
+  private durableLsnValue: bigint;
+  private releasedLsn: bigint;
+
+  private readonly queue: QueuedWrite[] = [];
+  private queueStart = 0;
+  private queuedBytes = 0;
+  private readonly writtenWaiters = new LsnWaiters();
+  private readonly durableWaiters = new LsnWaiters();
+  private roomWaiters: RoomWaiter[] = [];
+  private checkpointRequests: Deferred[] = [];
+  private roomWanted = false; // an append found no room: persist a pending tail soon
+
+  private state: LogState = "open";
+  private failure: OperatingError | null = null;
+  private running = false;
+  private batches = 0;
+  private syncs = 0;
+  private superblockWrites = 0;
+
+  private constructor(init: LogInit) {
+    const { superblock } = init;
+    this.file = init.file;
+    this.groupId = superblock.groupId;
+    this.logId = superblock.logId;
+    this.sizeBytes = superblock.sizeBytes;
+    this.recovery = init.recovery;
+    this.layout = { dataStart: superblock.dataStart, dataEnd: superblock.sizeBytes, logId: superblock.logId };
+    this.limits = init.limits;
+    this.clock = init.clock;
+    this.space = init.space;
+    this.persistThresholdBytes = Math.max(init.space.segmentBytes, Math.floor(init.space.capacity * init.limits.tailPersistFraction));
+    this.generationValue = superblock.generation;
+    this.superblockSequence = superblock.sequence;
+    this.nextLsn = init.headLsn + 1n;
+    this.chain = init.headChecksum;
+    this.writtenLsnValue = init.headLsn;
+    this.durableLsnValue = init.headLsn;
+    this.releasedLsn = init.releasedLsn;
+    this.space.free(this.freeThrough());
+    this.cursorSource = {
+      file: this.file,
+      layout: this.layout,
+      readChunkBytes: this.limits.readChunkBytes,
+      writtenLsn: () => this.writtenLsnValue,
+      diskTailLsn: () => this.space.diskTail()?.lsn ?? this.nextLsn,
+    };
+  }
+
+  // ---- Life cycle ----
+
+  // Makes a new, empty log in `file` (grown to sizeBytes if it is a smaller regular file).
+  // Whatever the file held before is ignored from now on.
+  static async create(file: BlockFile, options: GroupLogCreateOptions): Promise<GroupLog> {
+    const limits = { ...groupLogLimitsDefault, ...options.limits };
+    checkCreateOptions(options, limits);
+    const fileSize = await file.size();
+    if (fileSize < options.sizeBytes) {
+      if (file.isBlockDevice) {
+        throw new OperatingError("CONFIG_INVALID", { what: "log size", sizeBytes: options.sizeBytes, deviceBytes: fileSize });
+      }
+      await file.truncate(options.sizeBytes);
+    }
+    const base: Superblock = {
+      sequence: 0n,
+      logId: options.logId ?? randomBytes(8).readBigUInt64LE(0),
+      groupId: options.groupId,
+      sizeBytes: options.sizeBytes,
+      dataStart: logDataStart,
+      generation: options.generation ?? 1n,
+      tailLsn: 1n,
+      tailPosition: logDataStart,
+      tailPreviousChecksum: 0,
+      releasedLsn: 0n,
+      durableLsn: 0n,
+      timestampMs: (options.clock ?? systemClock).nowMs(),
+    };
+    // Both slots, so no superblock of an earlier log in this file can outrank ours.
+    const second = { ...base, sequence: 1n };
+    await file.write([superblockEncode(base), superblockEncode(second)], 0);
+    await file.datasync();
+    const space = new LogSpace(logDataStart, options.sizeBytes, segmentBytesFor(options.sizeBytes - logDataStart, limits), logDataStart);
+    return new GroupLog({
+      file,
+      superblock: second,
+      space,
+      headLsn: 0n,
+      headChecksum: 0,
+      releasedLsn: 0n,
+      limits,
+      clock: options.clock ?? systemClock,
+      recovery: null,
+    });
+  }
+
+  // Opens an existing log and runs the recovery scan (see log-recovery.ts); `recovery` says
+  // what it found. Everything recovered is made durable before open() returns.
+  static async open(file: BlockFile, options: GroupLogOpenOptions = {}): Promise<GroupLog> {
+    const limits = { ...groupLogLimitsDefault, ...options.limits };
+    const choice = await superblockRead(file);
+    const superblock = choice.superblock;
+    if (options.groupId !== undefined && options.groupId !== superblock.groupId) {
+      throw new OperatingError("CONFIG_INVALID", { what: "log group", expected: options.groupId, found: superblock.groupId });
+    }
+    const fileSize = await file.size();
+    if (fileSize < superblock.sizeBytes) {
+      throw new OperatingError("LOG_CORRUPT", { reason: "size", what: "log file shorter than its superblock says", fileSize, sizeBytes: superblock.sizeBytes });
+    }
+    const recovered = await recoverLog({
+      file,
+      layout: { dataStart: superblock.dataStart, dataEnd: superblock.sizeBytes, logId: superblock.logId },
+      superblock,
+      superblockFallback: choice.otherSlotError !== null,
+      segmentBytes: segmentBytesFor(superblock.sizeBytes - superblock.dataStart, limits),
+      readChunkBytes: limits.readChunkBytes,
+      acceptLoss: options.acceptLoss ?? false,
+    });
+    // What the scan read may sit only in the page cache (the process died, the host did not).
+    await file.datasync();
+    return new GroupLog({
+      file,
+      superblock,
+      space: recovered.space,
+      headLsn: recovered.headLsn,
+      headChecksum: recovered.headChecksum,
+      releasedLsn: recovered.releasedLsn,
+      limits,
+      clock: options.clock ?? systemClock,
+      recovery: recovered.report,
+    });
+  }
+
+  // Writes everything queued, makes it durable, persists the tail. The file stays open (the
+  // caller owns it). Appends are refused from the moment close() is called.
+  async close(): Promise<void> {
+    if (this.state === "closed") return;
+    if (this.state === "failed") throw this.failedError();
+    this.state = "closing";
+    await this.sync();
+    await this.checkpoint();
+    this.state = "closed";
+    this.rejectRoomWaiters(new OperatingError("SHUTTING_DOWN", { what: "group log closed" }));
+  }
+
+  get generation(): bigint {
+    return this.generationValue;
+  }
+
+  // ---- Appending ----
+
+  // Assigns the next LSN to a record and queues it; returns the LSN. Synchronous. Throws
+  // LOG_FULL when the log has no room for it, OVERLOADED when too many bytes wait to be
+  // written (use hasRoom()/waitForRoom() first), DISK_IO after a failure, SHUTTING_DOWN after close().
+  append(entry: LogEntry): bigint {
+    this.checkAppendable();
+    const payloadSize = entry.payload?.length ?? 0;
+    const diskBytes = recordDiskSize(payloadSize);
+    if (!this.queueFits(diskBytes)) {
+      throw new OperatingError("OVERLOADED", { what: "log queue", queuedBytes: this.queuedBytes, recordBytes: diskBytes });
+    }
+    if (!this.space.fits(diskBytes)) {
+      this.wantRoom();
+      throw new OperatingError("LOG_FULL", { recordBytes: diskBytes, freeBytes: this.space.freeBytes, tailLsn: this.releasedLsn + 1n });
+    }
+    const lsn = this.nextLsn;
+    const { header, checksum } = recordHeaderEncode(
+      {
+        kind: entry.kind,
+        flags: entry.flags,
+        volumeId: entry.volumeId,
+        offset: entry.offset,
+        length: entry.length,
+        lsn,
+        generation: this.generationValue,
+        logId: this.logId,
+        timestampMs: entry.timestampMs ?? this.clock.nowMs(),
+        previousChecksum: this.chain,
+      },
+      entry.payload,
+    );
+    const placement = this.space.reserve(lsn, diskBytes, this.chain);
+    if (placement.wrapPosition !== null) this.enqueue(this.wrapMarker(lsn, placement.wrapPosition));
+    const buffers = [header];
+    if (payloadSize > 0) buffers.push(entry.payload!);
+    const padding = diskBytes - recordHeaderSize - payloadSize;
+    if (padding > 0) buffers.push(zeroSector.subarray(0, padding));
+    this.enqueue({ lsn, isRecord: true, position: placement.position, diskBytes, buffers });
+    this.chain = checksum;
+    this.nextLsn = lsn + 1n;
+    this.kick();
+    return lsn;
+  }
+
+  // Whether a record with a payload of payloadBytes could be appended now.
+  hasRoom(payloadBytes: number): boolean {
+    const diskBytes = recordDiskSize(payloadBytes);
+    return this.state === "open" && this.queueFits(diskBytes) && this.space.fits(diskBytes);
+  }
+
+  // Resolves once hasRoom(payloadBytes) (waiters are served in order); rejects LOG_FULL after
+  // msMax. Room is not reserved: append right away (synchronously) when it resolves.
+  waitForRoom(payloadBytes: number, msMax: number = logStallMsMax): Promise<void> {
+    if (this.state !== "open") return Promise.reject(this.state === "failed" ? this.failedError() : shuttingDown());
+    const diskBytes = recordDiskSize(payloadBytes);
+    if (diskBytes > this.space.capacity) {
+      return Promise.reject(new OperatingError("LOG_FULL", { recordBytes: diskBytes, dataBytes: this.space.capacity }));
+    }
+    if (this.roomWaiters.length === 0 && this.hasRoom(payloadBytes)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const startedMs = this.clock.nowMs();
+      const waiter: RoomWaiter = { diskBytes, resolve, reject, cancel: () => {} };
+      waiter.cancel = this.clock.setTimeout(() => {
+        this.roomWaiters = this.roomWaiters.filter((other) => other !== waiter);
+        reject(new OperatingError("LOG_FULL", { recordBytes: diskBytes, freeBytes: this.space.freeBytes, waitedMs: this.clock.nowMs() - startedMs }));
+        this.roomNotify(); // the next waiter may fit
+      }, msMax);
+      this.roomWaiters.push(waiter);
+      this.kick();
+    });
+  }
+
+  // ---- Progress ----
+
+  // Resolves once record lsn has been handed to the OS (readable by cursors).
+  written(lsn: bigint): Promise<void> {
+    assert(lsn < this.nextLsn, "written() of an LSN not appended");
+    if (lsn <= this.writtenLsnValue) return Promise.resolve();
+    if (this.state === "failed") return Promise.reject(this.failedError());
+    return this.writtenWaiters.add(lsn);
+  }
+
+  // Resolves once record lsn is durable (datasync'd).
+  durable(lsn: bigint): Promise<void> {
+    assert(lsn < this.nextLsn, "durable() of an LSN not appended");
+    if (lsn <= this.durableLsnValue) return Promise.resolve();
+    if (this.state === "failed") return Promise.reject(this.failedError());
+    const promise = this.durableWaiters.add(lsn);
+    this.kick();
+    return promise;
+  }
+
+  // Makes every record appended so far durable; returns the last LSN appended.
+  async sync(): Promise<bigint> {
+    const lsn = this.nextLsn - 1n;
+    await this.durable(lsn);
+    return lsn;
+  }
+
+  // Records ≤ lsn are no longer needed. Their space is reused once the tail is persisted
+  // (see the rule at the top); the persisted tail never passes durableLsn.
+  release(lsn: bigint): void {
+    assert(lsn < this.nextLsn, "release() of an LSN not appended");
+    if (lsn <= this.releasedLsn) return;
+    this.releasedLsn = lsn;
+    this.space.free(this.freeThrough());
+    this.kick();
+  }
+
+  // Persists the tail and the durable LSN in a superblock now (write + datasync).
+  checkpoint(): Promise<void> {
+    if (this.state === "failed") return Promise.reject(this.failedError());
+    if (this.state === "closed") return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.checkpointRequests.push({ resolve, reject });
+      this.kick();
+    });
+  }
+
+  // Reads written records from disk in LSN order from fromLsn (from the oldest record still on
+  // disk up to headLsn + 1). OUT_OF_RANGE when fromLsn is no longer (or not yet) in the log.
+  cursor(fromLsn: bigint): LogCursor {
+    const diskTailLsn = this.cursorSource.diskTailLsn();
+    if (fromLsn < diskTailLsn || fromLsn < 1n || fromLsn > this.nextLsn) {
+      throw new OperatingError("OUT_OF_RANGE", { what: "log cursor", lsn: fromLsn, tailLsn: diskTailLsn, headLsn: this.nextLsn - 1n });
+    }
+    const segment = this.space.find(fromLsn);
+    const start =
+      segment !== null
+        ? { lsn: segment.firstLsn, position: segment.firstPosition, previousChecksum: segment.previousChecksum }
+        : { lsn: this.nextLsn, position: this.space.headPosition, previousChecksum: this.chain };
+    return new LogCursor(this.cursorSource, fromLsn, start);
+  }
+
+  usage(): LogUsage {
+    return {
+      sizeBytes: this.sizeBytes,
+      dataBytes: this.space.capacity,
+      usedBytes: this.space.usedBytes,
+      freeBytes: this.space.freeBytes,
+      releasedBytesPending: this.space.freedBytes,
+      queuedBytes: this.queuedBytes,
+      tailLsn: this.releasedLsn + 1n,
+      headLsn: this.nextLsn - 1n,
+      writtenLsn: this.writtenLsnValue,
+      durableLsn: this.durableLsnValue,
+      batches: this.batches,
+      syncs: this.syncs,
+      superblockWrites: this.superblockWrites,
+    };
+  }
+
+  // ---- The writer loop ----
+
+  private kick(): void {
+    if (this.running || this.state === "failed" || this.state === "closed" || !this.hasWork()) return;
+    this.running = true;
+    // Start on a microtask: appends made in the same synchronous run share the first batch.
+    queueMicrotask(() => void this.run());
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.state !== "failed" && this.hasWork()) await this.round();
+    } catch (error) {
+      this.fail(error);
+      if (!(error instanceof OperatingError)) throw error; // a bug: end the process
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private hasWork(): boolean {
+    return this.queueStart < this.queue.length || this.durabilityDue() || this.superblockDue();
+  }
+
+  // One round: write a batch, maybe write the superblock, datasync if anyone needs it.
+  private async round(): Promise<void> {
+    const batch = this.batchTake();
+    if (batch !== null) await this.batchWrite(batch);
+    const persist = this.superblockDue() ? await this.superblockWriteBegin() : null;
+    if (persist !== null || this.durabilityDue()) await this.syncRun(persist);
+  }
+
+  private durabilityDue(): boolean {
+    const lsn = this.durableWaiters.minLsn();
+    return lsn !== null && lsn <= this.writtenLsnValue;
+  }
+
+  // The rule for persisting the tail lazily (see the top of the file).
+  private superblockDue(): boolean {
+    if (this.checkpointRequests.length > 0) return true;
+    if (this.space.freedSegmentCount === 0) return false;
+    return this.space.freedBytes >= this.persistThresholdBytes || this.roomWaiters.length > 0 || this.roomWanted;
+  }
+
+  private batchTake(): Batch | null {
+    if (this.queueStart === this.queue.length) return null;
+    const buffers: Buffer[] = [];
+    const position = this.queue[this.queueStart]!.position;
+    let end = position;
+    let bytes = 0;
+    let records = 0;
+    let lastLsn: bigint | null = null;
+    while (this.queueStart < this.queue.length) {
+      const item = this.queue[this.queueStart]!;
+      if (bytes > 0) {
+        if (item.position !== end || bytes + item.diskBytes > this.limits.batchBytesMax) break;
+        if (item.isRecord && records >= this.limits.batchRecordsMax) break;
+      }
+      this.queueStart += 1;
+      for (const buffer of item.buffers) buffers.push(buffer);
+      bytes += item.diskBytes;
+      end = item.position + item.diskBytes;
+      if (item.isRecord) {
+        records += 1;
+        lastLsn = item.lsn;
+      }
+    }
+    if (this.queueStart > 1024 && this.queueStart * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueStart);
+      this.queueStart = 0;
+    }
+    return { position, buffers, bytes, lastLsn };
+  }
+
+  private async batchWrite(batch: Batch): Promise<void> {
+    await this.file.write(batch.buffers, batch.position);
+    this.batches += 1;
+    this.queuedBytes -= batch.bytes;
+    if (batch.lastLsn !== null) {
+      this.writtenLsnValue = batch.lastLsn;
+      this.writtenWaiters.resolveThrough(batch.lastLsn);
+    }
+    this.roomNotify();
+  }
+
+  private async superblockWriteBegin(): Promise<PersistRound> {
+    const token = this.space.persistBegin();
+    const releasedLsn = this.freeThrough();
+    const tail = token.tail ?? { lsn: this.nextLsn, position: this.space.headPosition, previousChecksum: this.chain };
+    const checkpoints = this.checkpointRequests;
+    this.checkpointRequests = [];
+    this.roomWanted = false;
+    this.superblockSequence += 1n;
+    await superblockWrite(this.file, {
+      sequence: this.superblockSequence,
+      logId: this.logId,
+      groupId: this.groupId,
+      sizeBytes: this.sizeBytes,
+      dataStart: this.layout.dataStart,
+      generation: this.generationValue,
+      tailLsn: tail.lsn,
+      tailPosition: tail.position,
+      tailPreviousChecksum: tail.previousChecksum,
+      releasedLsn,
+      durableLsn: this.durableLsnValue, // only what an earlier datasync made durable
+      timestampMs: this.clock.nowMs(),
+    });
+    this.superblockWrites += 1;
+    return { token, releasedLsn, checkpoints };
+  }
+
+  private async syncRun(persist: PersistRound | null): Promise<void> {
+    const target = this.writtenLsnValue;
+    await this.file.datasync();
+    this.syncs += 1;
+    if (target > this.durableLsnValue) this.durableLsnValue = target;
+    this.durableWaiters.resolveThrough(target);
+    if (persist !== null) {
+      this.space.persistDone(persist.token);
+      for (const checkpoint of persist.checkpoints) checkpoint.resolve();
+    }
+    this.space.free(this.freeThrough());
+    this.roomNotify();
+  }
+
+  // ---- Helpers ----
+
+  private freeThrough(): bigint {
+    return this.releasedLsn < this.durableLsnValue ? this.releasedLsn : this.durableLsnValue;
+  }
+
+  private wrapMarker(lsn: bigint, position: number): QueuedWrite {
+    const marker = Buffer.alloc(sectorSize);
+    recordHeaderEncode(
+      {
+        kind: RecordKind.wrap,
+        flags: 0,
+        volumeId: 0,
+        offset: 0,
+        length: 0,
+        lsn,
+        generation: this.generationValue,
+        logId: this.logId,
+        timestampMs: this.clock.nowMs(),
+        previousChecksum: this.chain,
+      },
+      undefined,
+      marker,
+    );
+    return { lsn, isRecord: false, position, diskBytes: sectorSize, buffers: [marker] };
+  }
+
+  private enqueue(write: QueuedWrite): void {
+    this.queue.push(write);
+    this.queuedBytes += write.diskBytes;
+  }
+
+  private queueFits(diskBytes: number): boolean {
+    return this.queuedBytes === 0 || this.queuedBytes + diskBytes <= this.limits.queueBytesMax;
+  }
+
+  private wantRoom(): void {
+    if (this.space.freedSegmentCount === 0) return;
+    this.roomWanted = true;
+    this.kick();
+  }
+
+  private roomNotify(): void {
+    while (this.roomWaiters.length > 0 && this.state === "open") {
+      const waiter = this.roomWaiters[0]!;
+      if (!this.queueFits(waiter.diskBytes) || !this.space.fits(waiter.diskBytes)) return;
+      this.roomWaiters.shift();
+      waiter.cancel();
+      waiter.resolve();
+    }
+  }
+
+  private rejectRoomWaiters(error: Error): void {
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const waiter of waiters) {
+      waiter.cancel();
+      waiter.reject(error);
+    }
+  }
+
+  private checkAppendable(): void {
+    if (this.state === "failed") throw this.failedError();
+    if (this.state !== "open") throw shuttingDown();
+  }
+
+  private failedError(): OperatingError {
+    assert(this.failure !== null, "failed without a failure");
+    return new OperatingError("DISK_IO", { what: "group log failed earlier", failure: this.failure.code }, { cause: this.failure });
+  }
+
+  private fail(error: unknown): void {
+    this.failure =
+      error instanceof OperatingError ? error : new OperatingError("INTERNAL", { what: "group log writer" }, { cause: error });
+    this.state = "failed";
+    const failure = this.failure;
+    this.queue.length = 0;
+    this.queueStart = 0;
+    this.queuedBytes = 0;
+    this.writtenWaiters.rejectAll(failure);
+    this.durableWaiters.rejectAll(failure);
+    const checkpoints = this.checkpointRequests;
+    this.checkpointRequests = [];
+    for (const checkpoint of checkpoints) checkpoint.reject(failure);
+    this.rejectRoomWaiters(failure);
+  }
+}
+
+function shuttingDown(): OperatingError {
+  return new OperatingError("SHUTTING_DOWN", { what: "group log closing" });
+}
+
+function segmentBytesFor(dataBytes: number, limits: GroupLogLimits): number {
+  const share = Math.ceil(dataBytes / limits.segmentsMax / sectorSize) * sectorSize;
+  return Math.max(limits.segmentBytesMin, share);
+}
+
+function checkCreateOptions(options: GroupLogCreateOptions, limits: GroupLogLimits): void {
+  const { sizeBytes, groupId } = options;
+  const sizeValid =
+    Number.isSafeInteger(sizeBytes) && sizeBytes % sectorSize === 0 && sizeBytes >= limits.sizeMin && sizeBytes <= logSizeMax;
+  if (!sizeValid || sizeBytes - logDataStart < 2 * sectorSize) {
+    throw new OperatingError("CONFIG_INVALID", { what: "log size", sizeBytes, sizeMin: limits.sizeMin, sizeMax: logSizeMax });
+  }
+  const groupIdBytes = Buffer.byteLength(groupId, "utf8");
+  if (groupIdBytes === 0 || groupIdBytes > logGroupIdBytesMax) {
+    throw new OperatingError("CONFIG_INVALID", { what: "group id", bytes: groupIdBytes, bytesMax: logGroupIdBytesMax });
+  }
+  if (options.generation !== undefined) assert(options.generation >= 0n, "generation");
+  assert(limits.sizeMin < logSizeMin || recordDiskSizeMax * 2 <= sizeBytes - logDataStart, "the log holds two largest records");
+}

@@ -1,0 +1,38 @@
+// Limits of the group log that are not (yet) in src/constants.ts. Unit last in every name.
+// They are meant to move into constants.ts; until then the log imports them from here, and
+// their relationships with the global limits are asserted at load like the rest.
+
+import { assert } from "../assert.js";
+import { logBatchBytesMax, logRecordPayloadSizeMax, logSizeMin, sectorSize } from "../constants.js";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+// Records appended but not yet handed to the OS, counted in on-disk bytes. Beyond this an
+// append is refused (OVERLOADED) and waitForRoom() waits: memory stays bounded however fast
+// callers append.
+export const logQueueBytesMax = 64 * MiB;
+
+// Read-ahead of the recovery scan and of cursors: one read of this size yields many records.
+export const logReadChunkBytes = 1 * MiB;
+
+// Space is accounted in segments (runs of whole records): a segment is freed when every
+// record in it is released. At most about logSegmentsMax segments exist at once, never
+// smaller than logSegmentBytesMin, so memory does not grow with the log's size or traffic.
+export const logSegmentsMax = 16_384;
+export const logSegmentBytesMin = 16 * KiB;
+
+// The tail moved by release() is persisted (superblock write + datasync) at the next group
+// commit once the released-but-unpersisted bytes reach this share of the data area, at once
+// when an append waits for room, and at every checkpoint()/close().
+export const logTailPersistFraction = 1 / 8;
+
+// The group id stored in the superblock (UTF-8 bytes).
+export const logGroupIdBytesMax = 128;
+
+assert(logQueueBytesMax >= logRecordPayloadSizeMax + sectorSize, "the queue holds a largest record");
+assert(logQueueBytesMax >= logBatchBytesMax, "the queue holds a full batch");
+assert(logReadChunkBytes % sectorSize === 0, "read chunks are whole sectors");
+assert(logSegmentBytesMin % sectorSize === 0, "segments are whole sectors");
+assert(logSegmentBytesMin * 4 <= logSizeMin, "the smallest log holds several segments");
+assert(logTailPersistFraction > 0 && logTailPersistFraction < 1, "a fraction of the log");

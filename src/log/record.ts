@@ -1,0 +1,255 @@
+// The log record codec: one fixed 80-byte little-endian header, the payload, and zero padding
+// to the next 512-byte boundary (docs/FORMAT.md §3 is the reference).
+//
+//   0        4      8    10   12    14   16           20         24       28        32
+//   ┌────────┬──────┬────┬────┬─────┬────┬────────────┬──────────┬────────┬─────────┐
+//   │checksum│magic │ver │kind│flags│ 0  │payloadSize │ volumeId │ length │previous │
+//   ├────────┴──────┴────┴────┴─────┴────┴────┬───────┴──────────┴────────┴─────────┤
+//   │ lsn u64 │ generation u64 │ logId u64 │ timestampMs u64 │ offset u64 │ 0 u64     │ 32..80
+//   └─────────┴────────────────┴───────────┴─────────────────┴────────────┴───────────┘
+//   payload (payloadSize bytes) · zero padding to a multiple of 512
+//
+// checksum = CRC32C of header bytes 4..80 followed by the payload (the padding is not covered).
+// `previous` is the checksum of the record before this one in the same log: the records form
+// a chain, so a stale record left from an earlier lap or an earlier crash is never taken as
+// the successor of a newer one, even when its LSN matches.
+//
+// The encoder asserts (its input comes from inside the process); the decoder trusts nothing:
+// it checks sizes against the format limit and against the bytes it was given before it looks
+// further, and every failure is OperatingError LOG_CORRUPT with a `reason`. Decoding never
+// allocates: the payload is a view of the source.
+
+import { crc32c } from "@node-rs/crc32";
+import { assert } from "../assert.js";
+import { logRecordPayloadSizeMax, sectorSize } from "../constants.js";
+import { OperatingError } from "../errors.js";
+
+export const recordHeaderSize = 80;
+export const recordMagic = 0x524c_534c; // "LSLR" as little-endian bytes
+export const recordVersion = 1;
+export const recordAlignment = sectorSize;
+// The largest record on disk: header, the largest payload, padding.
+export const recordDiskSizeMax = recordDiskSize(logRecordPayloadSizeMax);
+
+export const RecordKind = {
+  write: 1, // payload = the bytes written at [offset, offset+length)
+  zero: 2, // [offset, offset+length) reads as zero afterwards; no payload
+  trim: 3, // [offset, offset+length) may be discarded; no payload
+  wrap: 0xff, // the rest of the data area is unused; the next record is at the data start
+  operationFirst: 0x100, // 0x100..0xffff: storage-management operations, payload opaque here
+} as const;
+
+export const RecordFlag = {
+  fua: 0x1, // the client asked for forced unit access on this write
+} as const;
+const recordFlagsKnown = RecordFlag.fua;
+
+export type LogCorruptReason =
+  | "header" // fewer bytes than a header
+  | "empty" // the header sector is all zero: nothing was ever written here
+  | "magic"
+  | "version"
+  | "kind"
+  | "field" // a reserved field is not zero or fields contradict each other
+  | "size" // payloadSize exceeds the limit or the bytes available
+  | "checksum"
+  | "log" // the record belongs to another log (logId)
+  | "lsn" // not the LSN expected here (a stale record)
+  | "chain" // `previous` is not the checksum of the record before
+  | "lost"; // recovery found fewer records than the superblock says were durable
+
+export interface RecordFields {
+  readonly kind: number;
+  readonly flags: number;
+  readonly volumeId: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly lsn: bigint;
+  readonly generation: bigint;
+  readonly logId: bigint;
+  readonly timestampMs: number;
+  readonly previousChecksum: number;
+}
+
+export interface RecordHeader extends RecordFields {
+  readonly checksum: number;
+  readonly payloadSize: number;
+}
+
+export interface LogRecord extends RecordHeader {
+  readonly payload: Buffer; // empty for records without payload
+}
+
+export interface RecordExpectation {
+  readonly lsn?: bigint;
+  readonly logId?: bigint;
+  readonly previousChecksum?: number;
+}
+
+export function logCorrupt(reason: LogCorruptReason, detail: Record<string, string | number | bigint | undefined> = {}): OperatingError<"LOG_CORRUPT"> {
+  return new OperatingError("LOG_CORRUPT", { reason, ...detail });
+}
+
+// The reason of a LOG_CORRUPT error, or null for any other error.
+export function logCorruptReason(error: unknown): LogCorruptReason | null {
+  if (!(error instanceof OperatingError) || error.code !== "LOG_CORRUPT") return null;
+  const detail = error.detail;
+  return typeof detail === "string" ? null : ((detail.reason as LogCorruptReason | undefined) ?? null);
+}
+
+export function recordDiskSize(payloadSize: number): number {
+  return Math.ceil((recordHeaderSize + payloadSize) / recordAlignment) * recordAlignment;
+}
+
+export function isOperationKind(kind: number): boolean {
+  return kind >= RecordKind.operationFirst && kind <= 0xffff;
+}
+
+function isKnownKind(kind: number): boolean {
+  return kind === RecordKind.write || kind === RecordKind.zero || kind === RecordKind.trim || kind === RecordKind.wrap || isOperationKind(kind);
+}
+
+// Whether the fields of a record agree with each other; null when they do.
+function fieldsProblem(fields: RecordFields, payloadSize: number): LogCorruptReason | null {
+  if (!isKnownKind(fields.kind)) return "kind";
+  if ((fields.flags & ~recordFlagsKnown) !== 0) return "field";
+  if (fields.offset > Number.MAX_SAFE_INTEGER || fields.timestampMs > Number.MAX_SAFE_INTEGER) return "field";
+  switch (fields.kind) {
+    case RecordKind.write:
+      return payloadSize === fields.length ? null : "field";
+    case RecordKind.zero:
+    case RecordKind.trim:
+      return payloadSize === 0 ? null : "field";
+    case RecordKind.wrap:
+      return payloadSize === 0 && fields.length === 0 && fields.offset === 0 && fields.volumeId === 0 && fields.flags === 0 ? null : "field";
+    default:
+      return null; // operations: the payload is opaque, the other fields are the operation's
+  }
+}
+
+function isU32(value: number): boolean {
+  return Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff;
+}
+
+function isU64(value: bigint): boolean {
+  return value >= 0n && value <= 0xffff_ffff_ffff_ffffn;
+}
+
+// Writes the header of a record into `target` (recordHeaderSize bytes, allocated when not
+// given) and returns it with the record's checksum. The payload is only read (for the
+// checksum), never copied: write [header, payload, padding] with one writev.
+export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undefined, target?: Buffer): { header: Buffer; checksum: number } {
+  const payloadSize = payload?.length ?? 0;
+  assert(payloadSize <= logRecordPayloadSizeMax, "record payload exceeds the limit");
+  assert(isU32(fields.volumeId) && isU32(fields.length) && isU32(fields.previousChecksum), "record u32 field out of range");
+  assert(Number.isInteger(fields.offset) && fields.offset >= 0 && Number.isInteger(fields.timestampMs) && fields.timestampMs >= 0, "record number field out of range");
+  assert(isU64(fields.lsn) && fields.lsn > 0n && isU64(fields.generation) && isU64(fields.logId), "record u64 field out of range");
+  assert(fieldsProblem(fields, payloadSize) === null, `record fields contradict each other (kind ${fields.kind})`);
+  const header = target ?? Buffer.allocUnsafe(recordHeaderSize);
+  assert(header.length >= recordHeaderSize, "header target too small");
+  header.writeUInt32LE(recordMagic, 4);
+  header.writeUInt16LE(recordVersion, 8);
+  header.writeUInt16LE(fields.kind, 10);
+  header.writeUInt16LE(fields.flags, 12);
+  header.writeUInt16LE(0, 14);
+  header.writeUInt32LE(payloadSize, 16);
+  header.writeUInt32LE(fields.volumeId, 20);
+  header.writeUInt32LE(fields.length, 24);
+  header.writeUInt32LE(fields.previousChecksum, 28);
+  header.writeBigUInt64LE(fields.lsn, 32);
+  header.writeBigUInt64LE(fields.generation, 40);
+  header.writeBigUInt64LE(fields.logId, 48);
+  header.writeBigUInt64LE(BigInt(fields.timestampMs), 56);
+  header.writeBigUInt64LE(BigInt(fields.offset), 64);
+  header.writeBigUInt64LE(0n, 72);
+  const checksum = recordChecksum(header, payload);
+  header.writeUInt32LE(checksum, 0);
+  return { header, checksum };
+}
+
+function recordChecksum(header: Buffer, payload: Buffer | undefined): number {
+  const headerState = crc32c(header.subarray(4, recordHeaderSize));
+  return payload !== undefined && payload.length > 0 ? crc32c(payload, headerState) : headerState;
+}
+
+// The whole record as one padded buffer (a copy): for tests and small records.
+export function recordEncode(fields: RecordFields, payload?: Buffer): { record: Buffer; checksum: number } {
+  const record = Buffer.alloc(recordDiskSize(payload?.length ?? 0));
+  const { checksum } = recordHeaderEncode(fields, payload, record);
+  payload?.copy(record, recordHeaderSize);
+  return { record, checksum };
+}
+
+// Decodes and checks a header alone: size, magic, version, payload size against the format
+// limit, kind and field consistency. The checksum cannot be checked without the payload.
+export function recordHeaderDecode(source: Buffer): RecordHeader {
+  if (source.length < recordHeaderSize) throw logCorrupt("header", { bytes: source.length });
+  if (source.readUInt32LE(4) !== recordMagic) {
+    throw logCorrupt(isZero(source.subarray(0, recordHeaderSize)) ? "empty" : "magic");
+  }
+  const version = source.readUInt16LE(8);
+  if (version !== recordVersion) throw logCorrupt("version", { version });
+  const payloadSize = source.readUInt32LE(16);
+  if (payloadSize > logRecordPayloadSizeMax) throw logCorrupt("size", { payloadSize });
+  const header = headerFields(source, payloadSize);
+  if (source.readUInt16LE(14) !== 0 || source.readBigUInt64LE(72) !== 0n) throw logCorrupt("field", { lsn: header.lsn });
+  const problem = fieldsProblem(header, payloadSize);
+  if (problem !== null) throw logCorrupt(problem, { lsn: header.lsn, kind: header.kind });
+  return header;
+}
+
+function headerFields(source: Buffer, payloadSize: number): RecordHeader {
+  const offset = source.readBigUInt64LE(64);
+  const timestampMs = source.readBigUInt64LE(56);
+  return {
+    checksum: source.readUInt32LE(0),
+    kind: source.readUInt16LE(10),
+    flags: source.readUInt16LE(12),
+    payloadSize,
+    volumeId: source.readUInt32LE(20),
+    length: source.readUInt32LE(24),
+    previousChecksum: source.readUInt32LE(28),
+    lsn: source.readBigUInt64LE(32),
+    generation: source.readBigUInt64LE(40),
+    logId: source.readBigUInt64LE(48),
+    // Out-of-range values become non-safe numbers here and are refused by fieldsProblem().
+    timestampMs: timestampMs > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_VALUE : Number(timestampMs),
+    offset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_VALUE : Number(offset),
+  };
+}
+
+function isZero(bytes: Buffer): boolean {
+  for (let index = 0; index < bytes.length; index++) if (bytes[index] !== 0) return false;
+  return true;
+}
+
+// Decodes one record from the start of `source` (which may hold more: padding, later
+// records). Structure first, then the payload size against what `source` holds, then the
+// checksum, then what the caller expects at this point of the log.
+export function recordDecode(source: Buffer, expected: RecordExpectation = {}): LogRecord {
+  if (source.length < recordHeaderSize) throw logCorrupt("header", { bytes: source.length, lsn: expected.lsn });
+  if (source.readUInt32LE(4) !== recordMagic) {
+    throw logCorrupt(isZero(source.subarray(0, recordHeaderSize)) ? "empty" : "magic", { lsn: expected.lsn });
+  }
+  const payloadSize = source.readUInt32LE(16);
+  if (payloadSize > logRecordPayloadSizeMax || payloadSize > source.length - recordHeaderSize) {
+    throw logCorrupt("size", { payloadSize, available: source.length - recordHeaderSize, lsn: expected.lsn });
+  }
+  const payload = source.subarray(recordHeaderSize, recordHeaderSize + payloadSize);
+  const checksum = source.readUInt32LE(0);
+  const version = source.readUInt16LE(8);
+  if (version !== recordVersion) throw logCorrupt("version", { version, lsn: expected.lsn });
+  if (recordChecksum(source, payload) !== checksum) throw logCorrupt("checksum", { lsn: expected.lsn });
+  const header = recordHeaderDecode(source);
+  recordCheckExpected(header, expected);
+  return { ...header, payload };
+}
+
+// Checks the identity of a record (its log, LSN and chain link) against what is expected.
+export function recordCheckExpected(header: RecordHeader, expected: RecordExpectation): void {
+  if (expected.logId !== undefined && header.logId !== expected.logId) throw logCorrupt("log", { lsn: header.lsn });
+  if (expected.lsn !== undefined && header.lsn !== expected.lsn) throw logCorrupt("lsn", { lsn: header.lsn, expected: expected.lsn });
+  if (expected.previousChecksum !== undefined && header.previousChecksum !== expected.previousChecksum) {
+    throw logCorrupt("chain", { lsn: header.lsn });
+  }
+}

@@ -1,0 +1,112 @@
+// The node's YAML configuration, validated with a schema. A bad config produces ONE line that
+// names the key and the problem (e.g. `groups[0].logSize: must be at least 64MiB`).
+//
+//   node:   { name, dataDir }                      identity and the node's own directory
+//   api:    { listen: "127.0.0.1:0" }              admin HTTP API, loopback only
+//   nbd:    { socket?: path, listen?: "host:port" } where clients connect (at least one)
+//   groups: [{ name, logSize, durability }]
+//   log:    { level }
+//
+// Relative paths are relative to the config file's directory.
+
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { groupsPerNodeMax, logSizeDefault, logSizeMax, logSizeMin } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import { formatSize, parseSize } from "../units.js";
+
+const namePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const name = z.string().regex(namePattern, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit");
+
+const hostPort = z.string().transform((text, context) => {
+  const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[2]) : -1;
+  if (!match || port > 65535) {
+    context.addIssue({ code: "custom", message: `"${text}" is not host:port` });
+    return z.NEVER;
+  }
+  return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
+});
+
+const loopbackHostPort = hostPort.refine(
+  (address) => address.host === "localhost" || address.host === "::1" || address.host.startsWith("127."),
+  "the admin API listens on loopback only (127.0.0.0/8, ::1 or localhost)",
+);
+
+const size = (min: number, max: number) =>
+  z.union([z.string(), z.number()]).transform((value, context) => {
+    try {
+      const bytes = parseSize(value);
+      if (bytes < min || bytes > max) {
+        context.addIssue({ code: "custom", message: `must be between ${formatSize(min)} and ${formatSize(max)}` });
+        return z.NEVER;
+      }
+      return bytes;
+    } catch (error) {
+      context.addIssue({ code: "custom", message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const groupSchema = z
+  .object({
+    name,
+    logSize: size(logSizeMin, logSizeMax).default(logSizeDefault),
+    durability: z.enum(["activity-map", "write-ahead"]).default("activity-map"),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    node: z.object({ name, dataDir: z.string().min(1) }).strict(),
+    api: z.object({ listen: loopbackHostPort.default({ host: "127.0.0.1", port: 0 }) }).strict().default({ listen: { host: "127.0.0.1", port: 0 } }),
+    nbd: z
+      .object({ socket: z.string().min(1).optional(), listen: hostPort.optional() })
+      .strict()
+      .refine((nbd) => nbd.socket !== undefined || nbd.listen !== undefined, "set socket, listen, or both"),
+    groups: z
+      .array(groupSchema)
+      .min(1)
+      .max(groupsPerNodeMax)
+      .refine((groups) => new Set(groups.map((group) => group.name)).size === groups.length, "group names must be unique"),
+    log: z.object({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info") }).strict().default({ level: "info" }),
+  })
+  .strict();
+
+export type NodeConfig = z.infer<typeof configSchema>;
+export type GroupConfig = NodeConfig["groups"][number];
+
+function issuePath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((text, part) => (typeof part === "number" ? `${text}[${part}]` : text ? `${text}.${String(part)}` : String(part)), "");
+}
+
+export function parseConfig(text: string, baseDir: string, source = "config"): NodeConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (error) {
+    throw new OperatingError("CONFIG_INVALID", `${source}: not valid YAML: ${(error as Error).message.split("\n")[0]}`);
+  }
+  const result = configSchema.safeParse(raw ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const where = issuePath(issue.path) || "(top level)";
+    throw new OperatingError("CONFIG_INVALID", `${source}: ${where}: ${issue.message}`);
+  }
+  const config = result.data;
+  config.node.dataDir = resolve(baseDir, config.node.dataDir);
+  if (config.nbd.socket !== undefined) config.nbd.socket = resolve(baseDir, config.nbd.socket);
+  return config;
+}
+
+export function loadConfig(path: string): NodeConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new OperatingError("CONFIG_INVALID", `${path}: cannot read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  return parseConfig(text, dirname(resolve(path)), path);
+}

@@ -1,0 +1,328 @@
+// A node: one `lockstep serve` process. It opens its groups (log recovery, redo, activity
+// map), its volumes (from the catalog), serves them over NBD, and answers the admin API.
+//
+// Lifecycle:  starting ──▶ recovering (per group) ──▶ serving ──▶ stopping ──▶ stopped
+// Stopping closes the NBD listeners, lets in-flight requests finish (bounded), checkpoints
+// every group and closes its log, so the next start replays nothing.
+
+import { existsSync, promises as fsp } from "node:fs";
+import { assert } from "../assert.js";
+import { sectorSize, shutdownMsMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { BlockFileOpener } from "../io/block-file.js";
+import type { Logger } from "../logger.js";
+import { GroupLog } from "../log/group-log.js";
+import type { NbdExport, NbdExportRegistry } from "../nbd/export.js";
+import { NbdServer } from "../nbd/server.js";
+import { ActivityMap, activitySlotSize } from "../group/activity-map.js";
+import { Group } from "../group/group.js";
+import { Volume } from "../volume/volume.js";
+import { NodeMetrics } from "../api/metrics.js";
+import { Catalog, catalogPath, type VolumeEntry } from "./catalog.js";
+import type { GroupConfig, NodeConfig } from "./config.js";
+import { nodeFiles, readOrCreateToken, removeApiInfo, writeApiInfo } from "./node-files.js";
+import { VolumeExport } from "./volume-export.js";
+import { formatSize } from "../units.js";
+
+const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+export interface NodeEnvironment {
+  readonly files: BlockFileOpener;
+  readonly nowMs: () => number;
+  readonly logger: Logger;
+}
+
+interface VolumeState {
+  readonly entry: VolumeEntry;
+  readonly volume: Volume;
+  readonly group: Group;
+  readonly export: VolumeExport;
+}
+
+export class LockstepNode implements NbdExportRegistry {
+  private readonly groups = new Map<string, Group>();
+  private readonly volumes = new Map<string, VolumeState>();
+  readonly metrics: NodeMetrics;
+  readonly nbd: NbdServer;
+  readonly startedAtMs: number;
+  token = "";
+  nbdTcp: { host: string; port: number } | null = null;
+  private stopping: Promise<void> | null = null;
+  readonly recoveries = new Map<string, { replayedRecords: number; skippedRecords: number; recoveredActivityExtents: number; stoppedBecause: string }>();
+
+  private constructor(
+    readonly config: NodeConfig,
+    private readonly environment: NodeEnvironment,
+    private readonly catalog: Catalog,
+  ) {
+    this.startedAtMs = environment.nowMs();
+    this.metrics = new NodeMetrics(
+      { groups: () => [...this.groups.values()], volumes: () => [...this.volumes.values()].map((state) => ({ name: state.volume.name, errorCount: state.volume.errorCount, size: state.volume.size })) },
+      environment.logger,
+    );
+    this.nbd = new NbdServer(this, this.metrics, environment.logger);
+  }
+
+  get logger(): Logger {
+    return this.environment.logger;
+  }
+
+  static async start(config: NodeConfig, environment: NodeEnvironment): Promise<LockstepNode> {
+    const dataDir = config.node.dataDir;
+    await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(`${dataDir}/volumes`, { recursive: true, mode: 0o700 });
+    const catalog = await Catalog.open(catalogPath(dataDir));
+    const node = new LockstepNode(config, environment, catalog);
+    node.token = await readOrCreateToken(dataDir);
+    for (const entry of catalog.volumes) {
+      if (!config.groups.some((group) => group.name === entry.group)) {
+        throw new OperatingError("CONFIG_INVALID", `volume ${entry.name} belongs to group ${entry.group}, which the config no longer lists`);
+      }
+    }
+    for (const groupConfig of config.groups) await node.openGroup(groupConfig);
+    await node.listen();
+    return node;
+  }
+
+  private async openGroup(groupConfig: GroupConfig): Promise<void> {
+    const dataDir = this.config.node.dataDir;
+    const logger = this.logger.child({ subsystem: "group" });
+    await fsp.mkdir(nodeFiles.groupDir(dataDir, groupConfig.name), { recursive: true, mode: 0o700 });
+    const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
+    const fresh = !existsSync(logPath);
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize });
+    const log = fresh
+      ? await GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name })
+      : await GroupLog.open(logFile);
+    let activity: ActivityMap | null = null;
+    let recovered: Awaited<ReturnType<typeof ActivityMap.open>>["recovered"] = [];
+    if (groupConfig.durability === "activity-map") {
+      const file = await this.environment.files.open(nodeFiles.groupActivity(dataDir, groupConfig.name), { create: activitySlotSize * 2 });
+      const opened = await ActivityMap.open(file, () => log.usage().durableLsn, () => log.sync());
+      activity = opened.map;
+      recovered = opened.recovered;
+    }
+    const group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger);
+    this.groups.set(groupConfig.name, group);
+    for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
+      await this.attachVolume(entry, group);
+    }
+    const report = await group.recover(recovered);
+    this.recoveries.set(group.name, {
+      replayedRecords: report.replayedRecords,
+      skippedRecords: report.skippedRecords,
+      recoveredActivityExtents: report.recoveredActivityExtents.length,
+      stoppedBecause: report.stoppedBecause,
+    });
+    if (report.recoveredActivityExtents.length > 0) {
+      // With peers (replication), these regions are resynced to every peer.
+      logger.warn({ extents: report.recoveredActivityExtents.length }, "extents were hot at the crash; they would be resynced to peers");
+    }
+  }
+
+  private async attachVolume(entry: VolumeEntry, group: Group): Promise<VolumeState> {
+    const file = await this.environment.files.open(entry.path, {});
+    const actual = await file.size();
+    if (actual !== entry.size) {
+      this.logger.warn({ volume: entry.name, catalog: entry.size, actual }, "image size differs from the catalog; using the catalog size");
+      if (actual < entry.size && !file.isBlockDevice) await file.truncate(entry.size);
+    }
+    const volume = new Volume(entry.id, entry.name, file, entry.size, this.environment.nowMs);
+    group.addVolume(volume);
+    const state: VolumeState = { entry, volume, group, export: new VolumeExport(group, volume, false) };
+    this.volumes.set(entry.name, state);
+    return state;
+  }
+
+  private async listen(): Promise<void> {
+    const { socket, listen } = this.config.nbd;
+    if (socket !== undefined) {
+      await fsp.rm(socket, { force: true });
+      await this.nbd.listenUnix(socket);
+    }
+    if (listen !== undefined) this.nbdTcp = await this.nbd.listenTcp(listen.host, listen.port);
+  }
+
+  async announce(apiUrl: string): Promise<void> {
+    await writeApiInfo(this.config.node.dataDir, {
+      url: apiUrl,
+      pid: process.pid,
+      nbd: { socket: this.config.nbd.socket, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : undefined },
+    });
+  }
+
+  // ---- NbdExportRegistry ----
+
+  lookup(name: string): NbdExport | undefined {
+    return this.volumes.get(name)?.export;
+  }
+
+  list(): readonly { name: string; description: string }[] {
+    return [...this.volumes.values()].map((state) => ({ name: state.volume.name, description: state.export.description }));
+  }
+
+  // ---- Administration ----
+
+  private group(name: string): Group {
+    const group = this.groups.get(name);
+    if (group === undefined) throw new OperatingError("GROUP_NOT_FOUND", { group: name });
+    return group;
+  }
+
+  private volumeState(name: string): VolumeState {
+    const state = this.volumes.get(name);
+    if (state === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { volume: name });
+    return state;
+  }
+
+  private checkServing(): void {
+    if (this.stopping !== null) throw new OperatingError("SHUTTING_DOWN", { node: this.config.node.name });
+  }
+
+  async createVolume(request: { name: string; group: string; size?: number; path?: string }): Promise<VolumeEntry> {
+    this.checkServing();
+    if (!volumeNamePattern.test(request.name) || request.name.length > volumeNameLengthMax) {
+      throw new OperatingError("REQUEST_INVALID", `volume name "${request.name}": 1-${volumeNameLengthMax} letters, digits, '_', '.' or '-'`);
+    }
+    const group = this.group(request.group);
+    if (this.volumes.has(request.name)) throw new OperatingError("VOLUME_EXISTS", { volume: request.name });
+    if (group.volumeList().length >= volumesPerGroupMax) throw new OperatingError("REQUEST_TOO_LARGE", { group: group.name, volumesMax: volumesPerGroupMax });
+    const adopt = request.path !== undefined && existsSync(request.path);
+    const path = request.path ?? nodeFiles.volumeImage(this.config.node.dataDir, request.name);
+    if (this.catalog.volumes.some((volume) => volume.path === path)) throw new OperatingError("VOLUME_BUSY", `${path} already backs another volume`);
+    let size = request.size;
+    if (adopt) {
+      const file = await this.environment.files.open(path, {});
+      const actual = await file.size();
+      await file.close();
+      if (size !== undefined && size !== actual) throw new OperatingError("REQUEST_INVALID", `${path} holds ${actual} bytes, not ${size}; omit --size to adopt it as it is`);
+      size = actual;
+    }
+    if (size === undefined) throw new OperatingError("REQUEST_INVALID", "a new volume needs a size");
+    if (size <= 0 || size % sectorSize !== 0 || size > volumeSizeMax) {
+      throw new OperatingError("REQUEST_INVALID", `size ${size}: a positive multiple of ${sectorSize} bytes, at most ${formatSize(volumeSizeMax)}`);
+    }
+    if (!adopt) await (await this.environment.files.open(path, { create: size })).close();
+    let entry!: VolumeEntry;
+    await this.catalog.update((draft) => {
+      entry = { id: draft.nextVolumeId, name: request.name, group: group.name, path, size: size!, owned: !adopt, createdAtMs: this.environment.nowMs() };
+      draft.nextVolumeId += 1;
+      draft.volumes.push(entry);
+    });
+    await this.attachVolume(entry, group);
+    this.logger.info({ volume: entry.name, group: group.name, size, path, adopted: adopt }, "volume created");
+    return entry;
+  }
+
+  async resizeVolume(name: string, size: number): Promise<VolumeEntry> {
+    this.checkServing();
+    const state = this.volumeState(name);
+    if (size <= 0 || size % sectorSize !== 0 || size > volumeSizeMax) {
+      throw new OperatingError("REQUEST_INVALID", `size ${size}: a positive multiple of ${sectorSize} bytes, at most ${formatSize(volumeSizeMax)}`);
+    }
+    if (state.volume.file.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `${state.volume.path} is a block device; resize it with its own tools`);
+    const { pauseMs } = await state.group.quiesce(async () => {
+      await state.group.checkpoint();
+      await state.volume.resize(size);
+    }, this.environment.nowMs);
+    await this.catalog.update((draft) => {
+      const entry = draft.volumes.find((volume) => volume.id === state.entry.id);
+      assert(entry !== undefined, "resize: volume missing from catalog");
+      entry.size = size;
+    });
+    const entry = this.catalog.find(name)!;
+    this.volumes.set(name, { ...state, entry });
+    this.logger.info({ volume: name, size, pauseMs }, "volume resized");
+    return entry;
+  }
+
+  async deleteVolume(name: string, options: { force?: boolean } = {}): Promise<void> {
+    this.checkServing();
+    const state = this.volumeState(name);
+    if (state.export.connections > 0 && !options.force) {
+      throw new OperatingError("VOLUME_BUSY", `volume ${name} has ${state.export.connections} NBD connection(s); disconnect them or use --force`);
+    }
+    await state.group.removeVolume(state.volume, this.environment.nowMs);
+    this.volumes.delete(name);
+    await this.catalog.update((draft) => {
+      draft.volumes = draft.volumes.filter((volume) => volume.id !== state.entry.id);
+    });
+    await state.volume.close();
+    if (state.entry.owned) await fsp.rm(state.entry.path, { force: true });
+    this.logger.info({ volume: name, removedImage: state.entry.owned }, "volume deleted");
+  }
+
+  volumeInfo(state: VolumeState): Record<string, unknown> {
+    return {
+      name: state.volume.name,
+      id: state.entry.id,
+      group: state.group.name,
+      size: state.volume.size,
+      path: state.volume.path,
+      owned: state.entry.owned,
+      connections: state.export.connections,
+      errors: state.volume.errorCount,
+      lastError: state.volume.lastError,
+      export: state.volume.name,
+    };
+  }
+
+  volumeList(): Record<string, unknown>[] {
+    return [...this.volumes.values()].map((state) => this.volumeInfo(state));
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      node: this.config.node.name,
+      pid: process.pid,
+      state: this.stopping === null ? "serving" : "stopping",
+      uptimeMs: this.environment.nowMs() - this.startedAtMs,
+      dataDir: this.config.node.dataDir,
+      nbd: { socket: this.config.nbd.socket ?? null, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : null, connections: this.nbd.connectionCount },
+      groups: [...this.groups.values()].map((group) => {
+        const usage = group.log.usage();
+        return {
+          name: group.name,
+          role: "primary",
+          durability: group.durability,
+          log: {
+            sizeBytes: usage.sizeBytes,
+            usedBytes: usage.usedBytes,
+            usedPercent: Math.round((usage.usedBytes / usage.sizeBytes) * 1000) / 10,
+            tailLsn: String(usage.tailLsn),
+            headLsn: String(usage.headLsn),
+            durableLsn: String(usage.durableLsn),
+            batches: usage.batches,
+            syncs: usage.syncs,
+          },
+          inflight: group.inflight,
+          stats: group.stats,
+          recovery: this.recoveries.get(group.name) ?? null,
+          volumes: group.volumeList().map((volume) => volume.name),
+        };
+      }),
+      volumes: this.volumeList(),
+    };
+  }
+
+  // ---- Stop ----
+
+  stop(): Promise<void> {
+    this.stopping ??= this.stopOnce();
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
+    this.logger.info("stopping");
+    await removeApiInfo(this.config.node.dataDir).catch(() => undefined);
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, shutdownMsMax).unref());
+    await Promise.race([this.nbd.close(), deadline]);
+    for (const group of this.groups.values()) {
+      await group.close();
+      for (const volume of group.volumeList()) await volume.close();
+    }
+    if (this.config.nbd.socket !== undefined) await fsp.rm(this.config.nbd.socket, { force: true });
+    this.logger.info("stopped");
+  }
+}
+

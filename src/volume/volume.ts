@@ -1,0 +1,115 @@
+// A volume: one raw image (file or block device) and the block I/O on it. It knows nothing
+// about logs or groups. Callers (group/) validate ranges; here they are asserted.
+//
+// Disk faults are remembered (lastError, errorCount) so status can show them, and re-thrown
+// as typed errors for the client.
+
+import { assert } from "../assert.js";
+import { sectorSize, volumeSizeMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { BlockFile, Extent } from "../io/block-file.js";
+import { SyncCoalescer } from "./sync-coalescer.js";
+
+export interface VolumeFault {
+  readonly code: string;
+  readonly message: string;
+  readonly atMs: number;
+}
+
+export class Volume {
+  private sizeBytes: number;
+  private readonly syncer: SyncCoalescer;
+  lastError: VolumeFault | null = null;
+  errorCount = 0;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    readonly file: BlockFile,
+    size: number,
+    private readonly nowMs: () => number,
+  ) {
+    assert(size % sectorSize === 0 && size <= volumeSizeMax, `volume ${name}: bad size ${size}`);
+    this.sizeBytes = size;
+    this.syncer = new SyncCoalescer(() => this.guard(() => this.file.datasync()));
+  }
+
+  get size(): number {
+    return this.sizeBytes;
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  private assertRange(offset: number, length: number): void {
+    assert(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes, `volume ${this.name}: range ${offset}+${length} past ${this.sizeBytes}`);
+  }
+
+  private async guard<T>(action: () => Promise<T>): Promise<T> {
+    try {
+      return await action();
+    } catch (error) {
+      const typed = error instanceof OperatingError ? error : new OperatingError("DISK_IO", { volume: this.name }, { cause: error });
+      if (typed.code !== "NOT_SUPPORTED") {
+        this.lastError = { code: typed.code, message: typed.message, atMs: this.nowMs() };
+        this.errorCount += 1;
+      }
+      throw typed;
+    }
+  }
+
+  read(target: Buffer, offset: number): Promise<void> {
+    this.assertRange(offset, target.length);
+    return this.guard(() => this.file.read(target, offset));
+  }
+
+  write(data: Buffer, offset: number): Promise<void> {
+    this.assertRange(offset, data.length);
+    return this.guard(() => this.file.write([data], offset));
+  }
+
+  // Deallocates; reads back as zero. Falls back to writing zeroes where holes are impossible.
+  async trim(offset: number, length: number): Promise<void> {
+    this.assertRange(offset, length);
+    await this.zero(offset, length, false);
+  }
+
+  // keepAllocated: NBD_CMD_FLAG_NO_HOLE. Returns after the range reads as zero.
+  async zero(offset: number, length: number, keepAllocated: boolean): Promise<void> {
+    this.assertRange(offset, length);
+    if (!keepAllocated) {
+      try {
+        await this.guard(() => this.file.punchHole(offset, length));
+        return;
+      } catch (error) {
+        if (!(error instanceof OperatingError && error.code === "NOT_SUPPORTED")) throw error;
+      }
+    }
+    await this.guard(() => this.file.zeroRange(offset, length));
+  }
+
+  // Whether zeroing this range is cheap (no data written): for NBD_CMD_FLAG_FAST_ZERO.
+  get canFastZero(): boolean {
+    return !this.file.isBlockDevice;
+  }
+
+  flush(): Promise<void> {
+    return this.syncer.sync();
+  }
+
+  allocation(offset: number, length: number, extentsMax: number): Extent[] | null {
+    this.assertRange(offset, length);
+    return this.file.dataExtents(offset, length, extentsMax);
+  }
+
+  async resize(size: number): Promise<void> {
+    assert(size % sectorSize === 0 && size <= volumeSizeMax, `volume ${this.name}: bad size ${size}`);
+    await this.guard(() => this.file.truncate(size));
+    this.sizeBytes = size;
+  }
+
+  close(): Promise<void> {
+    return this.file.close();
+  }
+}

@@ -1,0 +1,195 @@
+// End-to-end harness: starts real `lockstep serve` processes in temp directories, runs real
+// clients (qemu-io, qemu-img, nbdcopy, nbdinfo, nbdsh, fio) against them, and stops every
+// process it started by PID, also when a test fails.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const projectRoot = fileURLToPath(new URL("../../../", import.meta.url));
+export const lockstepBin = join(projectRoot, "bin", "lockstep.js");
+
+export interface RunResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+const children = new Set<ChildProcess>();
+
+function killAll(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+}
+process.on("exit", killAll);
+
+// Runs a command to completion (bounded by timeoutMs), capturing output.
+export function run(command: string, args: readonly string[], options: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], env: options.env ?? process.env, cwd: options.cwd });
+    children.add(child);
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 120_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      children.delete(child);
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin!.end(options.input ?? "");
+  });
+}
+
+export async function runOk(command: string, args: readonly string[], options: Parameters<typeof run>[2] = {}): Promise<RunResult> {
+  const result = await run(command, args, options);
+  if (result.code !== 0) {
+    throw new Error(`${command} ${args.join(" ")} exited ${result.code ?? result.signal}\nstdout: ${result.stdout.slice(-2000)}\nstderr: ${result.stderr.slice(-2000)}`);
+  }
+  return result;
+}
+
+export function lockstep(args: readonly string[], options: Parameters<typeof run>[2] = {}): Promise<RunResult> {
+  return run(process.execPath, [lockstepBin, ...args], options);
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `ls-${prefix}-`));
+}
+
+export async function sha256File(path: string, length?: number): Promise<string> {
+  const hash = createHash("sha256");
+  const stream = createReadStream(path, length === undefined ? {} : { start: 0, end: length - 1 });
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+export interface NodeOptions {
+  readonly durability?: "activity-map" | "write-ahead";
+  readonly logSize?: string;
+  readonly tcp?: boolean;
+}
+
+// One lockstep node in its own directory; start()/kill()/stop() by PID.
+export class TestNode {
+  readonly dataDir: string;
+  readonly socket: string;
+  readonly configPath: string;
+  child: ChildProcess | null = null;
+  api: { url: string; pid: number; nbd: { tcp?: string } } | null = null;
+
+  constructor(
+    readonly dir: string,
+    readonly options: NodeOptions = {},
+  ) {
+    this.dataDir = join(dir, "node");
+    this.socket = join(dir, "nbd.sock");
+    this.configPath = join(dir, "config.yaml");
+    writeFileSync(
+      this.configPath,
+      [
+        "node:",
+        "  name: test",
+        `  dataDir: ${this.dataDir}`,
+        "api:",
+        "  listen: 127.0.0.1:0",
+        "nbd:",
+        `  socket: ${this.socket}`,
+        ...(options.tcp ? ["  listen: 127.0.0.1:0"] : []),
+        "groups:",
+        "  - name: g",
+        `    logSize: ${options.logSize ?? "64MiB"}`,
+        `    durability: ${options.durability ?? "activity-map"}`,
+        "log:",
+        "  level: warn",
+        "",
+      ].join("\n"),
+    );
+  }
+
+  get pid(): number {
+    return this.child!.pid!;
+  }
+
+  uri(exportName: string): string {
+    return `nbd+unix:///${exportName}?socket=${this.socket}`;
+  }
+
+  async start(): Promise<void> {
+    rmSync(join(this.dataDir, "api.json"), { force: true });
+    const logFd = openSync(join(this.dir, "node.log"), "a");
+    const child = spawn(process.execPath, [lockstepBin, "serve", "--config", this.configPath], { stdio: ["ignore", "ignore", logFd] });
+    closeSync(logFd);
+    children.add(child);
+    child.on("exit", () => children.delete(child));
+    this.child = child;
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`node exited during start: ${this.logTail()}`);
+      const path = join(this.dataDir, "api.json");
+      if (existsSync(path)) {
+        try {
+          const api = JSON.parse(readFileSync(path, "utf8"));
+          if (api.pid === child.pid) {
+            this.api = api;
+            return;
+          }
+        } catch {
+          // being written
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`node not ready in 30 s: ${this.logTail()}`);
+  }
+
+  logTail(): string {
+    try {
+      return readFileSync(join(this.dir, "node.log"), "utf8").slice(-3000);
+    } catch {
+      return "(no log)";
+    }
+  }
+
+  cli(args: readonly string[]): Promise<RunResult> {
+    return lockstep(["--node", this.dataDir, ...args]);
+  }
+
+  async createVolume(name: string, size: string, extra: readonly string[] = []): Promise<string> {
+    const result = await this.cli(["volume", "create", name, "--group", "g", "--size", size, "--json", ...extra]);
+    if (result.code !== 0) throw new Error(`volume create failed: ${result.stderr}`);
+    return (JSON.parse(result.stdout) as { volume: { path: string } }).volume.path;
+  }
+
+  private waitExit(): Promise<void> {
+    const child = this.child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => child.once("exit", () => resolve()));
+  }
+
+  async kill(): Promise<void> {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) process.kill(this.pid, "SIGKILL");
+    await this.waitExit();
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) process.kill(this.pid, "SIGTERM");
+    const timer = setTimeout(() => this.child?.kill("SIGKILL"), 20_000);
+    await this.waitExit();
+    clearTimeout(timer);
+    return this.child?.exitCode ?? null;
+  }
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

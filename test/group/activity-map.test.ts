@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ActivityMap, activitySlotSize } from "../../src/group/activity-map.js";
+import { activityExtentSize } from "../../src/constants.js";
+import { Random } from "../../src/sim/random.js";
+import { SimDisk } from "../../src/sim/sim-disk.js";
+
+describe("activity map", () => {
+  it("makes an extent durable before the write proceeds, once per extent", async () => {
+    const disk = new SimDisk("activity", activitySlotSize * 2);
+    let durable = 0n;
+    const { map, recovered } = await ActivityMap.open(disk, () => durable, async () => undefined);
+    assert.deepEqual(recovered, []);
+    const first = map.mark(1, 0, 4096);
+    assert.ok(first instanceof Promise, "a cold extent needs a durable mark");
+    await first;
+    assert.equal(disk.syncCount, 1);
+    map.done(1, 0, 4096, 1n);
+    assert.equal(map.mark(1, 8192, 4096), null, "a hot extent costs nothing");
+    map.done(1, 8192, 4096, 2n);
+    await map.mark(2, activityExtentSize * 3 - 1, 2); // two extents of volume 2
+    map.done(2, activityExtentSize * 3 - 1, 2, 3n);
+
+    // Power cut: the map on disk must name every extent written since the log was durable.
+    disk.crash(new Random(1), 0);
+    const reopened = await ActivityMap.open(disk, () => durable, async () => undefined);
+    const names = reopened.recovered.map((extent) => `${extent.volumeId}@${extent.offset / activityExtentSize}`).sort();
+    assert.deepEqual(names, ["1@0", "2@2", "2@3"]);
+
+    // Once the log is durable past their LSNs, extents cool at the next persist.
+    durable = 3n;
+    await reopened.map.mark(3, 0, 4096);
+    reopened.map.done(3, 0, 4096, 4n);
+    const again = await ActivityMap.open(disk, () => durable, async () => undefined);
+    assert.deepEqual(again.recovered.map((extent) => extent.volumeId), [3]);
+  });
+
+  it("keeps the extent of a failed write hot", async () => {
+    const disk = new SimDisk("activity", activitySlotSize * 2);
+    const { map } = await ActivityMap.open(disk, () => 100n, async () => undefined);
+    await map.mark(1, 0, 4096);
+    map.done(1, 0, 4096, 5n, true);
+    await map.mark(1, activityExtentSize * 5, 4096);
+    map.done(1, activityExtentSize * 5, 4096, 6n);
+    const reopened = await ActivityMap.open(disk, () => 100n, async () => undefined);
+    assert.ok(reopened.recovered.some((extent) => extent.volumeId === 1 && extent.offset === 0), "the failed write's extent stays hot");
+  });
+});
