@@ -44,7 +44,11 @@ export type FioTarget =
 export function fioTargetArgs(target: FioTarget): string[] {
   if (target.kind === "nbd") return ["--ioengine=nbd", `--uri=${target.uri}`];
   // direct=0: the NBD servers measured here do buffered I/O on the image too.
-  return [`--ioengine=${target.engine}`, `--filename=${target.path}`, "--direct=0"];
+  // invalidate=0: by default fio drops the file's page cache when a job starts and again at
+  // every pass over the file (time_based loops), which it cannot do to a server's cache: raw
+  // would read cold and stall on writeback at each pass while the servers run warm. The
+  // bench resets the cache itself before every job, for every target alike.
+  return [`--ioengine=${target.engine}`, `--filename=${target.path}`, "--direct=0", "--invalidate=0"];
 }
 
 export function fioRowArgs(

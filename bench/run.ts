@@ -84,7 +84,7 @@ async function targetRun(
     running = await definition.start({
       repoRoot, workDir, imagePath, imageSizeBytes: options.imageSizeBytes, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring,
     });
-    result.command = running.command;
+    result.command = running.command.split(tempDir).join("$BENCH_DIR");
     for (const row of rowsAll.filter((candidate) => options.rows.includes(candidate.name))) {
       const measured = await rowMeasure(row, running, options, context);
       result.rows.push(measured);

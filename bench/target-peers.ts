@@ -66,7 +66,7 @@ const raw: TargetDefinition = {
   start: async (context) => ({
     fio: { kind: "file", path: context.imagePath, engine: context.rawEngine },
     serverPid: null,
-    command: `fio --ioengine=${context.rawEngine} --direct=0 --filename=${context.imagePath}`,
+    command: `fio --ioengine=${context.rawEngine} --direct=0 --invalidate=0 --filename=${context.imagePath}`,
     stateFiles: () => [],
     stop: async () => {},
   }),

@@ -7,7 +7,7 @@
 //   activity-map:  room in log ─▶ extent hot in the activity map (durable; usually no I/O)
 //                  ─▶ LSN + log append ─┬─▶ volume write (after overlapping predecessors)
 //                                       └─▶ record written to the log file ─▶ ack
-//                  FUA / FLUSH: log datasync + volume datasync
+//                  FUA / FLUSH: log datasync (recovery replays the log into the volume)
 //   write-ahead:   room in log ─▶ LSN + log append ─▶ record durable (group commit)
 //                  ─▶ volume write ─▶ ack.   FUA / FLUSH: nothing more (the log has it)
 //
@@ -243,8 +243,9 @@ export class Group {
       if (this.durability === "write-ahead") {
         await apply(volume);
       } else {
+        // FUA needs only the record durable: recovery replays the log from its tail (which
+        // moves only after a checkpoint synced the volumes), so the volume need not be synced.
         await Promise.all([apply(volume), fua ? this.log.durable(lsn) : this.log.written(lsn)]);
-        if (fua) await volume.flush();
       }
       failed = false;
     } finally {
@@ -259,13 +260,11 @@ export class Group {
   }
 
   // Everything completed before this call is durable when it resolves.
-  async flush(volume: Volume): Promise<void> {
+  // In both modes the log holds every completed change and recovery replays it from the tail,
+  // so making the log durable is enough; the images are synced by checkpoints.
+  async flush(): Promise<void> {
     this.stats.flushes += 1;
-    if (this.durability === "write-ahead") {
-      await this.log.sync();
-      return;
-    }
-    await Promise.all([this.log.sync(), volume.flush()]);
+    await this.log.sync();
   }
 
   // Runs an action with the group quiet: new changes wait, changes in flight finish, the

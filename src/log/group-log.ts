@@ -557,7 +557,11 @@ export class GroupLog {
         lastLsn = item.lsn;
       }
     }
-    if (this.queueStart > 1024 && this.queueStart * 2 > this.queue.length) {
+    // Drop taken entries (they hold payloads): at once when drained, else now and then.
+    if (this.queueStart === this.queue.length) {
+      this.queue.length = 0;
+      this.queueStart = 0;
+    } else if (this.queueStart > 1024 && this.queueStart * 2 > this.queue.length) {
       this.queue.splice(0, this.queueStart);
       this.queueStart = 0;
     }

@@ -29,7 +29,8 @@ import {
   nbdRequestsInflightMax,
   sectorSize,
 } from "../constants.js";
-import { OperatingError, type ErrorCode } from "../errors.js";
+import { OperatingError, errorTable, type ErrorCode } from "../errors.js";
+import type { Extent } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
 import { blockStatusDescriptors } from "./block-status.js";
 import type { NbdExport, NbdExportRegistry, NbdObserver, NbdRequestKind, WriteOptions, ZeroOptions } from "./export.js";
@@ -78,6 +79,9 @@ const zeroOptionsByFlags: readonly ZeroOptions[] = Array.from({ length: 8 }, (_,
 );
 
 const emptyData = Buffer.alloc(0);
+const succeeded = Symbol("succeeded"); // "no failure", distinct from any rejection value
+
+let unixConnections = 0; // unix peers have no address: number them for logs and metrics
 
 const kindOfCommand: readonly NbdRequestKind[] = ["read", "write", "disc", "flush", "trim", "cache", "zero", "block_status"];
 
@@ -127,7 +131,8 @@ export class NbdConnection {
     private readonly onClosed: (connection: NbdConnection) => void = () => {},
     private readonly handshakeMsMax = nbdHandshakeMsMax,
   ) {
-    this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : "unix";
+    unixConnections += 1;
+    this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : `unix#${unixConnections}`;
     this.closed = new Promise((resolve) => (this.closedResolve = resolve));
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("drain", () => this.onDrain());
@@ -251,7 +256,7 @@ export class NbdConnection {
 
   private writeRefuse(): void {
     this.phase = Phase.RequestHeader;
-    this.replyFailure(this.writeHandleHigh, this.writeHandleLow, this.writeError as ErrorCode, "write refused");
+    this.replyFailure(this.writeHandleHigh, this.writeHandleLow, this.writeError as ErrorCode);
     this.report("write", 0, this.writeStartMs, this.writeError);
   }
 
@@ -379,10 +384,11 @@ export class NbdConnection {
       return;
     }
     const code = requestCheck(header, session);
-    const kind = kindOfCommand[header.type] ?? "read";
     if (code !== undefined) {
-      this.replyFailure(header.handleHigh, header.handleLow, code, `${kind} refused`);
-      this.report(kind, 0, startMs, code);
+      const kind = kindOfCommand[header.type];
+      this.replyFailure(header.handleHigh, header.handleLow, code);
+      if (kind !== undefined) this.report(kind, 0, startMs, code);
+      else this.observer.protocolError(this.remote, code, `unknown command ${header.type}`);
       return;
     }
     this.inflightCount += 1;
@@ -440,34 +446,37 @@ export class NbdConnection {
   }
 
   private async runWrite(handleHigh: number, handleLow: number, offset: number, payload: Buffer, flags: number, startMs: number): Promise<void> {
-    let code: ErrorCode | undefined;
+    let failure: unknown = succeeded;
     try {
       await (this.export as NbdExport).write(offset, payload, (flags & commandFlag.fua) !== 0 ? writeOptionsFua : writeOptionsPlain);
     } catch (error) {
-      code = this.exportFailed(error, "write");
+      failure = error;
     }
     try {
-      if (code === undefined) this.send(this.simpleReply(handleHigh, handleLow, 0));
-      else this.replyFailure(handleHigh, handleLow, code, this.failureMessage);
+      let code: ErrorCode | undefined;
+      if (failure === succeeded) this.send(this.simpleReply(handleHigh, handleLow, 0));
+      else code = this.replyExportFailure(handleHigh, handleLow, failure, "write");
       this.finished("write", payload.length, payload.length, startMs, code);
     } catch (error) {
       this.bug(error);
     }
   }
 
+  // The reply is one buffer: header, then the data the export reads into its tail.
   private async runRead(handleHigh: number, handleLow: number, offset: number, length: number, startMs: number): Promise<void> {
     const structured = (this.session as Session).structuredReplies;
     const headerSize = structured ? readChunkHeaderSize : simpleReplyHeaderSize;
     const reply = Buffer.allocUnsafe(headerSize + length);
-    let code: ErrorCode | undefined;
+    let failure: unknown = succeeded;
     try {
       if (length > 0) await (this.export as NbdExport).read(offset, reply.subarray(headerSize));
     } catch (error) {
-      code = this.exportFailed(error, "read");
+      failure = error;
     }
     try {
-      if (code !== undefined) {
-        this.replyFailure(handleHigh, handleLow, code, this.failureMessage);
+      let code: ErrorCode | undefined;
+      if (failure !== succeeded) {
+        code = this.replyExportFailure(handleHigh, handleLow, failure, "read");
       } else if (!structured) {
         simpleReplyWrite(reply, 0, 0, handleHigh, handleLow);
         this.send(reply);
@@ -487,7 +496,7 @@ export class NbdConnection {
   private async runCommand(type: number, handleHigh: number, handleLow: number, offset: number, length: number, flags: number, startMs: number): Promise<void> {
     const target = this.export as NbdExport;
     const kind = kindOfCommand[type] as NbdRequestKind;
-    let code: ErrorCode | undefined;
+    let failure: unknown = succeeded;
     try {
       const fua = (flags & commandFlag.fua) !== 0;
       if (type === command.flush) {
@@ -500,14 +509,15 @@ export class NbdConnection {
         const bits = (fua ? 1 : 0) | ((flags & commandFlag.noHole) !== 0 ? 2 : 0) | ((flags & commandFlag.fastZero) !== 0 ? 4 : 0);
         await target.zero(offset, length, zeroOptionsByFlags[bits] as ZeroOptions);
       } else if (type === command.cache) {
-        if (target.flags.canCache) await target.cache(offset, length);
+        if (target.flags.canCache) await target.cache(offset, length); // else a no-op hint
       }
     } catch (error) {
-      code = this.exportFailed(error, kind);
+      failure = error;
     }
     try {
-      if (code === undefined) this.send(this.simpleReply(handleHigh, handleLow, 0));
-      else this.replyFailure(handleHigh, handleLow, code, this.failureMessage);
+      let code: ErrorCode | undefined;
+      if (failure === succeeded) this.send(this.simpleReply(handleHigh, handleLow, 0));
+      else code = this.replyExportFailure(handleHigh, handleLow, failure, kind);
       this.finished(kind, length, 0, startMs, code);
     } catch (error) {
       this.bug(error);
@@ -517,34 +527,37 @@ export class NbdConnection {
   private async runBlockStatus(handleHigh: number, handleLow: number, offset: number, length: number, flags: number, startMs: number): Promise<void> {
     const session = this.session as Session;
     const descriptorsMax = (flags & commandFlag.reqOne) !== 0 ? 1 : nbdBlockStatusExtentsMax;
-    let code: ErrorCode | undefined;
-    let reply: Buffer | undefined;
+    let failure: unknown = succeeded;
+    let extents: Extent[] | null = null;
     try {
-      const extents = await session.export.allocation(offset, length, nbdBlockStatusExtentsMax);
-      const descriptors = blockStatusDescriptors(offset, length, extents, descriptorsMax, sectorSize);
-      reply = blockStatusChunkEncode(handleHigh, handleLow, session.metaContextId, descriptors);
+      extents = await session.export.allocation(offset, length, nbdBlockStatusExtentsMax);
     } catch (error) {
-      code = this.exportFailed(error, "block_status");
+      failure = error;
     }
     try {
-      if (reply !== undefined) this.send(reply);
-      else this.replyFailure(handleHigh, handleLow, code as ErrorCode, this.failureMessage);
+      let code: ErrorCode | undefined;
+      if (failure === succeeded) {
+        const descriptors = blockStatusDescriptors(offset, length, extents, descriptorsMax, sectorSize);
+        this.send(blockStatusChunkEncode(handleHigh, handleLow, session.metaContextId, descriptors));
+      } else {
+        code = this.replyExportFailure(handleHigh, handleLow, failure, "block_status");
+      }
       this.finished("block_status", length, 0, startMs, code);
     } catch (error) {
       this.bug(error);
     }
   }
 
-  private failureMessage = "";
-
-  // Maps an export's failure to a code (and the message for the error chunk).
-  private exportFailed(error: unknown, kind: NbdRequestKind): ErrorCode {
+  // An export rejected: OperatingError keeps its code (and errno); anything else is a fault of
+  // the export, logged, and answered with EIO. Returns the code reported to the observer.
+  private replyExportFailure(handleHigh: number, handleLow: number, error: unknown, kind: NbdRequestKind): ErrorCode {
     if (error instanceof OperatingError) {
-      this.failureMessage = error.message;
+      this.logger.debug({ err: error, export: this.exportName, kind, remote: this.remote }, "export refused a request");
+      this.replyFailure(handleHigh, handleLow, error.code);
       return error.code;
     }
     this.logger.error({ err: error, export: this.exportName, kind, remote: this.remote }, "export failed unexpectedly");
-    this.failureMessage = "internal error";
+    this.replyFailure(handleHigh, handleLow, "INTERNAL");
     return "INTERNAL";
   }
 
@@ -568,12 +581,16 @@ export class NbdConnection {
     return reply;
   }
 
-  // An error reply: a structured ERROR chunk (with a message) once structured replies are on,
-  // which a READ requires; a simple reply otherwise.
-  private replyFailure(handleHigh: number, handleLow: number, code: ErrorCode, message: string): void {
+  // An error reply: a structured ERROR chunk once structured replies are on (a READ requires
+  // it), carrying the code and its summary (never a path or an internal message); a simple
+  // reply otherwise.
+  private replyFailure(handleHigh: number, handleLow: number, code: ErrorCode): void {
     const errno = errnoOf(code);
-    if ((this.session as Session).structuredReplies) this.send(errorChunkEncode(handleHigh, handleLow, errno, `${code}: ${message}`));
-    else this.send(this.simpleReply(handleHigh, handleLow, errno));
+    if ((this.session as Session).structuredReplies) {
+      this.send(errorChunkEncode(handleHigh, handleLow, errno, `${code}: ${errorTable[code].summary}`));
+    } else {
+      this.send(this.simpleReply(handleHigh, handleLow, errno));
+    }
   }
 
   private send(buffer: Buffer): void {
@@ -659,6 +676,7 @@ export class NbdConnection {
         this.logger.error({ err: error, export: this.exportName }, "export failed to detach");
       }
     }
+    this.logger.debug({ remote: this.remote, reason: this.closeReason }, "NBD connection closed");
     this.observer.connectionClosed(this.remote, this.closeReason);
     this.onClosed(this);
     this.closedResolve();

@@ -4,7 +4,7 @@
 //
 // Errors follow the spec: unknown command or flag → EINVAL; write or trim on a read-only
 // export → EPERM; WRITE / WRITE_ZEROES past the end → ENOSPC; READ, TRIM, CACHE, BLOCK_STATUS
-// past the end → EINVAL; READ / WRITE over the maximum block size → EINVAL; misaligned →
+// past the end → EINVAL; READ / WRITE / CACHE over the maximum block size → EINVAL; misaligned →
 // EINVAL, but only when the client asked for NBD_INFO_BLOCK_SIZE in NBD_OPT_GO (otherwise the
 // spec's default minimum block size of 1 applies); FAST_ZERO the export cannot do fast → ENOTSUP.
 
@@ -42,7 +42,9 @@ export function requestCheck(header: Readonly<RequestHeader>, session: Session):
       return rangeCheck(session, offset, length, "OUT_OF_RANGE");
     case command.cache:
       if ((flags & ~flagsFuaOnly) !== 0) return "REQUEST_INVALID";
-      if (session.blockSizeNegotiated && length > nbdPayloadSizeMax) return "REQUEST_TOO_LARGE";
+      // Always bounded: a hint that fails changes nothing for the client, and it keeps the
+      // export's prefetch work per request bounded.
+      if (length > nbdPayloadSizeMax) return "REQUEST_TOO_LARGE";
       return rangeCheck(session, offset, length, "OUT_OF_RANGE");
     case command.writeZeroes:
       return zeroCheck(session, flags, offset, length);

@@ -107,7 +107,7 @@ export class TestNode {
         ...(options.tcp ? ["  listen: 127.0.0.1:0"] : []),
         "groups:",
         "  - name: g",
-        `    logSize: ${options.logSize ?? "64MiB"}`,
+        `    logSize: ${options.logSize ?? "128MiB"}`,
         `    durability: ${options.durability ?? "activity-map"}`,
         "log:",
         "  level: warn",

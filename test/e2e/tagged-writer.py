@@ -8,8 +8,10 @@
 #
 # A block's tag is (magic, block, seq, crc32) + bytes derived from seq. A write is durable
 # once it was acknowledged with FUA, or acknowledged before a FLUSH that then completed. After
-# a crash every block must hold a valid tag for that block whose seq is at least the newest
-# durable seq, and that seq must be one that was issued for the block.
+# a crash every block that had a durable write must hold a valid tag of a write issued to that
+# block which is not older than any durable write: a write acknowledged before a durable write
+# was issued is older, and reading it back means the durable write was lost. (Writes in
+# flight at the same time have no order between them, as NBD says.)
 import json, random, struct, sys, time, zlib
 import nbd
 
@@ -30,8 +32,9 @@ def write(uri, blocks, seconds, journal, seed):
     h.connect_uri(uri)
     inflight = {}  # cookie -> ("w", block, seq, fua) | ("f", covered)
     acked = []  # (block, seq) acknowledged, not yet covered by an issued flush
-    floor = {}
-    issued = {}
+    durable_seqs = {}  # block -> [seq] durable
+    issued = {}  # block -> {seq: [issue tick, ack tick or None]}
+    tick = 0
     seq = seed * 1_000_000_000  # seqs of different trials never collide
     since_flush = 0
     counts = {"writes": 0, "acked": 0, "fua": 0, "flushes": 0}
@@ -39,8 +42,7 @@ def write(uri, blocks, seconds, journal, seed):
     deadline = time.time() + seconds
 
     def durable(block, s):
-        if s > floor.get(block, 0):
-            floor[block] = s
+        durable_seqs.setdefault(block, []).append(s)
 
     try:
         while time.time() < deadline:
@@ -55,7 +57,8 @@ def write(uri, blocks, seconds, journal, seed):
                 seq += 1
                 block = rng.randrange(blocks)
                 fua = rng.random() < 0.1
-                issued.setdefault(block, []).append(seq)
+                tick += 1
+                issued.setdefault(block, {})[seq] = [tick, None]
                 buf = nbd.Buffer.from_bytearray(bytearray(block_data(block, seq)))
                 cookie = h.aio_pwrite(buf, block * BS, flags=nbd.CMD_FLAG_FUA if fua else 0)
                 inflight[cookie] = ("w", block, seq, fua, buf)
@@ -64,7 +67,9 @@ def write(uri, blocks, seconds, journal, seed):
             for cookie in list(inflight):
                 if h.aio_command_completed(cookie):
                     entry = inflight.pop(cookie)
+                    tick += 1
                     if entry[0] == "w":
+                        issued[entry[1]][entry[2]][1] = tick
                         counts["acked"] += 1
                         acked.append((entry[1], entry[2]))
                         if entry[3]:
@@ -77,8 +82,8 @@ def write(uri, blocks, seconds, journal, seed):
     except nbd.Error as error:
         reason = "server gone: %s" % error
     with open(journal, "w") as out:
-        json.dump({"floor": floor, "issued": issued, "counts": counts, "reason": reason, "base": seed * 1_000_000_000}, out)
-    print(json.dumps({"counts": counts, "durableBlocks": len(floor), "reason": reason}))
+        json.dump({"durable": durable_seqs, "issued": issued, "counts": counts, "reason": reason, "base": seed * 1_000_000_000}, out)
+    print(json.dumps({"counts": counts, "durableBlocks": len(durable_seqs), "reason": reason}))
 
 
 def verify(uri, journal):
@@ -88,24 +93,30 @@ def verify(uri, journal):
     h.connect_uri(uri)
     violations = []
     checked = 0
-    for key, seqs in state["issued"].items():
+    for key, writes in state["issued"].items():
         block = int(key)
         data = h.pread(BS, block * BS)
-        floor = state["floor"].get(key, 0)
+        durables = state["durable"].get(key, [])
         magic, tagged_block, seq = struct.unpack_from("<IIQ", data)
         valid = magic == MAGIC and tagged_block == block and data == block_data(block, seq)
         checked += 1
         if not valid:
-            if floor > 0 or any(data):
-                violations.append({"block": block, "problem": "no valid tag", "floor": floor})
+            if durables or any(data):
+                violations.append({"block": block, "problem": "no valid tag", "durable": durables})
             continue
-        if seq <= state["base"] and floor == 0:
-            continue  # an earlier trial's block; this trial's writes to it were never durable
-        if seq not in seqs:
+        if seq <= state["base"]:
+            if durables:
+                violations.append({"block": block, "problem": "durable write lost (older trial's data)", "seq": seq})
+            continue
+        entry = writes.get(str(seq))
+        if entry is None:
             violations.append({"block": block, "problem": "seq never issued for this block", "seq": seq})
-        elif seq < floor:
-            violations.append({"block": block, "problem": "durable write lost", "seq": seq, "floor": floor})
-    print(json.dumps({"checked": checked, "durableBlocks": len(state["floor"]), "violations": violations[:20], "violationCount": len(violations)}))
+            continue
+        for d in durables:
+            if entry[1] is not None and entry[1] < writes[str(d)][0]:
+                violations.append({"block": block, "problem": "durable write lost", "seq": seq, "durable": d})
+                break
+    print(json.dumps({"checked": checked, "durableBlocks": len(state["durable"]), "violations": violations[:20], "violationCount": len(violations)}))
 
 
 if __name__ == "__main__":

@@ -257,6 +257,7 @@ describe("bad input over a raw socket", () => {
       structured.request(command.read, 2, 8192, 512);
       const broken = await structured.reply();
       assert.deepEqual([broken.structured, broken.type, broken.flags, broken.errno], [true, 0x8001, 1, 5]);
+      assert.match(broken.payload.subarray(6).toString(), /^INTERNAL: /, "a summary, not the export's message");
       simple.request(command.flush, 3, 0, 0);
       assert.equal((await simple.reply()).errno, 0, "the connection still works");
     } finally {

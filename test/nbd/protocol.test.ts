@@ -337,6 +337,10 @@ describe("request checks", () => {
     assert.equal(check(session, command.read, 0, 512, commandFlag.fua | commandFlag.df), 0);
     assert.equal(check(session, command.flush, 0, 512), 22);
     assert.equal(check(session, command.read, 1, 3), 0); // byte granularity unless negotiated
+    const large = sessionFor({}, { size: 2 ** 30 });
+    assert.equal(check(large, command.cache, 0, nbdPayloadSizeMax + 512), 22);
+    assert.equal(check(large, command.trim, 0, nbdPayloadSizeMax + 512), 0, "TRIM has no maximum");
+    assert.equal(check(large, command.writeZeroes, 0, nbdPayloadSizeMax + 512), 0, "nor WRITE_ZEROES unless negotiated");
   });
 
   it("refuses misaligned requests only after block size negotiation", () => {

@@ -3,11 +3,14 @@
 // finish.
 
 import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { nbdConnectionsMax, nbdRequestsInflightMax } from "../../src/constants.js";
 import { silentLogger } from "../../src/logger.js";
-import { command } from "../../src/nbd/protocol.js";
+import { command, requestHeaderEncode } from "../../src/nbd/protocol.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import { RecordingObserver, run, startHarness, waitFor } from "./harness.js";
 import { MemoryExport, MemoryRegistry } from "./memory-export.js";
@@ -25,6 +28,24 @@ describe("NbdServer", () => {
       assert.ok(disk.data.subarray(4096, 8192).every((byte) => byte === 0x5c));
     } finally {
       await server.close();
+    }
+  });
+
+  it("replaces a stale unix socket file but never a live one", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "lockstep-nbd-stale-"));
+    const path = join(dir, "nbd.sock");
+    const first = new NbdServer(new MemoryRegistry([]), new RecordingObserver(), silentLogger);
+    const second = new NbdServer(new MemoryRegistry([]), new RecordingObserver(), silentLogger);
+    try {
+      // Python binds without unlinking on exit: a stale socket file, as after kill -9.
+      const bind = await run("/usr/bin/python3", ["-c", `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)})`]);
+      assert.equal(bind.code, 0, bind.stderr);
+      await first.listenUnix(path);
+      await assert.rejects(second.listenUnix(path), /EADDRINUSE/);
+    } finally {
+      await first.close();
+      await second.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
@@ -76,6 +97,37 @@ describe("NbdServer", () => {
       }
       assert.equal(seen.size, count);
       assert.equal(disk.inflightPeak, nbdRequestsInflightMax, "requests ran concurrently, up to the limit");
+    } finally {
+      client.destroy();
+      await harness.close();
+    }
+  });
+
+  it("parses requests split at any byte boundary", async () => {
+    const disk = new MemoryExport("disk", 1 << 20);
+    const harness = await startHarness([disk]);
+    const client = await RawClient.connect(harness.socketPath);
+    try {
+      await client.handshake("disk");
+      const stream = Buffer.concat([
+        requestHeaderEncode({ flags: 0, type: command.write, handleHigh: 0, handleLow: 1, offset: 1024, length: 700 }),
+        Buffer.alloc(700, 0x3c),
+        requestHeaderEncode({ flags: 0, type: command.read, handleHigh: 0, handleLow: 2, offset: 1024, length: 700 }),
+        requestHeaderEncode({ flags: 0, type: command.flush, handleHigh: 0, handleLow: 3, offset: 0, length: 0 }),
+      ]);
+      let position = 0;
+      for (let piece = 1; position < stream.length; piece = (piece % 29) + 1) {
+        client.write(stream.subarray(position, position + piece));
+        position += piece;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      const write = await client.reply();
+      assert.deepEqual([write.handleLow, write.errno], [1, 0]);
+      const read = await client.reply(700);
+      assert.deepEqual([read.handleLow, read.errno], [2, 0]);
+      assert.ok(read.payload.every((byte) => byte === 0x3c));
+      assert.equal((await client.reply()).handleLow, 3);
+      assert.ok(disk.data.subarray(1024, 1724).every((byte) => byte === 0x3c) && disk.data[1724] === 0);
     } finally {
       client.destroy();
       await harness.close();
