@@ -34,13 +34,15 @@ function ensureTools() {
   if (missing.size === 0) return;
   const packages = [...missing];
   console.log(`# installing Debian packages for the end-to-end tests: ${packages.join(" ")}`);
-  const sudo = process.getuid?.() === 0 ? [] : ["sudo"];
-  try {
-    execFileSync(sudo[0] ?? "apt-get", [...sudo.slice(1), ...(sudo.length ? ["apt-get"] : []), "update", "-qq"], { stdio: "inherit" });
-    execFileSync(sudo[0] ?? "apt-get", [...sudo.slice(1), ...(sudo.length ? ["apt-get"] : []), "install", "-y", "-qq", ...packages], {
+  const asRoot = process.getuid?.() === 0;
+  const aptGet = (...args) =>
+    execFileSync(asRoot ? "apt-get" : "sudo", asRoot ? args : ["apt-get", ...args], {
       stdio: "inherit",
       env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
     });
+  try {
+    aptGet("update", "-qq");
+    aptGet("install", "-y", "-qq", ...packages);
   } catch (error) {
     console.error(`error: could not install ${packages.join(" ")} (${error.message}); the end-to-end tests need them`);
     process.exit(1);

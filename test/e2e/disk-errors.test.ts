@@ -1,0 +1,47 @@
+// Disk errors reach the client as NBD errors, show in status, and the node keeps serving:
+// a volume image on a tiny tmpfs runs out of space (ENOSPC) under qemu-io, while a second
+// volume on the ordinary disk keeps working. Needs root for the tmpfs mount (CI runs as root).
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { cleanup, run, runOk, tempDir, TestNode } from "./harness.js";
+
+describe("a full disk under a volume", () => {
+  let dir: string;
+  let mount: string;
+  let node: TestNode;
+
+  before(async () => {
+    dir = tempDir("diskfull");
+    mount = join(dir, "small");
+    mkdirSync(mount);
+    await runOk("mount", ["-t", "tmpfs", "-o", "size=4M", "tmpfs", mount]);
+    node = new TestNode(dir);
+    await node.start();
+    await node.createVolume("small", "64MiB", ["--path", join(mount, "small.img")]);
+    await node.createVolume("healthy", "16MiB");
+  });
+
+  after(async () => {
+    await node.stop();
+    await run("umount", [mount]);
+    cleanup(dir);
+  });
+
+  it("gets ENOSPC, shows it in status, and keeps serving the other volume", async () => {
+    const full = await run("qemu-io", ["-f", "raw", node.uri("small"), "-c", "write -P 0x5a 0 16M"]);
+    assert.match(full.stdout + full.stderr, /No space left on device/, `qemu-io output: ${full.stdout}${full.stderr}`);
+    const shown = await node.cli(["status", "--json"]);
+    const volumes = (JSON.parse(shown.stdout) as { volumes: { name: string; errors: number; lastError: { code: string } | null }[] }).volumes;
+    const small = volumes.find((volume) => volume.name === "small")!;
+    assert.ok(small.errors > 0, "the error is counted");
+    assert.equal(small.lastError?.code, "DISK_FULL");
+    const human = await node.cli(["status"]);
+    assert.match(human.stdout, /volume small: last error DISK_FULL/);
+    await runOk("qemu-io", ["-f", "raw", node.uri("healthy"), "-c", "write -P 0x77 0 1M", "-c", "read -P 0x77 0 1M"]);
+    const small4k = await runOk("qemu-io", ["-f", "raw", node.uri("small"), "-c", "read 0 4k"]);
+    assert.match(small4k.stdout, /read 4096\/4096 bytes/, "reads of the full volume still work");
+  });
+});

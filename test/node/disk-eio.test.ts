@@ -1,0 +1,70 @@
+// EIO from a volume's disk reaches the NBD client (qemu-io) as EIO, is counted and shown in
+// status, and the node keeps serving; when the disk recovers, writes succeed again. The node
+// runs in-process with a file opener that can fail a volume's writes on demand.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { OperatingError } from "../../src/errors.js";
+import type { BlockFile, BlockFileOpener } from "../../src/io/block-file.js";
+import { NodeBlockFile } from "../../src/io/node-block-file.js";
+import { silentLogger } from "../../src/logger.js";
+import { parseConfig } from "../../src/node/config.js";
+import { LockstepNode } from "../../src/node/node.js";
+
+function qemuIo(uri: string, ...commands: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("qemu-io", ["-f", "raw", uri, ...commands.flatMap((command) => ["-c", command])]);
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", () => resolve(output));
+  });
+}
+
+describe("EIO on a volume", () => {
+  let dir: string;
+  let node: LockstepNode;
+  let failing = false;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "ls-eio-"));
+    const opener: BlockFileOpener = {
+      async open(path, options) {
+        const file = await NodeBlockFile.open(path, options);
+        if (!path.endsWith(".img")) return file;
+        const faulty: BlockFile = Object.create(file) as BlockFile;
+        faulty.write = async (sources, position) => {
+          if (failing) throw new OperatingError("DISK_IO", { what: `write ${path}`, errno: "EIO" });
+          return file.write(sources, position);
+        };
+        return faulty;
+      },
+    };
+    const config = parseConfig(`node: { name: t, dataDir: data }\nnbd: { socket: nbd.sock }\ngroups: [{ name: g }]\n`, dir);
+    node = await LockstepNode.start(config, { files: opener, nowMs: Date.now, logger: silentLogger });
+    await node.createVolume({ name: "v", group: "g", size: 16 * 1024 * 1024 });
+  });
+
+  after(async () => {
+    await node.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("reaches the client, shows in status, and clears when the disk recovers", async () => {
+    const uri = `nbd+unix:///v?socket=${join(dir, "nbd.sock")}`;
+    failing = true;
+    const failed = await qemuIo(uri, "write -P 0x42 0 64k");
+    assert.match(failed, /Input\/output error/);
+    const volume = (node.status().volumes as { name: string; errors: number; lastError: { code: string } | null }[])[0]!;
+    assert.equal(volume.lastError?.code, "DISK_IO");
+    assert.ok(volume.errors >= 1);
+    failing = false;
+    const healed = await qemuIo(uri, "write -P 0x43 0 64k", "read -P 0x43 0 64k");
+    assert.doesNotMatch(healed, /error|failed/i);
+  });
+});
