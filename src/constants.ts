@@ -27,6 +27,11 @@ export const nbdHandshakeMsMax = 30_000; // a client that does not finish the ha
 export const nbdOptionsPerHandshakeMax = 1024; // option haggling rounds before a hard disconnect
 export const nbdBlockStatusExtentsMax = 2048; // extents in one BLOCK_STATUS reply
 export const nbdMetaContextsMax = 16; // queries in one SET/LIST_META_CONTEXT
+export const nbdOptionDrainSizeMax = 1 * MiB; // an option above nbdOptionDataSizeMax is drained and refused up to this; beyond, hard disconnect
+export const nbdWriteDrainSizeMax = 4 * nbdPayloadSizeMax; // a refused WRITE's payload is drained (not buffered) up to this
+export const nbdCloseMsMax = 5_000; // close() waits this long for in-flight requests
+export const nbdBlockSizeMinimum = sectorSize; // advertised; enforced when the client negotiated block sizes
+export const nbdBlockSizePreferred = blockSizePreferred;
 
 // ---- Log ----
 export const logRecordPayloadSizeMax = 32 * MiB;
@@ -57,5 +62,9 @@ assert(nbdInflightBytesMax >= nbdPayloadSizeMax * 2, "a connection can hold two 
 assert(activityExtentSize % blockSizePreferred === 0, "activity extents are whole blocks");
 assert(volumeSizeMax <= Number.MAX_SAFE_INTEGER, "byte offsets fit a JS number");
 assert(nbdStringLengthMax < nbdOptionDataSizeMax, "an option can carry a full string");
+assert(nbdOptionDrainSizeMax > nbdOptionDataSizeMax, "draining starts above the option limit");
+assert(nbdWriteDrainSizeMax >= nbdPayloadSizeMax, "draining starts above the payload limit");
+assert(nbdCloseMsMax < shutdownMsMax, "the NBD layer stops within the process's shutdown time");
+assert(nbdPayloadSizeMax % nbdBlockSizeMinimum === 0, "the maximum block size is whole minimum blocks");
 
 export const units = { KiB, MiB, GiB, TiB } as const;

@@ -622,7 +622,7 @@ export class GroupLog {
   // ---- Helpers ----
 
   private freeThrough(): bigint {
-    return this.releasedLsn < this.durableLsnValue ? this.releasedLsn : this.durableLsnValue;
+    return this.releasedLsn;
   }
 
   private wrapMarker(lsn: bigint, position: number): QueuedWrite {

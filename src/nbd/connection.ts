@@ -35,7 +35,7 @@ import type { Logger } from "../logger.js";
 import { blockStatusDescriptors } from "./block-status.js";
 import type { NbdExport, NbdExportRegistry, NbdObserver, NbdRequestKind, WriteOptions, ZeroOptions } from "./export.js";
 import { Handshake, type HandshakeStep, type Session } from "./handshake.js";
-import { nbdOptionDrainSizeMax, nbdWriteDrainSizeMax } from "./limits.js";
+import { nbdOptionDrainSizeMax, nbdWriteDrainSizeMax } from "../constants.js";
 import {
   NbdFrameError,
   blockStatusChunkEncode,

@@ -11,7 +11,7 @@
 import { nbdMetaContextsMax, nbdOptionsPerHandshakeMax, nbdPayloadSizeMax, volumeSizeMax } from "../constants.js";
 import { assert } from "../assert.js";
 import type { NbdExport, NbdExportFlags, NbdExportRegistry } from "./export.js";
-import { nbdBlockSizeMinimum, nbdBlockSizePreferred } from "./limits.js";
+import { nbdBlockSizeMinimum, nbdBlockSizePreferred } from "../constants.js";
 import {
   NbdFrameError,
   exportNameReplyEncode,

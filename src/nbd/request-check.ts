@@ -11,7 +11,7 @@
 import { nbdPayloadSizeMax } from "../constants.js";
 import { errorTable, nbdErrno, type ErrorCode } from "../errors.js";
 import type { Session } from "./handshake.js";
-import { nbdBlockSizeMinimum } from "./limits.js";
+import { nbdBlockSizeMinimum } from "../constants.js";
 import { command, commandFlag, type RequestHeader } from "./protocol.js";
 
 const flagsFuaOnly = commandFlag.fua;

@@ -9,7 +9,7 @@ import { nbdConnectionsMax, nbdHandshakeMsMax } from "../constants.js";
 import type { Logger } from "../logger.js";
 import { NbdConnection } from "./connection.js";
 import type { NbdExportRegistry, NbdObserver } from "./export.js";
-import { nbdCloseMsMax } from "./limits.js";
+import { nbdCloseMsMax } from "../constants.js";
 
 // Overrides for tests; production uses the limits as they are.
 export interface NbdServerOptions {

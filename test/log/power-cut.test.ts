@@ -18,7 +18,7 @@ import { Random } from "../../src/sim/random.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 import { FencedFile, KiB, readAll, smallLimits } from "./helpers.js";
 
-const seeds = Number(process.env.LOCKSTEP_LOG_SEEDS ?? 300);
+const seeds = Number(process.env.LOCKSTEP_LOG_SEEDS ?? 500);
 const cyclesPerSeed = 3;
 const stopReasons = new Set(["empty", "magic", "version", "kind", "field", "size", "checksum", "log", "lsn", "chain"]);
 
