@@ -73,6 +73,7 @@ export class Group {
     readonly durability: Durability,
     private readonly activity: ActivityMap | null,
     private readonly logger: Logger,
+    private readonly options: { readonly stallMsMax?: number; readonly nowMs?: () => number } = {},
   ) {
     assert((durability === "activity-map") === (activity !== null), "group: activity map iff activity-map mode");
     this.watermark = new AppliedWatermark(log.usage().headLsn);
@@ -155,16 +156,11 @@ export class Group {
     if (this.closing) throw new OperatingError("SHUTTING_DOWN", { group: this.name });
   }
 
-  private async admit(payloadBytes: number): Promise<void> {
+  // Counts the change in (operations wait for it); it must end with finished().
+  private async admit(): Promise<void> {
     this.checkOpen();
     while (this.paused !== null) await this.paused;
     this.active += 1;
-    try {
-      await this.waitForRoom(payloadBytes);
-    } catch (error) {
-      this.finished();
-      throw error;
-    }
   }
 
   private finished(): void {
@@ -177,17 +173,23 @@ export class Group {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  // Back-pressure: waits (bounded by stallMsMax in all) until the log has room. The caller
+  // appends in the same synchronous run as the last hasRoom() check, so no one takes the room
+  // in between.
   private async waitForRoom(payloadBytes: number): Promise<void> {
-    if (this.log.hasRoom(payloadBytes)) return;
+    const nowMs = this.options.nowMs ?? Date.now;
+    const deadline = nowMs() + (this.options.stallMsMax ?? logStallMsMax);
     this.stats.stalls += 1;
-    void this.checkpoint();
-    try {
-      await this.log.waitForRoom(payloadBytes, logStallMsMax);
-    } catch (error) {
-      if (error instanceof OperatingError && error.code === "LOG_FULL") this.stats.logFullErrors += 1;
-      throw error;
+    while (!this.log.hasRoom(payloadBytes)) {
+      void this.checkpoint();
+      try {
+        await this.log.waitForRoom(payloadBytes, Math.max(0, deadline - nowMs()));
+      } catch (error) {
+        if (error instanceof OperatingError && error.code === "LOG_FULL") this.stats.logFullErrors += 1;
+        throw error;
+      }
+      this.checkOpen();
     }
-    this.checkOpen();
   }
 
   private maybeCheckpoint(): void {
@@ -216,7 +218,7 @@ export class Group {
     volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
     apply: (volume: Volume) => Promise<void>,
   ): Promise<void> {
-    await this.admit(payload?.length ?? 0);
+    await this.admit();
     try {
       await this.changeAdmitted(volume, kind, offset, length, payload, fua, apply);
     } finally {
@@ -229,8 +231,16 @@ export class Group {
     volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
     apply: (volume: Volume) => Promise<void>,
   ): Promise<void> {
+    const payloadBytes = payload?.length ?? 0;
+    if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     const marked = this.activity?.mark(volume.id, offset, length);
-    if (marked) await marked;
+    try {
+      if (marked) await marked;
+      if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
+    } catch (error) {
+      this.activity?.done(volume.id, offset, length, 0n); // nothing was written
+      throw error;
+    }
     // From here to the volume write, order is what matters: LSN, gate entry and watermark are
     // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
     const lsn = this.log.append({ kind, flags: fua ? flagFua : 0, volumeId: volume.id, offset, length, payload });

@@ -438,7 +438,9 @@ export class GroupLog {
   }
 
   // Records ≤ lsn are no longer needed. Their space is reused once the tail is persisted
-  // (see the rule at the top); the persisted tail never passes durableLsn.
+  // (see the rule at the top); the persisted tail never passes durableLsn. Releasing records
+  // not yet durable is allowed, but a crash may still lose them, and then recovery gives
+  // their LSNs to new records.
   release(lsn: bigint): void {
     assert(lsn < this.nextLsn, "release() of an LSN not appended");
     if (lsn <= this.releasedLsn) return;
@@ -622,7 +624,7 @@ export class GroupLog {
   // ---- Helpers ----
 
   private freeThrough(): bigint {
-    return this.releasedLsn;
+    return this.releasedLsn < this.durableLsnValue ? this.releasedLsn : this.durableLsnValue;
   }
 
   private wrapMarker(lsn: bigint, position: number): QueuedWrite {

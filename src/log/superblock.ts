@@ -53,6 +53,7 @@ export function superblockEncode(superblock: Superblock): Buffer {
   const groupId = Buffer.from(superblock.groupId, "utf8");
   assert(groupId.length > 0 && groupId.length <= logGroupIdBytesMax, "group id length");
   assert(superblock.tailLsn >= 1n && superblock.releasedLsn + 1n >= superblock.tailLsn, "superblock tail");
+  assert(superblock.releasedLsn <= superblock.durableLsn, "the persisted tail never passes durable records");
   const slot = Buffer.alloc(superblockSlotSize);
   slot.writeUInt32LE(superblockMagic, 4);
   slot.writeUInt16LE(superblockVersion, 8);
@@ -99,7 +100,8 @@ export function superblockDecode(slot: Buffer): Superblock {
     tailPosition < sizeBytes &&
     tailPosition % BigInt(sectorSize) === 0n;
   if (!layoutValid) throw superblockCorrupt("field", { field: "layout" });
-  if (tailLsn < 1n || releasedLsn + 1n < tailLsn) throw superblockCorrupt("field", { field: "tail" });
+  const durableLsn = slot.readBigUInt64LE(88);
+  if (tailLsn < 1n || releasedLsn + 1n < tailLsn || releasedLsn > durableLsn) throw superblockCorrupt("field", { field: "tail" });
   return {
     sequence,
     logId: slot.readBigUInt64LE(24),
@@ -111,7 +113,7 @@ export function superblockDecode(slot: Buffer): Superblock {
     tailPosition: Number(tailPosition),
     tailPreviousChecksum: slot.readUInt32LE(72),
     releasedLsn,
-    durableLsn: slot.readBigUInt64LE(88),
+    durableLsn,
     timestampMs: Number(slot.readBigUInt64LE(96)),
   };
 }
