@@ -36,7 +36,7 @@ import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
 import { LsnWaiters } from "./lsn-waiters.js";
-import { RecordKind, recordDiskSize, recordDiskSizeMax, recordHeaderEncode, recordHeaderSize } from "./record.js";
+import { RecordKind, recordDiskSize, recordHeaderEncode, recordHeaderSize } from "./record.js";
 import type { ScanLayout } from "./record-scanner.js";
 import { logDataStart, type Superblock, superblockRead, superblockWrite, superblockEncode } from "./superblock.js";
 
@@ -730,5 +730,4 @@ function checkCreateOptions(options: GroupLogCreateOptions, limits: GroupLogLimi
     throw new OperatingError("CONFIG_INVALID", { what: "group id", bytes: groupIdBytes, bytesMax: logGroupIdBytesMax });
   }
   if (options.generation !== undefined) assert(options.generation >= 0n, "generation");
-  assert(limits.sizeMin < logSizeMin || recordDiskSizeMax * 2 <= sizeBytes - logDataStart, "the log holds two largest records");
 }

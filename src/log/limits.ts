@@ -4,6 +4,8 @@
 
 import { assert } from "../assert.js";
 import { logBatchBytesMax, logRecordPayloadSizeMax, logSizeMin, sectorSize } from "../constants.js";
+import { recordDiskSizeMax } from "./record.js";
+import { logDataStart } from "./superblock.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -30,7 +32,8 @@ export const logTailPersistFraction = 1 / 8;
 // The group id stored in the superblock (UTF-8 bytes).
 export const logGroupIdBytesMax = 128;
 
-assert(logQueueBytesMax >= logRecordPayloadSizeMax + sectorSize, "the queue holds a largest record");
+assert(logQueueBytesMax >= recordDiskSizeMax, "the queue holds a largest record");
+assert(logDataStart + 2 * recordDiskSizeMax <= logSizeMin, "the smallest log holds two largest records");
 assert(logQueueBytesMax >= logBatchBytesMax, "the queue holds a full batch");
 assert(logReadChunkBytes % sectorSize === 0, "read chunks are whole sectors");
 assert(logSegmentBytesMin % sectorSize === 0, "segments are whole sectors");

@@ -76,6 +76,20 @@ describe("real NBD clients against lockstep", () => {
     assert.doesNotMatch(zeros.stdout, /Pattern verification failed/);
   });
 
+  it("writes several times the log's size (wrap-around, checkpoints) and verifies", async () => {
+    await node.createVolume("big", "384MiB");
+    const result = await runOk("fio", [
+      "--name=wrap", "--ioengine=nbd", `--uri=${node.uri("big")}`, "--rw=write", "--bs=1m", "--iodepth=4",
+      "--size=384m", "--loops=1", "--verify=crc32c", "--verify_fatal=1", "--output-format=json",
+    ], { timeoutMs: 300_000 });
+    const job = (JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))) as { jobs: { error: number }[] }).jobs[0]!;
+    assert.equal(job.error, 0);
+    const status = JSON.parse((await node.cli(["status", "--json"])).stdout) as { groups: { stats: { checkpoints: number; logFullErrors: number }; log: { headLsn: string } }[] };
+    const group = status.groups[0]!;
+    assert.ok(group.stats.checkpoints > 0, "the 128 MiB log was checkpointed to make room");
+    assert.equal(group.stats.logFullErrors, 0);
+  });
+
   it("nbdcopy copies the export to a file equal to the image", async () => {
     const copy = join(dir, "copy.img");
     await runOk("nbdcopy", [node.uri("disk0"), copy]);
