@@ -31,12 +31,12 @@ import { assert } from "../assert.js";
 import { logBatchBytesMax, logBatchRecordsMax, logSizeMax, logSizeMin, logStallMsMax, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
-import { logQueueBytesMax, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logTailPersistFraction } from "./limits.js";
+import { logBatchCopyBytesMax, logQueueBytesMax, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logTailPersistFraction } from "./limits.js";
 import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
 import { LsnWaiters } from "./lsn-waiters.js";
-import { RecordKind, recordDiskSize, recordHeaderEncode, recordHeaderSize } from "./record.js";
+import { RecordKind, recordDiskSize, recordHeaderEncode } from "./record.js";
 import type { ScanLayout } from "./record-scanner.js";
 import { logDataStart, type Superblock, superblockRead, superblockWrite, superblockEncode } from "./superblock.js";
 
@@ -63,6 +63,7 @@ export interface GroupLogLimits {
   readonly sizeMin: number;
   readonly batchBytesMax: number;
   readonly batchRecordsMax: number;
+  readonly batchCopyBytesMax: number;
   readonly queueBytesMax: number;
   readonly readChunkBytes: number;
   readonly segmentsMax: number;
@@ -74,6 +75,7 @@ export const groupLogLimitsDefault: GroupLogLimits = {
   sizeMin: logSizeMin,
   batchBytesMax: logBatchBytesMax,
   batchRecordsMax: logBatchRecordsMax,
+  batchCopyBytesMax: logBatchCopyBytesMax,
   queueBytesMax: logQueueBytesMax,
   readChunkBytes: logReadChunkBytes,
   segmentsMax: logSegmentsMax,
@@ -124,13 +126,15 @@ export const systemClock: LogClock = {
   },
 };
 
-// One write of the queue: a record (header, payload, padding) or a wrap marker.
+// One write of the queue: a record (header, payload, padding) or a wrap marker (a header
+// sector, no payload).
 interface QueuedWrite {
   readonly lsn: bigint; // a wrap marker carries the LSN of the record after it
   readonly isRecord: boolean;
   readonly position: number;
   readonly diskBytes: number;
-  readonly buffers: readonly Buffer[];
+  readonly header: Buffer;
+  readonly payload: Buffer | null;
 }
 
 interface Batch {
@@ -371,11 +375,7 @@ export class GroupLog {
     );
     const placement = this.space.reserve(lsn, diskBytes, this.chain);
     if (placement.wrapPosition !== null) this.enqueue(this.wrapMarker(lsn, placement.wrapPosition));
-    const buffers = [header];
-    if (payloadSize > 0) buffers.push(entry.payload!);
-    const padding = diskBytes - recordHeaderSize - payloadSize;
-    if (padding > 0) buffers.push(zeroSector.subarray(0, padding));
-    this.enqueue({ lsn, isRecord: true, position: placement.position, diskBytes, buffers });
+    this.enqueue({ lsn, isRecord: true, position: placement.position, diskBytes, header, payload: entry.payload ?? null });
     this.chain = checksum;
     this.nextLsn = lsn + 1n;
     this.kick();
@@ -536,9 +536,11 @@ export class GroupLog {
     return this.space.freedBytes >= this.persistThresholdBytes || this.roomWaiters.length > 0 || this.roomWanted;
   }
 
+  // Takes the next batch off the queue: consecutive writes (a batch ends at a wrap), at most
+  // batchBytesMax bytes (a larger record goes alone) and batchRecordsMax records.
   private batchTake(): Batch | null {
     if (this.queueStart === this.queue.length) return null;
-    const buffers: Buffer[] = [];
+    const taken: QueuedWrite[] = [];
     const position = this.queue[this.queueStart]!.position;
     let end = position;
     let bytes = 0;
@@ -551,7 +553,7 @@ export class GroupLog {
         if (item.isRecord && records >= this.limits.batchRecordsMax) break;
       }
       this.queueStart += 1;
-      for (const buffer of item.buffers) buffers.push(buffer);
+      taken.push(item);
       bytes += item.diskBytes;
       end = item.position + item.diskBytes;
       if (item.isRecord) {
@@ -559,7 +561,12 @@ export class GroupLog {
         lastLsn = item.lsn;
       }
     }
-    // Drop taken entries (they hold payloads): at once when drained, else now and then.
+    this.queueCompact();
+    return { position, buffers: batchBuffers(taken, this.limits.batchCopyBytesMax), bytes, lastLsn };
+  }
+
+  // Drops taken entries (they hold payloads): at once when drained, else now and then.
+  private queueCompact(): void {
     if (this.queueStart === this.queue.length) {
       this.queue.length = 0;
       this.queueStart = 0;
@@ -567,7 +574,6 @@ export class GroupLog {
       this.queue.splice(0, this.queueStart);
       this.queueStart = 0;
     }
-    return { position, buffers, bytes, lastLsn };
   }
 
   private async batchWrite(batch: Batch): Promise<void> {
@@ -645,7 +651,7 @@ export class GroupLog {
       undefined,
       marker,
     );
-    return { lsn, isRecord: false, position, diskBytes: sectorSize, buffers: [marker] };
+    return { lsn, isRecord: false, position, diskBytes: sectorSize, header: marker, payload: null };
   }
 
   private enqueue(write: QueuedWrite): void {
@@ -707,6 +713,38 @@ export class GroupLog {
     for (const checkpoint of checkpoints) checkpoint.reject(failure);
     this.rejectRoomWaiters(failure);
   }
+}
+
+// The buffers of one writev. Records with a payload up to copyBytesMax are copied, header,
+// payload and padding, into one buffer per batch: a few large iovecs instead of three small
+// ones per record (beyond IOV_MAX a writev is split into several system calls). Larger
+// payloads are passed as they are, never copied.
+function batchBuffers(writes: readonly QueuedWrite[], copyBytesMax: number): Buffer[] {
+  const copied = (write: QueuedWrite) => (write.payload?.length ?? 0) <= copyBytesMax;
+  let copyBytes = 0;
+  for (const write of writes) if (copied(write)) copyBytes += write.diskBytes;
+  const staging = Buffer.allocUnsafe(copyBytes);
+  const buffers: Buffer[] = [];
+  let used = 0;
+  let pieceStart = 0;
+  for (const write of writes) {
+    const payloadSize = write.payload?.length ?? 0;
+    const padding = write.diskBytes - write.header.length - payloadSize;
+    if (copied(write)) {
+      write.header.copy(staging, used);
+      write.payload?.copy(staging, used + write.header.length);
+      staging.fill(0, used + write.diskBytes - padding, used + write.diskBytes);
+      used += write.diskBytes;
+      continue;
+    }
+    if (used > pieceStart) buffers.push(staging.subarray(pieceStart, used));
+    pieceStart = used;
+    buffers.push(write.header);
+    if (write.payload !== null && payloadSize > 0) buffers.push(write.payload);
+    if (padding > 0) buffers.push(zeroSector.subarray(0, padding));
+  }
+  if (used > pieceStart) buffers.push(staging.subarray(pieceStart, used));
+  return buffers;
 }
 
 function shuttingDown(): OperatingError {

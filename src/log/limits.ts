@@ -3,9 +3,8 @@
 // their relationships with the global limits are asserted at load like the rest.
 
 import { assert } from "../assert.js";
-import { logBatchBytesMax, logRecordPayloadSizeMax, logSizeMin, sectorSize } from "../constants.js";
+import { logBatchBytesMax, logSizeMin, sectorSize } from "../constants.js";
 import { recordDiskSizeMax } from "./record.js";
-import { logDataStart } from "./superblock.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -14,6 +13,10 @@ const MiB = 1024 * KiB;
 // append is refused (OVERLOADED) and waitForRoom() waits: memory stays bounded however fast
 // callers append.
 export const logQueueBytesMax = 64 * MiB;
+
+// A batch copies records with payloads up to this size into one buffer (a few large iovecs
+// instead of three per record); larger payloads are written from the caller's buffer.
+export const logBatchCopyBytesMax = 64 * KiB;
 
 // Read-ahead of the recovery scan and of cursors: one read of this size yields many records.
 export const logReadChunkBytes = 1 * MiB;
@@ -33,7 +36,6 @@ export const logTailPersistFraction = 1 / 8;
 export const logGroupIdBytesMax = 128;
 
 assert(logQueueBytesMax >= recordDiskSizeMax, "the queue holds a largest record");
-assert(logDataStart + 2 * recordDiskSizeMax <= logSizeMin, "the smallest log holds two largest records");
 assert(logQueueBytesMax >= logBatchBytesMax, "the queue holds a full batch");
 assert(logReadChunkBytes % sectorSize === 0, "read chunks are whole sectors");
 assert(logSegmentBytesMin % sectorSize === 0, "segments are whole sectors");

@@ -15,10 +15,11 @@
 
 import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
-import { logSizeMax, sectorSize } from "../constants.js";
+import { logSizeMax, logSizeMin, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
 import { logGroupIdBytesMax } from "./limits.js";
+import { recordDiskSizeMax } from "./record.js";
 
 export const superblockSlotSize = 4096;
 export const superblockMagic = 0x4253_534c; // "LSSB" as little-endian bytes
@@ -26,6 +27,8 @@ export const superblockVersion = 1;
 export const logDataStart = 2 * superblockSlotSize;
 
 const groupIdOffset = 106;
+
+assert(logDataStart + 2 * recordDiskSizeMax <= logSizeMin, "the smallest log holds two largest records");
 
 export interface Superblock {
   readonly sequence: bigint;

@@ -115,6 +115,29 @@ describe("group log", () => {
     assert.deepEqual((await readAll(log, big))[0]!.payload, Buffer.alloc(40 * KiB, 7));
   });
 
+  it("passes large payloads to the write as they are, copies small ones into few buffers", async () => {
+    const { disk, file, log } = await newLog(1024 * KiB, { batchCopyBytesMax: 8 * KiB });
+    const seen: (readonly Buffer[])[] = [];
+    const diskWrite = disk.write.bind(disk);
+    disk.write = async (sources, position) => {
+      seen.push(sources);
+      await diskWrite(sources, position);
+    };
+    const large = Buffer.alloc(100 * KiB, 3);
+    for (let index = 0; index < 50; index++) log.append(write(0, 0, Buffer.alloc(4 * KiB, index)));
+    log.append(write(0, 0, large));
+    for (let index = 0; index < 50; index++) log.append(write(0, 0, Buffer.alloc(512, index)));
+    await log.sync();
+    assert.equal(seen.length, 1, "one write for the whole batch");
+    const buffers = seen[0]!;
+    assert.ok(buffers.includes(large), "the large payload is not copied");
+    assert.ok(buffers.length <= 5, `${buffers.length} buffers`);
+    assert.equal(file.writes.length, 2); // create's superblocks, then the batch
+    const records = await readAll(log, 1n);
+    assert.deepEqual(records[50]!.payload, large);
+    assert.deepEqual(records[100]!.payload, Buffer.alloc(512, 49));
+  });
+
   it("wraps around over many laps with release(); recovery finds exactly the head", async () => {
     const { disk, log } = await newLog(64 * KiB);
     const random = new Random(7);
