@@ -4,6 +4,13 @@
  *   seek(fd, offset, whence)                -> offset, or -1 when SEEK_DATA/SEEK_HOLE hit ENXIO
  *   fallocate(fd, mode, offset, length)     -> Promise<void>  (mode: "punch" | "zero")
  *   blockRange(fd, request, offset, length) -> Promise<void>  (request: "discard" | "zeroout")
+ *   readNoWait(fd, buffer, position)        -> bytes read, or -1 when it would block
+ *   writeNoWait(fd, buffers[], position)    -> bytes written, or -1 when it would block
+ *
+ * readNoWait/writeNoWait are preadv2/pwritev2 with RWF_NOWAIT, called on the event loop
+ * thread: they succeed only when the page cache can serve them at once (no disk read, no
+ * writeback throttling), and then cost one syscall instead of a thread-pool round trip. On
+ * -1 the caller falls back to node:fs on the thread pool.
  *
  * seek() is synchronous: SEEK_DATA/SEEK_HOLE/SEEK_END read metadata only.
  * fallocate() and blockRange() may touch many extents, so they run on the libuv
@@ -19,6 +26,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <limits.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,11 +197,86 @@ static napi_value block_range(napi_env env, napi_callback_info info) {
   return range_start(env, info, "discard", "zeroout", 2);
 }
 
+static int would_block(int error) {
+  return error == EAGAIN || error == EOPNOTSUPP || error == EINVAL;
+}
+
+static napi_value read_nowait(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  int64_t position;
+  void *data;
+  size_t length;
+  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok || !read_int64(env, argv[2], &position)) {
+    napi_throw_type_error(env, NULL, "readNoWait(fd, buffer, position)");
+    return NULL;
+  }
+  struct iovec vector = {data, length};
+  ssize_t result = preadv2(fd, &vector, 1, (off_t)position, RWF_NOWAIT);
+  napi_value value;
+  if (result < 0) {
+    if (would_block(errno)) {
+      CHECK(napi_create_int64(env, -1, &value));
+      return value;
+    }
+    napi_throw(env, make_error(env, errno, "preadv2"));
+    return NULL;
+  }
+  CHECK(napi_create_int64(env, (int64_t)result, &value));
+  return value;
+}
+
+#define WRITE_VECTORS_MAX 64
+
+static napi_value write_nowait(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  int64_t position;
+  uint32_t count;
+  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_array_length(env, argv[1], &count) != napi_ok || !read_int64(env, argv[2], &position)) {
+    napi_throw_type_error(env, NULL, "writeNoWait(fd, buffers, position)");
+    return NULL;
+  }
+  napi_value value;
+  if (count == 0 || count > WRITE_VECTORS_MAX) {
+    CHECK(napi_create_int64(env, -1, &value));
+    return value;
+  }
+  struct iovec vectors[WRITE_VECTORS_MAX];
+  for (uint32_t index = 0; index < count; index++) {
+    napi_value element;
+    CHECK(napi_get_element(env, argv[1], index, &element));
+    if (napi_get_buffer_info(env, element, &vectors[index].iov_base, &vectors[index].iov_len) != napi_ok) {
+      napi_throw_type_error(env, NULL, "writeNoWait: buffers must be Buffers");
+      return NULL;
+    }
+  }
+  ssize_t result = pwritev2(fd, vectors, (int)count, (off_t)position, RWF_NOWAIT);
+  if (result < 0) {
+    if (would_block(errno)) {
+      CHECK(napi_create_int64(env, -1, &value));
+      return value;
+    }
+    napi_throw(env, make_error(env, errno, "pwritev2"));
+    return NULL;
+  }
+  CHECK(napi_create_int64(env, (int64_t)result, &value));
+  return value;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"seek", NULL, seek, NULL, NULL, NULL, napi_default, NULL},
       {"fallocate", NULL, fallocate_range, NULL, NULL, NULL, napi_default, NULL},
       {"blockRange", NULL, block_range, NULL, NULL, NULL, napi_default, NULL},
+      {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
+      {"writeNoWait", NULL, write_nowait, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
   napi_value constant;

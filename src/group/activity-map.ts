@@ -5,8 +5,9 @@
 // log, so recovery hands them to replication to resync to every peer (the volume never
 // silently keeps a write the replicas cannot get).
 //
-// An extent cools when no write is pending in it and the log is durable past its last LSN.
-// Cooling is lazy: a stale hot entry on disk only costs a little extra resync.
+// An extent cools when no write is pending in it and both the log and the volume's image are
+// durable past its last LSN (coolLsn). Cooling is lazy: a stale hot entry on disk only costs a
+// little extra resync.
 //
 // On disk: two slots (alternating, like the log superblock), each:
 //   0  u32 crc32c over bytes 4..end of the used part
@@ -55,15 +56,17 @@ export class ActivityMap {
 
   private constructor(
     private readonly file: BlockFile,
-    private readonly durableLsn: () => bigint,
-    private readonly syncLog: () => Promise<unknown>,
+    private readonly coolLsn: (volumeId: number) => bigint,
+    private readonly syncAll: () => Promise<unknown>,
   ) {
     this.writer = new SyncCoalescer(() => this.persist());
   }
 
   // Opens the map and returns the extents that were hot at the last stop or crash.
-  static async open(file: BlockFile, durableLsn: () => bigint, syncLog: () => Promise<unknown>): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
-    const map = new ActivityMap(file, durableLsn, syncLog);
+  // coolLsn(volume): changes up to it are durable in the log and the image. syncAll(): makes
+  // the log and every image durable (when the map is full, so that idle extents can cool).
+  static async open(file: BlockFile, coolLsn: (volumeId: number) => bigint, syncAll: () => Promise<unknown>): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
+    const map = new ActivityMap(file, coolLsn, syncAll);
     const recovered = await map.load();
     return { map, recovered };
   }
@@ -141,16 +144,15 @@ export class ActivityMap {
   }
 
   private cool(): void {
-    const durable = this.durableLsn();
     for (const [id, extent] of this.hot) {
-      if (extent.pending === 0 && extent.lastLsn <= durable) this.hot.delete(id);
+      if (extent.pending === 0 && extent.lastLsn <= this.coolLsn(extent.volumeId)) this.hot.delete(id);
     }
   }
 
   private async persist(): Promise<void> {
     this.cool();
     if (this.hot.size > activityExtentsMax) {
-      await this.syncLog(); // makes the log durable so idle extents can cool
+      await this.syncAll(); // makes the log and images durable so idle extents can cool
       this.cool();
     }
     // Still over the limit: every extent has a write in flight. Persist the limit's worth;

@@ -5,17 +5,19 @@
 // activity-map is the default):
 //
 //   activity-map:  room in log ─▶ extent hot in the activity map (durable; usually no I/O)
-//                  ─▶ LSN + log append ─┬─▶ volume write (after overlapping predecessors)
-//                                       └─▶ record written to the log file ─▶ ack
-//                  FUA / FLUSH: log datasync (recovery replays the log into the volume)
+//                  ─▶ LSN + log append (queued) ─▶ volume write (after overlapping
+//                  predecessors) ─▶ ack.  FUA: the write with O_DSYNC + the record durable.
+//                  FLUSH: log datasync + image datasync, in parallel.
 //   write-ahead:   room in log ─▶ LSN + log append ─▶ record durable (group commit)
 //                  ─▶ volume write ─▶ ack.   FUA / FLUSH: nothing more (the log has it)
 //
 // Either way the volume never keeps a write its log lost without the activity map saying
-// where (activity-map) or the log being able to replay it (write-ahead).
+// where (activity-map: an extent cools only once log and image are durable past its last
+// write) or the log being able to replay it (write-ahead).
 //
-// A checkpoint makes the volumes durable up to the applied watermark and releases the log
-// records below it; it runs in the background when the log fills past a ratio and at stop.
+// A checkpoint releases the log records below the applied watermark (write-ahead: after
+// making the images durable, since the log is what makes them durable); it runs in the
+// background when the log fills past a ratio, and at stop.
 
 import { assert } from "../assert.js";
 import { logCheckpointFillRatio, logStallMsMax } from "../constants.js";
@@ -116,8 +118,9 @@ export class Group {
       await this.applyRecord(volume, record.kind, record.offset, record.length, record.payload);
       replayed += 1;
     }
-    await Promise.all(this.volumeList().map((volume) => volume.flush()));
-    this.log.release(this.log.usage().headLsn);
+    const headLsn = this.log.usage().headLsn;
+    await this.syncVolumes(this.volumeList(), headLsn);
+    this.log.release(headLsn);
     await this.log.checkpoint();
     if (this.activity !== null) await this.activity.clear();
     this.stats.replayedRecords = replayed;
@@ -200,23 +203,29 @@ export class Group {
   write(volume: Volume, offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.stats.writes += 1;
     this.stats.writeBytes += data.length;
-    return this.change(volume, RecordKind.write, offset, data.length, data, fua, (target) => target.write(data, offset));
+    return this.change(volume, RecordKind.write, offset, data.length, data, fua, (target, durable) => target.write(data, offset, durable));
   }
 
   zero(volume: Volume, offset: number, length: number, keepAllocated: boolean, fua: boolean): Promise<void> {
     this.stats.zeroes += 1;
     // A zero that keeps allocation and one that punches read back the same: one record kind.
-    return this.change(volume, RecordKind.zero, offset, length, undefined, fua, (target) => target.zero(offset, length, keepAllocated));
+    return this.change(volume, RecordKind.zero, offset, length, undefined, fua, async (target, durable) => {
+      await target.zero(offset, length, keepAllocated);
+      if (durable) await target.flush();
+    });
   }
 
   trim(volume: Volume, offset: number, length: number, fua: boolean): Promise<void> {
     this.stats.trims += 1;
-    return this.change(volume, RecordKind.trim, offset, length, undefined, fua, (target) => target.trim(offset, length));
+    return this.change(volume, RecordKind.trim, offset, length, undefined, fua, async (target, durable) => {
+      await target.trim(offset, length);
+      if (durable) await target.flush();
+    });
   }
 
   private async change(
     volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
-    apply: (volume: Volume) => Promise<void>,
+    apply: (volume: Volume, durable: boolean) => Promise<void>,
   ): Promise<void> {
     await this.admit();
     try {
@@ -229,7 +238,7 @@ export class Group {
 
   private async changeAdmitted(
     volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
-    apply: (volume: Volume) => Promise<void>,
+    apply: (volume: Volume, durable: boolean) => Promise<void>,
   ): Promise<void> {
     const payloadBytes = payload?.length ?? 0;
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
@@ -251,11 +260,13 @@ export class Group {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
       if (this.durability === "write-ahead") {
-        await apply(volume);
+        await apply(volume, false); // durable through the log, which recovery replays
+      } else if (fua) {
+        await Promise.all([apply(volume, true), this.log.durable(lsn)]);
       } else {
-        // FUA needs only the record durable: recovery replays the log from its tail (which
-        // moves only after a checkpoint synced the volumes), so the volume need not be synced.
-        await Promise.all([apply(volume), fua ? this.log.durable(lsn) : this.log.written(lsn)]);
+        // The acknowledgement does not wait for the record to reach the log file: if the
+        // process dies first, the extent is still hot in the activity map.
+        await apply(volume, false);
       }
       failed = false;
     } finally {
@@ -269,12 +280,32 @@ export class Group {
     return volume.read(target, offset);
   }
 
-  // Everything completed before this call is durable when it resolves.
-  // In both modes the log holds every completed change and recovery replays it from the tail,
-  // so making the log durable is enough; the images are synced by checkpoints.
-  async flush(): Promise<void> {
+  // Everything completed on the volume before this call is durable when it resolves.
+  // write-ahead: the log already holds it durably (recovery replays it). activity-map: the log
+  // and the image are made durable together (the log so that extents can cool).
+  async flush(volume: Volume): Promise<void> {
     this.stats.flushes += 1;
-    await this.log.sync();
+    if (this.durability === "write-ahead") await this.log.sync();
+    else await Promise.all([this.log.sync(), this.syncVolumes([volume], this.watermark.appliedLsn)]);
+  }
+
+  // Makes the log and every image durable (the activity map calls it when it is full).
+  async syncAll(): Promise<void> {
+    await Promise.all([this.log.sync(), this.syncVolumes(this.volumeList(), this.watermark.appliedLsn)]);
+  }
+
+  // appliedLsn: taken before the syncs start, so every change up to it is in the image.
+  private async syncVolumes(volumes: readonly Volume[], appliedLsn: bigint): Promise<void> {
+    await Promise.all(volumes.map((volume) => volume.flush()));
+    for (const volume of volumes) if (appliedLsn > volume.syncedLsn) volume.syncedLsn = appliedLsn;
+  }
+
+  // The activity map's cooling point for a volume: changes up to it are durable in both the
+  // log and the image.
+  coolLsn(volumeId: number): bigint {
+    const synced = this.volumes.get(volumeId)?.syncedLsn ?? 0n;
+    const durable = this.log.usage().durableLsn;
+    return synced < durable ? synced : durable;
   }
 
   // Runs an action with the group quiet: new changes wait, changes in flight finish, the
@@ -296,12 +327,15 @@ export class Group {
 
   // ---- Checkpoint ----
 
-  // Makes every volume durable up to the applied watermark, then frees the log below it.
+  // Frees the log below the applied watermark. write-ahead: the images are made durable first
+  // (the log is what makes an acknowledged write durable there). activity-map: the image
+  // writes of flushed changes are durable already, and an unflushed change may be lost; its
+  // extent stays hot until the image is synced, so replication resyncs it.
   checkpoint(): Promise<void> {
     if (this.checkpointRunning !== null) return this.checkpointRunning;
     const run = (async () => {
       const applied = this.watermark.appliedLsn;
-      await Promise.all(this.volumeList().map((volume) => volume.flush()));
+      if (this.durability === "write-ahead") await this.syncVolumes(this.volumeList(), applied);
       this.log.release(applied);
       await this.log.checkpoint();
       this.stats.checkpoints += 1;
@@ -322,6 +356,7 @@ export class Group {
     this.closing = true;
     await this.idle();
     await this.checkpointRunning?.catch(() => undefined);
+    await this.syncAll();
     await this.checkpoint();
     if (this.activity !== null) {
       await this.activity.clear();

@@ -15,8 +15,9 @@ export interface BlockFile {
   readonly isBlockDevice: boolean;
   // Reads exactly target.length bytes at position; bytes past the end read as zero.
   read(target: Buffer, position: number): Promise<void>;
-  // Writes every byte of every source, back to back, starting at position.
-  write(sources: readonly Buffer[], position: number): Promise<void>;
+  // Writes every byte of every source, back to back, starting at position. durable: the bytes
+  // are on stable storage when it resolves (O_DSYNC for this write only, not a file sync).
+  write(sources: readonly Buffer[], position: number, durable?: boolean): Promise<void>;
   datasync(): Promise<void>;
   size(): Promise<number>;
   truncate(size: number): Promise<void>; // files only

@@ -3,7 +3,8 @@
 // short writes are continued until every byte is down.
 
 import { constants as fsConstants, promises as fsp, type Stats } from "node:fs";
-import { read as readCallback, writev as writevCallback } from "node:fs";
+import { read as readCallback, writev as writevCallback, writevSync } from "node:fs";
+import { performance } from "node:perf_hooks";
 import { fromSystemError, OperatingError } from "../errors.js";
 import type { BlockFile, BlockFileOpener, Extent } from "./block-file.js";
 import { nativeFs } from "./native.js";
@@ -39,7 +40,22 @@ function advance(sources: readonly Buffer[], count: number): Buffer[] {
   return rest;
 }
 
+// The event-loop fast path (see docs/DESIGN-NOTES.md §5): a read the page cache can serve at
+// once (preadv2 RWF_NOWAIT), and a small page-aligned write (which never needs a
+// read-modify-write of a page), run on the event loop thread: one syscall instead of a
+// thread-pool round trip, which on this class of machine costs ~10 µs of CPU. A write that
+// took longer than inlineWriteMsMax (the kernel throttling dirty pages) sends this file's
+// writes to the thread pool for inlineBackoffMs, so the event loop never stalls for long.
+const pageSize = 4096;
+const inlineReadBytesMax = 1024 * 1024;
+const inlineWriteBytesMax = 256 * 1024;
+const inlineWriteMsMax = 2;
+const inlineBackoffMs = 1000;
+
 export class NodeBlockFile implements BlockFile {
+  private inlineWritesAfterMs = 0;
+  private dsyncHandle: Promise<fsp.FileHandle> | null = null; // opened on the first durable write
+
   private constructor(
     readonly path: string,
     private readonly handle: fsp.FileHandle,
@@ -78,6 +94,16 @@ export class NodeBlockFile implements BlockFile {
 
   async read(target: Buffer, position: number): Promise<void> {
     let done = 0;
+    if (target.length <= inlineReadBytesMax) {
+      let count = -1;
+      try {
+        count = nativeFs.readNoWait(this.fd, target, position);
+      } catch (error) {
+        throw fromSystemError(error, `read ${this.path}`);
+      }
+      if (count === target.length) return;
+      if (count > 0) done = count;
+    }
     while (done < target.length) {
       let count: number;
       try {
@@ -93,14 +119,45 @@ export class NodeBlockFile implements BlockFile {
     }
   }
 
-  async write(sources: readonly Buffer[], position: number): Promise<void> {
+  private writeInline(sources: readonly Buffer[], position: number, length: number): boolean {
+    if (length > inlineWriteBytesMax || length % pageSize !== 0 || position % pageSize !== 0 || sources.length > 64) return false;
+    const now = performance.now();
+    if (now < this.inlineWritesAfterMs) return false;
+    let count: number;
+    try {
+      count = writevSync(this.fd, sources as Buffer[], position);
+    } catch (error) {
+      throw fromSystemError(error, `write ${this.path}`);
+    }
+    if (performance.now() - now > inlineWriteMsMax) this.inlineWritesAfterMs = performance.now() + inlineBackoffMs;
+    return count === length;
+  }
+
+  async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
+    const length = sources.length === 1 ? sources[0]!.length : sources.reduce((sum, source) => sum + source.length, 0);
+    if (durable) return this.writeAll(sources, position, length, (await this.dsyncFile()).fd);
+    if (this.writeInline(sources, position, length)) return;
+    return this.writeAll(sources, position, length, this.fd);
+  }
+
+  // A second descriptor opened with O_DSYNC: a write through it is durable on return, at the
+  // cost of that write alone (what NBD's FUA asks), not of every dirty page of the file.
+  private dsyncFile(): Promise<fsp.FileHandle> {
+    this.dsyncHandle ??= fsp.open(this.path, fsConstants.O_RDWR | fsConstants.O_DSYNC).catch((error: unknown) => {
+      this.dsyncHandle = null;
+      throw fromSystemError(error, `open ${this.path} for durable writes`);
+    });
+    return this.dsyncHandle;
+  }
+
+  private async writeAll(sources: readonly Buffer[], position: number, length: number, fd: number): Promise<void> {
     let rest = sources;
     let at = position;
-    let remaining = sources.reduce((sum, source) => sum + source.length, 0);
+    let remaining = length; // an inline write that came up short is simply redone here
     while (remaining > 0) {
       let count: number;
       try {
-        count = await writevAt(this.fd, rest, at);
+        count = await writevAt(fd, rest, at);
       } catch (error) {
         throw fromSystemError(error, `write ${this.path}`);
       }
@@ -182,6 +239,7 @@ export class NodeBlockFile implements BlockFile {
   }
 
   async close(): Promise<void> {
+    if (this.dsyncHandle !== null) await (await this.dsyncHandle.catch(() => null))?.close();
     await this.handle.close();
   }
 }

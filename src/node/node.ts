@@ -9,7 +9,7 @@ import { existsSync, promises as fsp } from "node:fs";
 import { assert } from "../assert.js";
 import { sectorSize, shutdownMsMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
-import type { BlockFileOpener } from "../io/block-file.js";
+import type { BlockFile, BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
 import { GroupLog } from "../log/group-log.js";
 import type { NbdExport, NbdExportRegistry } from "../nbd/export.js";
@@ -41,6 +41,7 @@ interface VolumeState {
 
 export class LockstepNode implements NbdExportRegistry {
   private readonly groups = new Map<string, Group>();
+  private readonly groupFiles = new Map<string, BlockFile>(); // each group's log file (the log does not own it)
   private readonly volumes = new Map<string, VolumeState>();
   readonly metrics: NodeMetrics;
   readonly nbd: NbdServer;
@@ -91,18 +92,22 @@ export class LockstepNode implements NbdExportRegistry {
     const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
     const fresh = !existsSync(logPath);
     const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize });
+    this.groupFiles.set(groupConfig.name, logFile);
     const log = fresh
       ? await GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name })
       : await GroupLog.open(logFile);
     let activity: ActivityMap | null = null;
+    // eslint-disable-next-line prefer-const
+    let group!: Group;
     let recovered: Awaited<ReturnType<typeof ActivityMap.open>>["recovered"] = [];
     if (groupConfig.durability === "activity-map") {
       const file = await this.environment.files.open(nodeFiles.groupActivity(dataDir, groupConfig.name), { create: activitySlotSize * 2 });
-      const opened = await ActivityMap.open(file, () => log.usage().durableLsn, () => log.sync());
+      // The group is made just below; the map calls these only once it exists.
+      const opened = await ActivityMap.open(file, (volumeId) => group.coolLsn(volumeId), () => group.syncAll());
       activity = opened.map;
       recovered = opened.recovered;
     }
-    const group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger);
+    group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger);
     this.groups.set(groupConfig.name, group);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
       await this.attachVolume(entry, group);
@@ -319,6 +324,7 @@ export class LockstepNode implements NbdExportRegistry {
     await Promise.race([this.nbd.close(), deadline]);
     for (const group of this.groups.values()) {
       await group.close();
+      await this.groupFiles.get(group.name)?.close();
       for (const volume of group.volumeList()) await volume.close();
     }
     if (this.config.nbd.socket !== undefined) await fsp.rm(this.config.nbd.socket, { force: true });

@@ -23,8 +23,8 @@ export class VolumeExport implements NbdExport {
       canZero: true,
       canFastZero: volume.canFastZero,
       canCache: true,
-      // FLUSH makes the group's whole log durable, and every completed write of every
-      // connection is in it (recovery replays it), so it covers them all.
+      // FLUSH makes the group's whole log and the whole image durable, so it covers the writes
+      // completed on every connection.
       canMultiConn: true,
     };
   }
@@ -50,7 +50,7 @@ export class VolumeExport implements NbdExport {
   }
 
   flush(): Promise<void> {
-    return this.group.flush();
+    return this.group.flush(this.volume);
   }
 
   trim(offset: number, length: number, options: WriteOptions): Promise<void> {

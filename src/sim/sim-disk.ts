@@ -16,6 +16,7 @@ const sector = 512;
 interface PendingWrite {
   readonly position: number;
   readonly data: Buffer;
+  readonly durable: boolean; // written with O_DSYNC: survives a crash whatever else is lost
 }
 
 export type SimFault = "EIO" | "ENOSPC";
@@ -74,11 +75,11 @@ export class SimDisk implements BlockFile {
     if (start < end) write.data.copy(target, start - position, start - write.position, end - write.position);
   }
 
-  async write(sources: readonly Buffer[], position: number): Promise<void> {
+  async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
     assert(!this.closed, "write after close");
     this.checkFault("write");
     const data = Buffer.concat(sources as Buffer[]);
-    this.pending.push({ position, data });
+    this.pending.push({ position, data, durable });
     this.pendingSize = Math.max(this.pendingSize, position + data.length);
   }
 
@@ -132,7 +133,7 @@ export class SimDisk implements BlockFile {
     for (const write of this.pending) {
       for (let at = 0; at < write.data.length; at += sector) {
         const piece = write.data.subarray(at, Math.min(at + sector, write.data.length));
-        if (random.chance(keepProbability)) this.apply(write.position + at, piece);
+        if (write.durable || random.chance(keepProbability)) this.apply(write.position + at, piece);
         else dropped += 1;
       }
       this.durableSize = Math.max(this.durableSize, write.position + write.data.length);

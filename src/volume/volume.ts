@@ -20,6 +20,9 @@ export class Volume {
   private sizeBytes: number;
   private readonly syncer: SyncCoalescer;
   lastError: VolumeFault | null = null;
+  // Every change with an LSN up to this is on stable storage in the image (set by the group
+  // after a sync that started when they were all applied).
+  syncedLsn = 0n;
   errorCount = 0;
 
   constructor(
@@ -64,9 +67,10 @@ export class Volume {
     return this.guard(() => this.file.read(target, offset));
   }
 
-  write(data: Buffer, offset: number): Promise<void> {
+  // durable: this write alone reaches stable storage before it resolves (NBD FUA).
+  write(data: Buffer, offset: number, durable = false): Promise<void> {
     this.assertRange(offset, data.length);
-    return this.guard(() => this.file.write([data], offset));
+    return this.guard(() => this.file.write([data], offset, durable));
   }
 
   // Deallocates; reads back as zero. Falls back to writing zeroes where holes are impossible.

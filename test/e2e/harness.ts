@@ -46,6 +46,7 @@ export function run(command: string, args: readonly string[], options: { timeout
       children.delete(child);
       resolve({ code, signal, stdout, stderr });
     });
+    child.stdin!.on("error", () => undefined); // a child that exits without reading its input
     child.stdin!.end(options.input ?? "");
   });
 }

@@ -41,12 +41,13 @@ async function open(disks: Disks, durability: Durability, fresh: boolean): Promi
     : await GroupLog.open(logFile, { limits: smallLimits });
   let activity: ActivityMap | null = null;
   let recovered: Awaited<ReturnType<typeof ActivityMap.open>>["recovered"] = [];
+  let group!: Group;
   if (durability === "activity-map") {
-    const opened = await ActivityMap.open(activityFile, () => log.usage().durableLsn, () => log.sync());
+    const opened = await ActivityMap.open(activityFile, (volumeId) => group.coolLsn(volumeId), () => group.syncAll());
     activity = opened.map;
     recovered = opened.recovered;
   }
-  const group = new Group("g", log, durability, activity, silentLogger);
+  group = new Group("g", log, durability, activity, silentLogger);
   const volume = new Volume(1, "v", volumeFile, volumeSize, () => 0);
   group.addVolume(volume);
   await group.recover(recovered);
@@ -106,7 +107,7 @@ async function trial(seed: number, durability: Durability): Promise<{ durableSec
     }
     await Promise.all(batch);
     if (random.chance(0.3)) {
-      await opened.group.flush();
+      await opened.group.flush(opened.volume);
       for (const { first, count, index } of acked) {
         for (let at = 0; at < count; at++) history[first + at]!.durableIndex = Math.max(history[first + at]!.durableIndex, index[at]!);
       }

@@ -46,10 +46,10 @@ export class FencedFile implements BlockFile {
     this.check("read");
     await this.disk.read(target, position);
   }
-  async write(sources: readonly Buffer[], position: number): Promise<void> {
+  async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
     this.check("write");
     this.writes.push({ position, bytes: sources.reduce((sum, source) => sum + source.length, 0) });
-    await this.disk.write(sources, position);
+    await this.disk.write(sources, position, durable);
   }
   async datasync(): Promise<void> {
     this.check("datasync");
