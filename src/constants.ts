@@ -14,6 +14,7 @@ export const blockSizePreferred = 4 * KiB;
 export const volumeSizeMax = 1024 * TiB; // < 2^53, so offsets fit in a JS number exactly
 export const volumeNameLengthMax = 64;
 export const volumesPerGroupMax = 256;
+export const volumeIdMax = 2 ** 20 - 1; // ids are never reused (log records name volumes by id)
 export const groupsPerNodeMax = 64;
 
 // ---- NBD ----

@@ -19,7 +19,7 @@
 
 import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
-import { activityExtentSize, activityExtentsMax } from "../constants.js";
+import { activityExtentSize, activityExtentsMax, volumeIdMax, volumeSizeMax } from "../constants.js";
 import type { BlockFile } from "../io/block-file.js";
 import { extentIndices } from "../volume/region.js";
 import { SyncCoalescer } from "../volume/sync-coalescer.js";
@@ -28,7 +28,9 @@ const magic = 0x4d41534c; // "LSAM" little-endian
 const version = 1;
 const headerSize = 24;
 const entrySize = 16;
+const extentIndexLimitForKeys = 2 ** 28;
 export const activitySlotSize = headerSize + activityExtentsMax * entrySize;
+assert(volumeSizeMax / activityExtentSize <= extentIndexLimitForKeys && volumeIdMax < 2 ** 20, "extent keys are exact");
 
 interface HotExtent {
   readonly volumeId: number;
@@ -43,13 +45,16 @@ export interface ActivityExtent {
   readonly length: number;
 }
 
-function key(volumeId: number, index: number): string {
-  return `${volumeId}:${index}`;
+// One number per (volume, extent): volume ids stay at most volumeIdMax < 2^20 and extent
+// indices below 2^28 (volumeSizeMax / activityExtentSize): the key is exact (< 2^48) and
+// allocation-free.
+function key(volumeId: number, index: number): number {
+  return volumeId * extentIndexLimitForKeys + index;
 }
 
 export class ActivityMap {
-  private readonly hot = new Map<string, HotExtent>();
-  private readonly persisted = new Set<string>();
+  private readonly hot = new Map<number, HotExtent>();
+  private readonly persisted = new Set<number>();
   private sequence = 0n;
   private readonly writer: SyncCoalescer;
   persistCount = 0;

@@ -196,8 +196,7 @@ export class Group {
   }
 
   private maybeCheckpoint(): void {
-    const usage = this.log.usage();
-    if (this.checkpointRunning === null && usage.usedBytes > usage.sizeBytes * logCheckpointFillRatio) void this.checkpoint();
+    if (this.checkpointRunning === null && this.log.fill > logCheckpointFillRatio) void this.checkpoint();
   }
 
   write(volume: Volume, offset: number, data: Buffer, fua: boolean): Promise<void> {
@@ -304,7 +303,7 @@ export class Group {
   // log and the image.
   coolLsn(volumeId: number): bigint {
     const synced = this.volumes.get(volumeId)?.syncedLsn ?? 0n;
-    const durable = this.log.usage().durableLsn;
+    const durable = this.log.durableLsn;
     return synced < durable ? synced : durable;
   }
 

@@ -474,6 +474,16 @@ export class GroupLog {
     return new LogCursor(this.cursorSource, fromLsn, start);
   }
 
+  // Cheap reads for the write path (usage() builds a whole report).
+  get durableLsn(): bigint {
+    return this.durableLsnValue;
+  }
+
+  // Share of the data area holding records not yet released, 0..1.
+  get fill(): number {
+    return this.space.usedBytes / this.space.capacity;
+  }
+
   usage(): LogUsage {
     return {
       sizeBytes: this.sizeBytes,

@@ -156,15 +156,30 @@ export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undef
   header.writeUInt32LE(fields.volumeId, 20);
   header.writeUInt32LE(fields.length, 24);
   header.writeUInt32LE(fields.previousChecksum, 28);
-  header.writeBigUInt64LE(fields.lsn, 32);
-  header.writeBigUInt64LE(fields.generation, 40);
-  header.writeBigUInt64LE(fields.logId, 48);
-  header.writeBigUInt64LE(BigInt(fields.timestampMs), 56);
-  header.writeBigUInt64LE(BigInt(fields.offset), 64);
-  header.writeBigUInt64LE(0n, 72);
+  writeU64(header, fields.lsn, 32);
+  writeU64(header, fields.generation, 40);
+  writeU64(header, fields.logId, 48);
+  writeU64(header, fields.timestampMs, 56);
+  writeU64(header, fields.offset, 64);
+  header.writeUInt32LE(0, 72);
+  header.writeUInt32LE(0, 76);
   const checksum = recordChecksum(header, payload);
   header.writeUInt32LE(checksum, 0);
   return { header, checksum };
+}
+
+// A u64 as two u32 halves: the hot path avoids BigInt arithmetic and allocation whenever the
+// value fits a JS number exactly (LSNs, offsets and times always do in practice).
+function writeU64(target: Buffer, value: bigint | number, at: number): void {
+  if (typeof value === "bigint") {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
+      target.writeBigUInt64LE(value, at);
+      return;
+    }
+    value = Number(value);
+  }
+  target.writeUInt32LE(value % 0x1_0000_0000, at);
+  target.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4);
 }
 
 function recordChecksum(header: Buffer, payload: Buffer | undefined): number {

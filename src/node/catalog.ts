@@ -48,6 +48,10 @@ export class Catalog {
     return new Catalog(path, parsed.data);
   }
 
+  get nextVolumeId(): number {
+    return this.data.nextVolumeId;
+  }
+
   get volumes(): readonly VolumeEntry[] {
     return this.data.volumes;
   }

@@ -7,7 +7,7 @@
 
 import { existsSync, promises as fsp } from "node:fs";
 import { assert } from "../assert.js";
-import { sectorSize, shutdownMsMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
+import { sectorSize, shutdownMsMax, volumeIdMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile, BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
@@ -192,6 +192,7 @@ export class LockstepNode implements NbdExportRegistry {
     const group = this.group(request.group);
     if (this.volumes.has(request.name)) throw new OperatingError("VOLUME_EXISTS", { volume: request.name });
     if (group.volumeList().length >= volumesPerGroupMax) throw new OperatingError("REQUEST_TOO_LARGE", { group: group.name, volumesMax: volumesPerGroupMax });
+    if (this.catalog.nextVolumeId > volumeIdMax) throw new OperatingError("REQUEST_TOO_LARGE", `this node has used all ${volumeIdMax} volume ids`);
     const adopt = request.path !== undefined && existsSync(request.path);
     const path = request.path ?? nodeFiles.volumeImage(this.config.node.dataDir, request.name);
     if (this.catalog.volumes.some((volume) => volume.path === path)) throw new OperatingError("VOLUME_BUSY", `${path} already backs another volume`);
