@@ -46,7 +46,8 @@ async function writeConfigOnce(nodeDir: string, name: string, options: DemoOptio
 
 function startNode(name: string, dir: string, configPath: string): DemoNode {
   const logFd = openSync(join(dir, "node.log"), "a", 0o600);
-  const child = spawn(process.execPath, [binPath, "serve", "--config", configPath], { stdio: ["ignore", "ignore", logFd], detached: false });
+  // stdin is a pipe the node watches (--exit-with-parent): if this demo dies, so do its nodes.
+  const child = spawn(process.execPath, [binPath, "serve", "--config", configPath, "--exit-with-parent"], { stdio: ["pipe", "ignore", logFd], detached: false });
   closeSync(logFd);
   return { name, dir, child, info: null };
 }

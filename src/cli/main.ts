@@ -86,9 +86,14 @@ function buildProgram(): Command {
   const globals = (): GlobalOptions => program.opts<GlobalOptions>();
   const target = () => resolveTarget(globals().node, globals().token);
 
-  program.command("serve").description("run one node in the foreground").requiredOption("--config <file>", "YAML config").action(async (options: { config: string }) => {
-    await serve(options.config);
-  });
+  program
+    .command("serve")
+    .description("run one node in the foreground")
+    .requiredOption("--config <file>", "YAML config")
+    .option("--exit-with-parent", "stop when standard input closes (used by demo)")
+    .action(async (options: { config: string; exitWithParent?: boolean }) => {
+      await serve(options.config, { exitWithParent: options.exitWithParent });
+    });
 
   program
     .command("demo")

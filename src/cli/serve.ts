@@ -7,7 +7,9 @@ import { createLogger } from "../logger.js";
 import { loadConfig } from "../node/config.js";
 import { LockstepNode } from "../node/node.js";
 
-export async function serve(configPath: string): Promise<void> {
+// exitWithParent: stop (cleanly) when standard input closes — `lockstep demo` starts nodes
+// with a pipe there, so a demo that is killed outright never leaves its nodes behind.
+export async function serve(configPath: string, options: { exitWithParent?: boolean } = {}): Promise<void> {
   const config = loadConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: config.node.name });
   process.on("uncaughtException", (error) => {
@@ -32,6 +34,10 @@ export async function serve(configPath: string): Promise<void> {
     };
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
+    if (options.exitWithParent) {
+      process.stdin.once("close", () => stop("parent gone"));
+      process.stdin.resume();
+    }
   });
   await api.close();
   await node.stop();
