@@ -4,6 +4,7 @@
  *   seek(fd, offset, whence)                -> offset, or -1 when SEEK_DATA/SEEK_HOLE hit ENXIO
  *   fallocate(fd, mode, offset, length)     -> Promise<void>  (mode: "punch" | "zero")
  *   blockRange(fd, request, offset, length) -> Promise<void>  (request: "discard" | "zeroout")
+ *   startWriteback(fd, offset, length)      -> Promise<void>  sync_file_range(SYNC_FILE_RANGE_WRITE)
  *   readNoWait(fd, buffer, position)        -> bytes read, or -1 when it would block
  *   writeNoWait(fd, buffers[], position)    -> bytes written, or -1 when it would block
  *
@@ -111,7 +112,7 @@ typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int fd;
-  int kind; /* 0 punch, 1 zero, 2 discard, 3 zeroout */
+  int kind; /* 0 punch, 1 zero, 2 discard, 3 zeroout, 4 writeback */
   int64_t offset;
   int64_t length;
   int error;
@@ -130,6 +131,7 @@ static void range_execute(napi_env env, void *data) {
       result = fallocate(job->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, job->offset, job->length);
       break;
     case 2: result = ioctl(job->fd, BLKDISCARD, range); break;
+    case 4: result = sync_file_range(job->fd, job->offset, job->length, SYNC_FILE_RANGE_WRITE); break;
     default: result = ioctl(job->fd, BLKZEROOUT, range); break;
   }
   job->error = result < 0 ? errno : 0;
@@ -137,7 +139,7 @@ static void range_execute(napi_env env, void *data) {
 
 static void range_complete(napi_env env, napi_status status, void *data) {
   RangeJob *job = data;
-  static const char *names[] = {"fallocate", "fallocate", "ioctl(BLKDISCARD)", "ioctl(BLKZEROOUT)"};
+  static const char *names[] = {"fallocate", "fallocate", "ioctl(BLKDISCARD)", "ioctl(BLKZEROOUT)", "sync_file_range"};
   if (status != napi_ok) job->error = EINTR;
   if (job->error == 0) {
     napi_value undefined;
@@ -195,6 +197,11 @@ static napi_value fallocate_range(napi_env env, napi_callback_info info) {
 
 static napi_value block_range(napi_env env, napi_callback_info info) {
   return range_start(env, info, "discard", "zeroout", 2);
+}
+
+/* startWriteback(fd, offset, length): the mode argument of range_start is fixed. */
+static napi_value start_writeback(napi_env env, napi_callback_info info) {
+  return range_start(env, info, "writeback", "writeback", 4);
 }
 
 static int would_block(int error) {
@@ -276,6 +283,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fallocate", NULL, fallocate_range, NULL, NULL, NULL, napi_default, NULL},
       {"blockRange", NULL, block_range, NULL, NULL, NULL, napi_default, NULL},
       {"readNoWait", NULL, read_nowait, NULL, NULL, NULL, napi_default, NULL},
+      {"startWriteback", NULL, start_writeback, NULL, NULL, NULL, napi_default, NULL},
       {"writeNoWait", NULL, write_nowait, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));

@@ -19,6 +19,9 @@ export interface BlockFile {
   // are on stable storage when it resolves (O_DSYNC for this write only, not a file sync).
   write(sources: readonly Buffer[], position: number, durable?: boolean): Promise<void>;
   datasync(): Promise<void>;
+  // Starts writing back a range's dirty pages without waiting for them (a hint: a later
+  // datasync then has little left to do). Never fails; a file system that cannot does nothing.
+  startWriteback?(offset: number, length: number): void;
   size(): Promise<number>;
   truncate(size: number): Promise<void>; // files only
   // Deallocates a range; it reads back as zero afterwards. NOT_SUPPORTED where impossible.

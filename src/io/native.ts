@@ -9,6 +9,8 @@ export interface NativeFs {
   seek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: "punch" | "zero", offset: number, length: number): Promise<void>;
   blockRange(fd: number, request: "discard" | "zeroout", offset: number, length: number): Promise<void>;
+  // sync_file_range(SYNC_FILE_RANGE_WRITE) on the thread pool: starts writeback, waits for none.
+  startWriteback(fd: number, mode: "writeback", offset: number, length: number): Promise<void>;
   // preadv2(RWF_NOWAIT) on the calling thread: bytes read, or -1 when the page cache cannot
   // serve it at once.
   readNoWait(fd: number, target: Buffer, position: number): number;

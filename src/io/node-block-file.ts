@@ -176,6 +176,10 @@ export class NodeBlockFile implements BlockFile {
     }
   }
 
+  startWriteback(offset: number, length: number): void {
+    nativeFs.startWriteback(this.fd, "writeback", offset, length).catch(() => undefined);
+  }
+
   async size(): Promise<number> {
     if (this.isBlockDevice) return nativeFs.seek(this.fd, 0, nativeFs.SEEK_END);
     const stats = await this.handle.stat();

@@ -31,7 +31,7 @@ import { assert } from "../assert.js";
 import { logBatchBytesMax, logBatchRecordsMax, logSizeMax, logSizeMin, logStallMsMax, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
-import { logBatchCopyBytesMax, logQueueBytesMax, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logTailPersistFraction } from "./limits.js";
+import { logBatchCopyBytesMax, logQueueBytesMax, logWritebackBytes, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logTailPersistFraction } from "./limits.js";
 import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
@@ -177,6 +177,7 @@ interface LogInit {
 }
 
 export class GroupLog {
+  private bytesSinceWriteback = 0;
   readonly file: BlockFile;
   readonly groupId: string;
   readonly logId: bigint;
@@ -589,6 +590,13 @@ export class GroupLog {
   private async batchWrite(batch: Batch): Promise<void> {
     await this.file.write(batch.buffers, batch.position);
     this.batches += 1;
+    // Keep dirty log pages few, so a datasync (group commit, superblock) has little to write
+    // and never holds up the writer for long: start writeback every logWritebackBytes.
+    this.bytesSinceWriteback += batch.bytes;
+    if (this.bytesSinceWriteback >= logWritebackBytes) {
+      this.bytesSinceWriteback = 0;
+      this.file.startWriteback?.(0, this.sizeBytes);
+    }
     this.queuedBytes -= batch.bytes;
     if (batch.lastLsn !== null) {
       this.writtenLsnValue = batch.lastLsn;

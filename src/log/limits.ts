@@ -32,6 +32,10 @@ export const logSegmentBytesMin = 16 * KiB;
 // when an append waits for room, and at every checkpoint()/close().
 export const logTailPersistFraction = 1 / 8;
 
+// Writeback of the log file is started (sync_file_range, not waited for) after this many
+// bytes were written: the RocksDB bytes_per_sync idea, so datasyncs stay short.
+export const logWritebackBytes = 4 * MiB;
+
 // The group id stored in the superblock (UTF-8 bytes).
 export const logGroupIdBytesMax = 128;
 
