@@ -302,9 +302,10 @@ export class Group {
   // The activity map's cooling point for a volume: changes up to it are durable in both the
   // log and the image.
   coolLsn(volumeId: number): bigint {
-    const synced = this.volumes.get(volumeId)?.syncedLsn ?? 0n;
     const durable = this.log.durableLsn;
-    return synced < durable ? synced : durable;
+    const volume = this.volumes.get(volumeId);
+    if (volume === undefined) return durable; // deleted: nothing of it left to resync
+    return volume.syncedLsn < durable ? volume.syncedLsn : durable;
   }
 
   // Runs an action with the group quiet: new changes wait, changes in flight finish, the
