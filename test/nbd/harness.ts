@@ -1,7 +1,7 @@
 // Shared test plumbing: a server on a unix socket in a temp dir, a recording observer, and a
 // child-process runner that always reaps what it starts (killed by PID on timeout).
 
-import { spawn } from "node:child_process";
+import { run as runChild, type RunResult } from "../child-process.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -58,39 +58,10 @@ export async function startHarness(exports: readonly MemoryExport[], options: Nb
   };
 }
 
-export interface RunResult {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type { RunResult };
 
-export async function run(file: string, args: readonly string[], timeoutMs = 15_000): Promise<RunResult> {
-  const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (text: string) => (stdout += text));
-  child.stderr.setEncoding("utf8").on("data", (text: string) => (stderr += text));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.once("error", reject);
-    child.once("close", (code, signal) => resolve({ code, signal }));
-  });
-  const timer = setTimeout(() => {
-    if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, "SIGKILL");
-  }, timeoutMs);
-  try {
-    const { code, signal } = await exited;
-    return { code, signal, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-      try {
-        process.kill(child.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
-  }
+export function run(file: string, args: readonly string[], timeoutMs = 15_000): Promise<RunResult> {
+  return runChild(file, args, { timeoutMs });
 }
 
 // Runs Python with Debian's libnbd binding (python3-libnbd); the script prints JSON.
