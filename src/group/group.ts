@@ -24,7 +24,7 @@ import { logCheckpointFillRatio, logStallMsMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
-import { RecordKind } from "../log/record.js";
+import { RecordFlag, RecordKind } from "../log/record.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
 import { AppliedWatermark } from "./applied-watermark.js";
@@ -53,7 +53,6 @@ export interface RecoveryReport {
   readonly stoppedBecause: string;
 }
 
-const flagFua = 1;
 
 export class Group {
   private readonly volumes = new Map<number, Volume>();
@@ -61,7 +60,7 @@ export class Group {
   private readonly watermark: AppliedWatermark;
   private checkpointRunning: Promise<void> | null = null;
   private paused: Promise<void> | null = null;
-  private active = 0; // changes between admit() and their end
+  private active = 0; // changes counted in by change(), not yet ended (quiesce waits for them)
   private idleWaiters: (() => void)[] = [];
   private closing = false;
   readonly stats: GroupStats = {
@@ -115,7 +114,7 @@ export class Group {
         skipped += 1; // a deleted volume, or a range cut off by a later shrink
         continue;
       }
-      await this.applyRecord(volume, record.kind, record.offset, record.length, record.payload);
+      await this.apply(volume, record.kind, record.flags, record.offset, record.length, record.payload, false);
       replayed += 1;
     }
     const headLsn = this.log.usage().headLsn;
@@ -136,21 +135,24 @@ export class Group {
     return report;
   }
 
-  private async applyRecord(volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
+  // Performs one record on its volume: in the write path, and when recovery replays the log.
+  // durable: this change alone must be on stable storage when it resolves (FUA).
+  private async apply(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, durable: boolean): Promise<void> {
     switch (kind) {
       case RecordKind.write:
-        assert(payload !== undefined && payload.length === length, "replay: write without payload");
-        await volume.write(payload, offset);
+        assert(payload !== undefined && payload.length === length, "write record without its payload");
+        await volume.write(payload, offset, durable);
         return;
       case RecordKind.zero:
-        await volume.zero(offset, length, true);
-        return;
+        await volume.zero(offset, length, (flags & RecordFlag.keepAllocated) !== 0);
+        break;
       case RecordKind.trim:
         await volume.trim(offset, length);
-        return;
+        break;
       default:
         return; // operations arrive with later issues; nothing to redo on a volume yet
     }
+    if (durable) await volume.flush();
   }
 
   // ---- The write path ----
@@ -159,11 +161,10 @@ export class Group {
     if (this.closing) throw new OperatingError("SHUTTING_DOWN", { group: this.name });
   }
 
-  // Counts the change in (operations wait for it); it must end with finished().
-  private async admit(): Promise<void> {
-    this.checkOpen();
+  // A change that arrives while an operation holds the group quiet waits for it to end.
+  private async admitWhenResumed(): Promise<void> {
     while (this.paused !== null) await this.paused;
-    this.active += 1;
+    this.checkOpen();
   }
 
   private finished(): void {
@@ -202,43 +203,35 @@ export class Group {
   write(volume: Volume, offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.stats.writes += 1;
     this.stats.writeBytes += data.length;
-    return this.change(volume, RecordKind.write, offset, data.length, data, fua, (target, durable) => target.write(data, offset, durable));
+    return this.change(volume, RecordKind.write, fua ? RecordFlag.fua : 0, offset, data.length, data);
   }
 
   zero(volume: Volume, offset: number, length: number, keepAllocated: boolean, fua: boolean): Promise<void> {
     this.stats.zeroes += 1;
     // A zero that keeps allocation and one that punches read back the same: one record kind.
-    return this.change(volume, RecordKind.zero, offset, length, undefined, fua, async (target, durable) => {
-      await target.zero(offset, length, keepAllocated);
-      if (durable) await target.flush();
-    });
+    const flags = (fua ? RecordFlag.fua : 0) | (keepAllocated ? RecordFlag.keepAllocated : 0);
+    return this.change(volume, RecordKind.zero, flags, offset, length, undefined);
   }
 
   trim(volume: Volume, offset: number, length: number, fua: boolean): Promise<void> {
     this.stats.trims += 1;
-    return this.change(volume, RecordKind.trim, offset, length, undefined, fua, async (target, durable) => {
-      await target.trim(offset, length);
-      if (durable) await target.flush();
-    });
+    return this.change(volume, RecordKind.trim, fua ? RecordFlag.fua : 0, offset, length, undefined);
   }
 
-  private async change(
-    volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
-    apply: (volume: Volume, durable: boolean) => Promise<void>,
-  ): Promise<void> {
-    await this.admit();
+  private async change(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
+    this.checkOpen();
+    if (this.paused !== null) await this.admitWhenResumed();
+    this.active += 1;
     try {
-      await this.changeAdmitted(volume, kind, offset, length, payload, fua, apply);
+      await this.changeAdmitted(volume, kind, flags, offset, length, payload);
     } finally {
       this.finished();
     }
     this.maybeCheckpoint();
   }
 
-  private async changeAdmitted(
-    volume: Volume, kind: number, offset: number, length: number, payload: Buffer | undefined, fua: boolean,
-    apply: (volume: Volume, durable: boolean) => Promise<void>,
-  ): Promise<void> {
+  private async changeAdmitted(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
+    const fua = (flags & RecordFlag.fua) !== 0;
     const payloadBytes = payload?.length ?? 0;
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     const marked = this.activity?.mark(volume.id, offset, length);
@@ -251,7 +244,7 @@ export class Group {
     }
     // From here to the volume write, order is what matters: LSN, gate entry and watermark are
     // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
-    const lsn = this.log.append({ kind, flags: fua ? flagFua : 0, volumeId: volume.id, offset, length, payload });
+    const lsn = this.log.append({ kind, flags, volumeId: volume.id, offset, length, payload });
     const ticket = this.gate.enter(volume.id, offset, length);
     this.watermark.begin(lsn);
     let failed = true;
@@ -259,17 +252,17 @@ export class Group {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
       if (this.durability === "write-ahead") {
-        await apply(volume, false); // durable through the log, which recovery replays
+        await this.apply(volume, kind, flags, offset, length, payload, false); // durable through the log, which recovery replays
       } else if (fua) {
-        await Promise.all([apply(volume, true), this.log.durable(lsn)]);
+        await Promise.all([this.apply(volume, kind, flags, offset, length, payload, true), this.log.durable(lsn)]);
       } else {
         // The acknowledgement does not wait for the record to reach the log file: if the
         // process dies first, the extent is still hot in the activity map.
-        await apply(volume, false);
+        await this.apply(volume, kind, flags, offset, length, payload, false);
       }
       failed = false;
     } finally {
-      ticket.leave();
+      this.gate.leave(ticket);
       this.watermark.end(lsn);
       this.activity?.done(volume.id, offset, length, lsn, failed);
     }

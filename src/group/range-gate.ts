@@ -3,19 +3,25 @@
 // the replicas (which apply the log in order) would silently diverge from the primary.
 //
 // enter() is called in LSN order, synchronously with the LSN assignment; it returns the
-// in-flight predecessors this write must wait for. Non-overlapping writes never wait.
+// in-flight predecessors this write must wait for. Non-overlapping writes never wait, and
+// cost no promise: an entry makes one only when a later write has to wait for it.
 
 interface Entry {
   readonly volumeId: number;
   readonly offset: number;
   readonly end: number;
-  readonly done: Promise<void>;
-  readonly finish: () => void;
+  done: Promise<void> | null; // made on demand by a waiter
+  finish: (() => void) | null;
 }
 
 export interface GateTicket {
   readonly wait: Promise<unknown> | null;
-  leave(): void;
+  readonly entry: Entry;
+}
+
+function doneOf(entry: Entry): Promise<void> {
+  entry.done ??= new Promise<void>((resolve) => (entry.finish = resolve));
+  return entry.done;
 }
 
 export class RangeGate {
@@ -30,19 +36,16 @@ export class RangeGate {
     let predecessors: Promise<void>[] | null = null;
     for (const entry of this.entries) {
       if (entry.volumeId === volumeId && entry.offset < end && offset < entry.end) {
-        (predecessors ??= []).push(entry.done);
+        (predecessors ??= []).push(doneOf(entry));
       }
     }
-    let finish!: () => void;
-    const done = new Promise<void>((resolve) => (finish = resolve));
-    const entry: Entry = { volumeId, offset, end, done, finish };
+    const entry: Entry = { volumeId, offset, end, done: null, finish: null };
     this.entries.add(entry);
-    return {
-      wait: predecessors === null ? null : predecessors.length === 1 ? predecessors[0]! : Promise.all(predecessors),
-      leave: () => {
-        this.entries.delete(entry);
-        entry.finish();
-      },
-    };
+    return { entry, wait: predecessors === null ? null : predecessors.length === 1 ? predecessors[0]! : Promise.all(predecessors) };
+  }
+
+  leave(ticket: GateTicket): void {
+    this.entries.delete(ticket.entry);
+    ticket.entry.finish?.();
   }
 }

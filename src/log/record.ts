@@ -41,8 +41,9 @@ export const RecordKind = {
 
 export const RecordFlag = {
   fua: 0x1, // the client asked for forced unit access on this write
+  keepAllocated: 0x2, // a zero record: keep the range allocated (NBD_CMD_FLAG_NO_HOLE)
 } as const;
-const recordFlagsKnown = RecordFlag.fua;
+const recordFlagsKnown = RecordFlag.fua | RecordFlag.keepAllocated;
 
 export type LogCorruptReason =
   | "header" // fewer bytes than a header

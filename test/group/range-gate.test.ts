@@ -16,14 +16,14 @@ describe("range gate", () => {
     assert.notEqual(overlapping.wait, null);
     let released = false;
     const waiting = overlapping.wait!.then(() => (released = true));
-    first.leave();
+    gate.leave(first);
     await Promise.resolve();
     assert.equal(released, false, "still waits for the second overlapping predecessor");
-    disjoint.leave();
+    gate.leave(disjoint);
     await waiting;
     assert.equal(released, true);
-    overlapping.leave();
-    otherVolume.leave();
+    gate.leave(overlapping);
+    gate.leave(otherVolume);
     assert.equal(gate.size, 0);
   });
 });
