@@ -1,9 +1,10 @@
-// Prometheus metrics for one node: NBD requests (counts, bytes, latency histograms), NBD
-// connections and protocol errors, log usage per group, volume errors. Hot-path updates go to
-// pre-resolved label children, so a request costs a few additions, not a label lookup.
+// Prometheus metrics for one node: NBD requests (counts, bytes, latency histograms, kept by
+// request-tallies.ts in plain numbers until a scrape), NBD connections and protocol errors,
+// log usage per group, volume errors.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { NbdObserver, NbdRequestKind } from "../nbd/export.js";
+import { RequestTallies } from "./request-tallies.js";
 import type { Logger } from "../logger.js";
 
 export interface MetricSources {
@@ -15,18 +16,11 @@ export interface MetricSources {
   volumes(): readonly { name: string; errorCount: number; size: number }[];
 }
 
-const kinds: readonly NbdRequestKind[] = ["read", "write", "flush", "trim", "zero", "cache", "block_status", "disc"];
-
 export class NodeMetrics implements NbdObserver {
   readonly registry = new Registry();
-  private readonly requests: Counter<"kind" | "result">;
-  private readonly bytes: Counter<"kind">;
-  private readonly latency: Histogram<"kind">;
+  private readonly tallies = new RequestTallies();
   private readonly connections: Gauge;
   private readonly protocolErrors: Counter<"code">;
-  private readonly okChildren = new Map<string, { inc(value?: number): void }>();
-  private readonly bytesChildren = new Map<string, { inc(value?: number): void }>();
-  private readonly latencyChildren = new Map<string, { observe(value: number): void }>();
   private openConnections = 0;
 
   constructor(
@@ -34,22 +28,9 @@ export class NodeMetrics implements NbdObserver {
     private readonly logger: Logger,
   ) {
     collectDefaultMetrics({ register: this.registry, prefix: "lockstep_process_" });
-    this.requests = new Counter({ name: "lockstep_nbd_requests_total", help: "NBD requests by kind and result (ok or error code)", labelNames: ["kind", "result"], registers: [this.registry] });
-    this.bytes = new Counter({ name: "lockstep_nbd_bytes_total", help: "Bytes moved by NBD requests", labelNames: ["kind"], registers: [this.registry] });
-    this.latency = new Histogram({
-      name: "lockstep_nbd_request_duration_seconds",
-      help: "NBD request latency, receipt of the request to the reply",
-      labelNames: ["kind"],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-      registers: [this.registry],
-    });
+    for (const metric of this.tallies.metrics()) this.registry.registerMetric(metric as unknown as Metric);
     this.connections = new Gauge({ name: "lockstep_nbd_connections", help: "Open NBD connections", registers: [this.registry], collect: () => undefined });
     this.protocolErrors = new Counter({ name: "lockstep_nbd_protocol_errors_total", help: "NBD protocol violations by error code", labelNames: ["code"], registers: [this.registry] });
-    for (const kind of kinds) {
-      this.okChildren.set(kind, this.requests.labels(kind, "ok"));
-      this.bytesChildren.set(kind, this.bytes.labels(kind));
-      this.latencyChildren.set(kind, this.latency.labels(kind));
-    }
     this.registerLogGauges();
   }
 
@@ -97,10 +78,7 @@ export class NodeMetrics implements NbdObserver {
   }
 
   request(kind: NbdRequestKind, _exportName: string, bytes: number, latencyMs: number, errorCode: string | undefined): void {
-    if (errorCode === undefined) this.okChildren.get(kind)!.inc();
-    else this.requests.labels(kind, errorCode).inc();
-    if (bytes > 0) this.bytesChildren.get(kind)!.inc(bytes);
-    this.latencyChildren.get(kind)!.observe(latencyMs / 1000);
+    this.tallies.record(kind, bytes, latencyMs / 1000, errorCode);
   }
 
   protocolError(remote: string, code: string, message: string): void {

@@ -2,6 +2,7 @@
 // An assertion failure or any other bug ends the process (exit 70): recovery replays the log.
 
 import { ApiServer } from "../api/server.js";
+import { bufferPoolBytes } from "../constants.js";
 import { nodeBlockFileOpener } from "../io/node-block-file.js";
 import { createLogger } from "../logger.js";
 import { loadConfig } from "../node/config.js";
@@ -10,6 +11,7 @@ import { LockstepNode } from "../node/node.js";
 // exitWithParent: stop (cleanly) when standard input closes — `lockstep demo` starts nodes
 // with a pipe there, so a demo that is killed outright never leaves its nodes behind.
 export async function serve(configPath: string, options: { exitWithParent?: boolean } = {}): Promise<void> {
+  Buffer.poolSize = bufferPoolBytes;
   const config = loadConfig(configPath);
   const logger = createLogger({ level: config.log.level, name: config.node.name });
   process.on("uncaughtException", (error) => {
