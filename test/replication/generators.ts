@@ -1,0 +1,235 @@
+// Shared by the replication codec tests: fast-check arbitraries for every message (valid by
+// construction), frame helpers, and the checks every damaged input must pass — a FrameError
+// with a reason, never another exception, and no allocation beyond what a checked header
+// announced.
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { sectorSize, volumeIdMax, volumeSizeMax } from "../../src/constants.js";
+import { type RecordFields, RecordKind, recordHeaderEncode } from "../../src/log/record.js";
+import { type Frame, FrameEncoder, frameEncode } from "../../src/replication/frame.js";
+import { FrameError, type FrameErrorReason } from "../../src/replication/frame-error.js";
+import type { Accept, Hello, Reject } from "../../src/replication/handshake.js";
+import { type MessageToSend, messageEncode } from "../../src/replication/message.js";
+import type { Ack, Heartbeat } from "../../src/replication/progress.js";
+import type { RecordToSend } from "../../src/replication/records-batch.js";
+import type { BitmapRegions, RegionData, ResyncEnd, VolumeRegion } from "../../src/replication/resync.js";
+
+export const u64Max = 0xffff_ffff_ffff_ffffn;
+const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+const u64 = fc.oneof(fc.bigInt({ min: 0n, max: u64Max }), fc.constantFrom(0n, 1n, u64Max));
+const safe = fc.oneof(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), fc.constantFrom(0, Number.MAX_SAFE_INTEGER));
+
+export const nameArbitrary = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/);
+
+export const helloArbitrary: fc.Arbitrary<Hello> = fc
+  .record({
+    versionMin: fc.integer({ min: 1, max: 0xffff }),
+    versionSpan: fc.integer({ min: 0, max: 0xffff }),
+    role: fc.constantFrom("primary", "secondary", "bunker" as const),
+    generation: u64,
+    durableLsn: u64,
+    appliedFraction: fc.bigInt({ min: 0n, max: 1000n }),
+    durableChecksum: u32,
+    node: nameArbitrary,
+    group: nameArbitrary,
+  })
+  .map(({ versionMin, versionSpan, appliedFraction, ...rest }) => ({
+    kind: "hello" as const,
+    ...rest,
+    versionMin,
+    versionMax: Math.min(0xffff, versionMin + versionSpan),
+    appliedLsn: rest.role === "bunker" ? 0n : (rest.durableLsn * appliedFraction) / 1000n,
+    durableChecksum: rest.durableLsn === 0n ? 0 : rest.durableChecksum,
+  }));
+
+export const acceptArbitrary: fc.Arbitrary<Accept> = fc.record({
+  kind: fc.constant("accept" as const),
+  protocolVersion: fc.integer({ min: 1, max: 0xffff }),
+  start: fc.constantFrom("log", "resync" as const),
+  resumeLsn: fc.bigInt({ min: 1n, max: u64Max }),
+});
+
+export const rejectArbitrary: fc.Arbitrary<Reject> = fc.record({
+  kind: fc.constant("reject" as const),
+  reason: fc.constantFrom(
+    "versionMismatch",
+    "unknownGroup",
+    "notConfiguredPrimary",
+    "notConfiguredPeer",
+    "staleGeneration",
+    "roleConflict",
+    "linkBusy",
+    "shuttingDown",
+    "protocolError" as const,
+  ),
+  text: fc.stringMatching(/^[ -~]{0,256}$/),
+});
+
+// A chain of consecutive records of one log, as the log would hold them.
+export function chainedRecords(firstLsn: bigint, logId: bigint, previousChecksum: number, shapes: readonly RecordShape[]): RecordToSend[] {
+  const records: RecordToSend[] = [];
+  let previous = previousChecksum;
+  shapes.forEach((shape, index) => {
+    const fields: RecordFields = { ...shape.fields, lsn: firstLsn + BigInt(index), logId, previousChecksum: previous };
+    const { checksum } = recordHeaderEncode(fields, shape.payload);
+    records.push({ ...fields, payload: shape.payload, checksum });
+    previous = checksum;
+  });
+  return records;
+}
+
+interface RecordShape {
+  fields: Omit<RecordFields, "lsn" | "logId" | "previousChecksum">;
+  payload: Buffer;
+}
+
+const recordShapeArbitrary: fc.Arbitrary<RecordShape> = fc
+  .record({
+    kind: fc.oneof(fc.constantFrom(RecordKind.write, RecordKind.zero, RecordKind.trim), fc.integer({ min: 0x100, max: 0xffff })),
+    flags: fc.constantFrom(0, 1, 2, 3),
+    volumeId: u32,
+    offset: safe,
+    length: u32,
+    generation: u64,
+    timestampMs: safe,
+    payload: fc.uint8Array({ maxLength: 600 }),
+  })
+  .map(({ payload, ...fields }) => {
+    const bytes = Buffer.from(payload);
+    if (fields.kind === RecordKind.write) return { fields: { ...fields, length: bytes.length }, payload: bytes };
+    if (fields.kind === RecordKind.zero || fields.kind === RecordKind.trim) return { fields, payload: Buffer.alloc(0) };
+    return { fields, payload: bytes };
+  });
+
+export const recordsArbitrary: fc.Arbitrary<MessageToSend & { kind: "records" }> = fc
+  .record({
+    shapes: fc.array(recordShapeArbitrary, { minLength: 1, maxLength: 6 }),
+    firstLsn: fc.oneof(fc.bigInt({ min: 1n, max: u64Max }), fc.constant(1n)),
+    logId: u64,
+    previousChecksum: u32,
+    ackNow: fc.boolean(),
+    intervalEnd: fc.boolean(),
+  })
+  .map(({ shapes, firstLsn, logId, previousChecksum, ackNow, intervalEnd }) => {
+    const first = firstLsn + BigInt(shapes.length - 1) > u64Max ? u64Max - BigInt(shapes.length - 1) : firstLsn;
+    return { kind: "records" as const, records: chainedRecords(first, logId, previousChecksum, shapes), ackNow, intervalEnd };
+  });
+
+export const ackArbitrary: fc.Arbitrary<Ack> = fc.array(u64, { minLength: 3, maxLength: 3 }).map((values) => {
+  const [appliedLsn, durableLsn, receivedLsn] = [...values].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)) as [bigint, bigint, bigint];
+  return { kind: "ack", receivedLsn, durableLsn, appliedLsn };
+});
+
+export const heartbeatArbitrary: fc.Arbitrary<Heartbeat> = fc.record({ kind: fc.constant("heartbeat" as const), timestampMs: safe, echoTimestampMs: safe });
+
+const sectorsMax = volumeSizeMax / sectorSize;
+
+export const bitmapRegionsArbitrary: fc.Arbitrary<BitmapRegions> = fc
+  .array(
+    fc.record({
+      volumeStep: fc.integer({ min: 0, max: 3 }),
+      gapSectors: fc.oneof(fc.integer({ min: 0, max: 4096 }), fc.integer({ min: 0, max: sectorsMax / 64 })),
+      lengthSectors: fc.oneof(fc.integer({ min: 1, max: 4096 }), fc.integer({ min: 1, max: sectorsMax / 64 })),
+    }),
+    { minLength: 1, maxLength: 40 },
+  )
+  .map((steps) => {
+    const regions: VolumeRegion[] = [];
+    let volumeId = 0;
+    let end = 0;
+    for (const step of steps) {
+      if (step.volumeStep > 0 || end + (step.gapSectors + step.lengthSectors) * sectorSize > volumeSizeMax) {
+        volumeId = Math.min(volumeIdMax, volumeId + Math.max(1, step.volumeStep));
+        end = 0;
+        if (regions.at(-1)?.volumeId === volumeId) break; // volumeIdMax reached
+      }
+      const offset = end + step.gapSectors * sectorSize;
+      const length = step.lengthSectors * sectorSize;
+      regions.push({ volumeId, offset, length });
+      end = offset + length;
+    }
+    return { kind: "bitmapRegions" as const, regions };
+  });
+
+export const regionDataArbitrary: fc.Arbitrary<RegionData> = fc
+  .record({
+    volumeId: fc.integer({ min: 0, max: volumeIdMax }),
+    offsetSectors: fc.integer({ min: 0, max: sectorsMax - 1024 }),
+    zero: fc.boolean(),
+    lengthSectors: fc.integer({ min: 1, max: 4 }),
+    fill: fc.uint8Array({ minLength: 1, maxLength: 64 }),
+  })
+  .map(({ volumeId, offsetSectors, zero, lengthSectors, fill }) => {
+    const length = lengthSectors * sectorSize;
+    const data = zero ? null : Buffer.from(Array.from({ length }, (_, index) => fill[index % fill.length]!));
+    return { kind: "regionData" as const, volumeId, offset: offsetSectors * sectorSize, length, data };
+  });
+
+export const resyncEndArbitrary: fc.Arbitrary<ResyncEnd> = fc.record({ kind: fc.constant("resyncEnd" as const), consistentLsn: u64 });
+
+export const messageArbitrary: fc.Arbitrary<MessageToSend> = fc.oneof(
+  helloArbitrary,
+  acceptArbitrary,
+  rejectArbitrary,
+  recordsArbitrary,
+  ackArbitrary,
+  heartbeatArbitrary,
+  bitmapRegionsArbitrary,
+  regionDataArbitrary,
+  resyncEndArbitrary,
+);
+
+// Frames for a stream: each message framed with sequences 0, 1, 2, …; returns each frame's bytes.
+export function encodeStream(messages: readonly MessageToSend[]): Buffer[] {
+  const encoder = new FrameEncoder();
+  return messages.map((message) => Buffer.concat(encoder.encode(messageEncode(message))));
+}
+
+// The bytes a decoded frame was sent as (for comparing with what was encoded).
+export function frameBytes(frame: Frame): Buffer {
+  return Buffer.concat(frameEncode({ type: frame.type, flags: frame.flags, sequence: frame.sequence }, [frame.payload]));
+}
+
+// Runs `action`; it must throw a FrameError. Returns its reason.
+export function expectFrameError(action: () => unknown): FrameErrorReason {
+  try {
+    action();
+  } catch (error) {
+    assert.ok(error instanceof FrameError, `not a FrameError: ${String(error)}`);
+    assert.equal(error.code, "REQUEST_INVALID");
+    return error.reason;
+  }
+  assert.fail("accepted damaged bytes without an error");
+}
+
+// Runs `action`; only a FrameError may escape it (swallowed). Returns the reason or null.
+export function frameErrorOrNothing(action: () => unknown): FrameErrorReason | null {
+  try {
+    action();
+    return null;
+  } catch (error) {
+    if (!(error instanceof FrameError)) throw error;
+    return error.reason;
+  }
+}
+
+// The sizes of every Buffer allocation made while `action` runs.
+export function allocationSizes(action: () => void): number[] {
+  const sizes: number[] = [];
+  const saved = { alloc: Buffer.alloc, allocUnsafe: Buffer.allocUnsafe, allocUnsafeSlow: Buffer.allocUnsafeSlow };
+  const counting = <T extends (size: number, ...rest: never[]) => Buffer>(original: T): T =>
+    ((size: number, ...rest: never[]) => {
+      sizes.push(size);
+      return original(size, ...rest);
+    }) as T;
+  Buffer.alloc = counting(saved.alloc);
+  Buffer.allocUnsafe = counting(saved.allocUnsafe);
+  Buffer.allocUnsafeSlow = counting(saved.allocUnsafeSlow);
+  try {
+    action();
+  } finally {
+    Object.assign(Buffer, saved);
+  }
+  return sizes;
+}
