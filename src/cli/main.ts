@@ -51,7 +51,7 @@ interface StatusView {
   nbd: { socket: string | null; tcp: string | null; connections: number };
   groups: {
     name: string; role: string; durability: string; inflight: number;
-    log: { sizeBytes: number; usedBytes: number; usedPercent: number; headLsn: string; durableLsn: string; tailLsn: string };
+    log: { state: string; failure: { code: string; message: string } | null; sizeBytes: number; usedBytes: number; usedPercent: number; headLsn: string; durableLsn: string; tailLsn: string };
     stats: { writes: number; stalls: number; logFullErrors: number; checkpoints: number };
   }[];
   volumes: VolumeView[];
@@ -69,6 +69,9 @@ function statusText(status: StatusView): string {
     );
   }
   lines.push(volumeRows(status.volumes));
+  for (const group of status.groups) {
+    if (group.log.failure) lines.push(`group ${group.name}: log FAILED (${group.log.failure.code}: ${group.log.failure.message}); writes fail until a restart recovers it`);
+  }
   for (const volume of status.volumes) {
     if (volume.lastError) lines.push(`volume ${volume.name}: last error ${volume.lastError.code}: ${volume.lastError.message}`);
   }

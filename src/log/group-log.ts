@@ -475,6 +475,12 @@ export class GroupLog {
     return new LogCursor(this.cursorSource, fromLsn, start);
   }
 
+  // "open", or "failed" after a write or sync error (every change then fails until a restart
+  // recovers the log), with the error that failed it; for status.
+  get health(): { state: string; failure: { code: string; message: string } | null } {
+    return { state: this.state, failure: this.failure === null ? null : { code: this.failure.code, message: this.failure.message } };
+  }
+
   // Cheap reads for the write path (usage() builds a whole report).
   get durableLsn(): bigint {
     return this.durableLsnValue;

@@ -292,6 +292,8 @@ export class LockstepNode implements NbdExportRegistry {
           role: "primary",
           durability: group.durability,
           log: {
+            state: group.log.health.state,
+            failure: group.log.health.failure,
             sizeBytes: usage.sizeBytes,
             usedBytes: usage.usedBytes,
             usedPercent: Math.round((usage.usedBytes / usage.sizeBytes) * 1000) / 10,

@@ -30,17 +30,19 @@ describe("EIO on a volume", () => {
   let dir: string;
   let node: LockstepNode;
   let failing = false;
+  let failingLog = false;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "ls-eio-"));
     const opener: BlockFileOpener = {
       async open(path, options) {
         const file = await NodeBlockFile.open(path, options);
-        if (!path.endsWith(".img")) return file;
+        const isLog = path.endsWith("/log");
+        if (!path.endsWith(".img") && !isLog) return file;
         const faulty: BlockFile = Object.create(file) as BlockFile;
-        faulty.write = async (sources, position) => {
-          if (failing) throw new OperatingError("DISK_IO", { what: `write ${path}`, errno: "EIO" });
-          return file.write(sources, position);
+        faulty.write = async (sources, position, durable) => {
+          if (isLog ? failingLog : failing) throw new OperatingError("DISK_IO", { what: `write ${path}`, errno: "EIO" });
+          return file.write(sources, position, durable);
         };
         return faulty;
       },
@@ -66,5 +68,21 @@ describe("EIO on a volume", () => {
     failing = false;
     const healed = await qemuIo(uri, "write -P 0x43 0 64k", "read -P 0x43 0 64k");
     assert.doesNotMatch(healed, /error|failed/i);
+  });
+
+  it("a failed log refuses writes with EIO, keeps serving reads, and says so in status", async () => {
+    const uri = `nbd+unix:///v?socket=${join(dir, "nbd.sock")}`;
+    failingLog = true;
+    // The write itself may be acknowledged (activity-map mode does not wait for the log
+    // file; its extent stays hot), but the FLUSH that would make it durable fails.
+    const failed = await qemuIo(uri, "write -P 0x44 0 64k", "flush");
+    assert.match(failed, /Input\/output error/);
+    const group = (node.status().groups as { log: { state: string; failure: { code: string } | null } }[])[0]!;
+    assert.equal(group.log.state, "failed");
+    assert.equal(group.log.failure?.code, "DISK_IO");
+    const after = await qemuIo(uri, "write -P 0x45 64k 4k");
+    assert.match(after, /Input\/output error/, "writes keep failing: no write is acknowledged without its record");
+    const read = await qemuIo(uri, "read -P 0x44 0 64k");
+    assert.doesNotMatch(read, /error|failed/i, "reads still work, and see the acknowledged write");
   });
 });
