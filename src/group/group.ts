@@ -6,8 +6,9 @@
 //
 //   activity-map:  room in log ─▶ extent hot in the activity map (durable; usually no I/O)
 //                  ─▶ LSN + log append (queued) ─▶ volume write (after overlapping
-//                  predecessors) ─▶ ack.  FUA: the write with O_DSYNC + the record durable.
-//                  FLUSH: log datasync + image datasync, in parallel.
+//                  predecessors) ─▶ ack.  FUA: the write with O_DSYNC.  FLUSH: image
+//                  datasync (the log syncs behind it, so that extents can cool). Recovery
+//                  does not replay data records: the image is the truth.
 //   write-ahead:   room in log ─▶ LSN + log append ─▶ record durable (group commit)
 //                  ─▶ volume write ─▶ ack.   FUA / FLUSH: nothing more (the log has it)
 //
@@ -105,18 +106,13 @@ export class Group {
   // Replays the log from its tail into the volumes (redo), makes them durable, and returns
   // the extents that were hot at the crash (where a volume may be ahead of its log).
   async recover(recoveredActivity: readonly ActivityExtent[]): Promise<RecoveryReport> {
-    let replayed = 0;
-    let skipped = 0;
     const recovery = this.log.recovery ?? { tailLsn: this.log.usage().tailLsn, stoppedBecause: "created" };
-    for await (const record of this.log.cursor(recovery.tailLsn)) {
-      const volume = this.volumes.get(record.volumeId);
-      if (volume === undefined || record.offset + record.length > volume.size) {
-        skipped += 1; // a deleted volume, or a range cut off by a later shrink
-        continue;
-      }
-      await this.apply(volume, record.kind, record.flags, record.offset, record.length, record.payload, false);
-      replayed += 1;
-    }
+    // write-ahead: the log is what makes an acknowledged write durable, so it is replayed.
+    // activity-map: the image is (FLUSH and FUA sync the image itself). Outside the hot
+    // extents, log and image are both durable and agree; inside them the image may be ahead
+    // of the log or behind it, and the image is the truth that a resync hands to the peers.
+    // Replaying there could put an older record over a newer flushed write, so nothing is.
+    const { replayed, skipped } = this.durability === "write-ahead" ? await this.replay(recovery.tailLsn) : { replayed: 0, skipped: 0 };
     const headLsn = this.log.usage().headLsn;
     await this.syncVolumes(this.volumeList(), headLsn);
     this.log.release(headLsn);
@@ -128,11 +124,27 @@ export class Group {
       replayedRecords: replayed,
       skippedRecords: skipped,
       recoveredActivityExtents: recoveredActivity,
-      headLsn: this.log.usage().headLsn,
+      headLsn,
       stoppedBecause: recovery.stoppedBecause,
     };
-    this.logger.info({ group: this.name, replayed, skipped, hotExtents: recoveredActivity.length, headLsn: String(report.headLsn), stoppedBecause: recovery.stoppedBecause }, "group recovered");
+    this.logger.info({ group: this.name, replayed, skipped, hotExtents: recoveredActivity.length, headLsn: String(headLsn), stoppedBecause: recovery.stoppedBecause }, "group recovered");
     return report;
+  }
+
+  // Redo: applies every record from the tail on, in LSN order.
+  private async replay(fromLsn: bigint): Promise<{ replayed: number; skipped: number }> {
+    let replayed = 0;
+    let skipped = 0;
+    for await (const record of this.log.cursor(fromLsn)) {
+      const volume = this.volumes.get(record.volumeId);
+      if (volume === undefined || record.offset + record.length > volume.size) {
+        skipped += 1; // a deleted volume, or a range cut off by a later shrink
+        continue;
+      }
+      await this.apply(volume, record.kind, record.flags, record.offset, record.length, record.payload, false);
+      replayed += 1;
+    }
+    return { replayed, skipped };
   }
 
   // Performs one record on its volume: in the write path, and when recovery replays the log.
@@ -253,12 +265,10 @@ export class Group {
       if (ticket.wait !== null) await ticket.wait;
       if (this.durability === "write-ahead") {
         await this.apply(volume, kind, flags, offset, length, payload, false); // durable through the log, which recovery replays
-      } else if (fua) {
-        await Promise.all([this.apply(volume, kind, flags, offset, length, payload, true), this.log.durable(lsn)]);
       } else {
-        // The acknowledgement does not wait for the record to reach the log file: if the
-        // process dies first, the extent is still hot in the activity map.
-        await this.apply(volume, kind, flags, offset, length, payload, false);
+        // activity-map: the acknowledgement waits for the image only (FUA: the write itself
+        // durable); the record reaches the log file behind it, its extent hot meanwhile.
+        await this.apply(volume, kind, flags, offset, length, payload, fua);
       }
       failed = false;
     } finally {
@@ -273,12 +283,16 @@ export class Group {
   }
 
   // Everything completed on the volume before this call is durable when it resolves.
-  // write-ahead: the log already holds it durably (recovery replays it). activity-map: the log
-  // and the image are made durable together (the log so that extents can cool).
+  // write-ahead: the log holds it durably (recovery replays it). activity-map: the image is
+  // synced; the log is synced in the background, only so that extents can cool.
   async flush(volume: Volume): Promise<void> {
     this.stats.flushes += 1;
-    if (this.durability === "write-ahead") await this.log.sync();
-    else await Promise.all([this.log.sync(), this.syncVolumes([volume], this.watermark.appliedLsn)]);
+    if (this.durability === "write-ahead") {
+      await this.log.sync();
+      return;
+    }
+    this.log.sync().catch(() => undefined); // a failure shows in the log's health and fails later changes
+    await this.syncVolumes([volume], this.watermark.appliedLsn);
   }
 
   // Makes the log and every image durable (the activity map calls it when it is full).

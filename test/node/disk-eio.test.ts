@@ -73,11 +73,15 @@ describe("EIO on a volume", () => {
   it("a failed log refuses writes with EIO, keeps serving reads, and says so in status", async () => {
     const uri = `nbd+unix:///v?socket=${join(dir, "nbd.sock")}`;
     failingLog = true;
-    // The write itself may be acknowledged (activity-map mode does not wait for the log
-    // file; its extent stays hot), but the FLUSH that would make it durable fails.
-    const failed = await qemuIo(uri, "write -P 0x44 0 64k", "flush");
-    assert.match(failed, /Input\/output error/);
-    const group = (node.status().groups as { log: { state: string; failure: { code: string } | null } }[])[0]!;
+    // The write itself is acknowledged (activity-map mode does not wait for the log file; its
+    // extent stays hot) and the FLUSH makes the image durable; the log's writer then fails.
+    await qemuIo(uri, "write -P 0x44 0 64k", "flush");
+    const deadline = Date.now() + 5000;
+    let group = (node.status().groups as { log: { state: string; failure: { code: string } | null } }[])[0]!;
+    while (group.log.state !== "failed" && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      group = (node.status().groups as typeof group[])[0]!;
+    }
     assert.equal(group.log.state, "failed");
     assert.equal(group.log.failure?.code, "DISK_IO");
     const after = await qemuIo(uri, "write -P 0x45 64k 4k");
