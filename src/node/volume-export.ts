@@ -23,8 +23,8 @@ export class VolumeExport implements NbdExport {
       canZero: true,
       canFastZero: volume.canFastZero,
       canCache: true,
-      // FLUSH makes the group's whole log and the whole image durable, so it covers the writes
-      // completed on every connection.
+      // FLUSH makes the whole image durable (write-ahead: the whole log), so it covers the
+      // writes completed on every connection.
       canMultiConn: true,
     };
   }
