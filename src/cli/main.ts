@@ -2,6 +2,7 @@
 // client of one node's admin API. With --json a command prints one JSON document. On failure:
 // exit code from src/errors.ts and one line `error CODE: message` on stderr.
 
+import { resolve } from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { OperatingError } from "../errors.js";
 import { formatSize, parseSize } from "../units.js";
@@ -124,7 +125,9 @@ function buildProgram(): Command {
     .option("--size <size>", "size, e.g. 10GiB (optional when adopting an image)")
     .option("--path <path>", "image file or block device (default: in the node's directory)")
     .action(async (name: string, options: { group: string; size?: string; path?: string }) => {
-      const body = { name, group: options.group, size: options.size === undefined ? undefined : parseSize(options.size, "--size"), path: options.path };
+      // A relative --path means relative to where the command runs, not to the node's directory.
+      const path = options.path === undefined ? undefined : resolve(options.path);
+      const body = { name, group: options.group, size: options.size === undefined ? undefined : parseSize(options.size, "--size"), path };
       const result = (await callApi(target(), "POST", "/v1/volumes", body)) as { volume: VolumeView };
       print(globals().json, result, () => `created ${result.volume.name}: ${formatSize(result.volume.size)} in group ${result.volume.group} at ${result.volume.path}`);
     });

@@ -6,6 +6,7 @@
 // every group and closes its log, so the next start replays nothing.
 
 import { existsSync, promises as fsp } from "node:fs";
+import { isAbsolute } from "node:path";
 import { assert } from "../assert.js";
 import { sectorSize, shutdownMsMax, volumeIdMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
@@ -193,6 +194,7 @@ export class LockstepNode implements NbdExportRegistry {
     if (this.volumes.has(request.name)) throw new OperatingError("VOLUME_EXISTS", { volume: request.name });
     if (group.volumeList().length >= volumesPerGroupMax) throw new OperatingError("REQUEST_TOO_LARGE", { group: group.name, volumesMax: volumesPerGroupMax });
     if (this.catalog.nextVolumeId > volumeIdMax) throw new OperatingError("REQUEST_TOO_LARGE", `this node has used all ${volumeIdMax} volume ids`);
+    if (request.path !== undefined && !isAbsolute(request.path)) throw new OperatingError("REQUEST_INVALID", `path "${request.path}" must be absolute`);
     const adopt = request.path !== undefined && existsSync(request.path);
     const path = request.path ?? nodeFiles.volumeImage(this.config.node.dataDir, request.name);
     if (this.catalog.volumes.some((volume) => volume.path === path)) throw new OperatingError("VOLUME_BUSY", `${path} already backs another volume`);
