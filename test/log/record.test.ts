@@ -2,6 +2,7 @@
 // lying lengths) ends in OperatingError LOG_CORRUPT, never another exception, and decoding
 // never allocates.
 
+import { allocationSizes } from "../allocations.js";
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { crc32c } from "@node-rs/crc32";
@@ -63,22 +64,7 @@ function expectCorrupt(action: () => unknown): string {
 
 // Counts Buffer allocations while `action` runs.
 function allocations(action: () => void): number {
-  let count = 0;
-  const saved = { alloc: Buffer.alloc, allocUnsafe: Buffer.allocUnsafe, allocUnsafeSlow: Buffer.allocUnsafeSlow };
-  const counting = <T extends (...args: never[]) => Buffer>(original: T): T =>
-    ((...args: Parameters<T>) => {
-      count += 1;
-      return original(...args);
-    }) as T;
-  Buffer.alloc = counting(saved.alloc);
-  Buffer.allocUnsafe = counting(saved.allocUnsafe);
-  Buffer.allocUnsafeSlow = counting(saved.allocUnsafeSlow);
-  try {
-    action();
-  } finally {
-    Object.assign(Buffer, saved);
-  }
-  return count;
+  return allocationSizes(action).length;
 }
 
 function tryDecode(source: Buffer): void {

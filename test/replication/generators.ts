@@ -3,6 +3,7 @@
 // with a reason, never another exception, and no allocation beyond what a checked header
 // announced.
 
+export { allocationSizes } from "../allocations.js";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { sectorSize, volumeIdMax, volumeSizeMax } from "../../src/constants.js";
@@ -214,22 +215,3 @@ export function frameErrorOrNothing(action: () => unknown): FrameErrorReason | n
   }
 }
 
-// The sizes of every Buffer allocation made while `action` runs.
-export function allocationSizes(action: () => void): number[] {
-  const sizes: number[] = [];
-  const saved = { alloc: Buffer.alloc, allocUnsafe: Buffer.allocUnsafe, allocUnsafeSlow: Buffer.allocUnsafeSlow };
-  const counting = <T extends (size: number, ...rest: never[]) => Buffer>(original: T): T =>
-    ((size: number, ...rest: never[]) => {
-      sizes.push(size);
-      return original(size, ...rest);
-    }) as T;
-  Buffer.alloc = counting(saved.alloc);
-  Buffer.allocUnsafe = counting(saved.allocUnsafe);
-  Buffer.allocUnsafeSlow = counting(saved.allocUnsafeSlow);
-  try {
-    action();
-  } finally {
-    Object.assign(Buffer, saved);
-  }
-  return sizes;
-}
