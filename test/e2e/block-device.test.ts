@@ -35,7 +35,7 @@ describe("a volume on a block device", () => {
     assert.equal(created.code, 0, created.stderr);
     assert.equal((JSON.parse(created.stdout) as { volume: { size: number } }).volume.size, 64 * 1024 * 1024, "the size comes from the device");
     const uri = node.uri("blk");
-    await runOk("fio", ["--name=blk", "--ioengine=nbd", `--uri=${uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=32m", "--verify=crc32c", "--verify_fatal=1"], { timeoutMs: 180_000 });
+    await runOk("fio", ["--name=blk", "--ioengine=nbd", `--uri=${uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=32m", "--verify=crc32c", "--verify_fatal=1"], { timeoutMs: 180_000, cwd: dir });
     await runOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x6b 40M 4M", "-c", "discard 48M 4M", "-c", "flush"]);
     const read = await runOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x6b 40M 4M", "-c", "read -P 0 48M 4M"]);
     assert.doesNotMatch(read.stdout, /Pattern verification failed/);

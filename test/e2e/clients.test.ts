@@ -39,7 +39,7 @@ describe("real NBD clients against lockstep", () => {
       "--name=verify", "--ioengine=nbd", `--uri=${node.uri("disk0")}`, "--rw=randwrite", "--bs=4k", "--iodepth=16",
       "--numjobs=2", "--size=16m", "--offset_increment=24m", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
       "--output-format=json",
-    ], { timeoutMs: 180_000 });
+    ], { timeoutMs: 180_000, cwd: dir }); // fio leaves its verify state in the working directory
     const report = JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] };
     assert.equal(report.jobs.length, 2);
     for (const job of report.jobs) {
@@ -81,7 +81,7 @@ describe("real NBD clients against lockstep", () => {
     const result = await runOk("fio", [
       "--name=wrap", "--ioengine=nbd", `--uri=${node.uri("big")}`, "--rw=write", "--bs=1m", "--iodepth=4",
       "--size=384m", "--loops=1", "--verify=crc32c", "--verify_fatal=1", "--output-format=json",
-    ], { timeoutMs: 300_000 });
+    ], { timeoutMs: 300_000, cwd: dir });
     const job = (JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))) as { jobs: { error: number }[] }).jobs[0]!;
     assert.equal(job.error, 0);
     const status = JSON.parse((await node.cli(["status", "--json"])).stdout) as { groups: { stats: { checkpoints: number; logFullErrors: number }; log: { headLsn: string } }[] };
