@@ -56,6 +56,7 @@ export class ActivityMap {
   private readonly hot = new Map<number, HotExtent>();
   private readonly persisted = new Set<number>();
   private sequence = 0n;
+  private idleWaiters: (() => void)[] = []; // marks waiting for an extent to go idle (map full)
   private readonly writer: SyncCoalescer;
   persistCount = 0;
 
@@ -112,7 +113,7 @@ export class ActivityMap {
   // common case: no I/O), or a promise that resolves once the map on disk covers them.
   mark(volumeId: number, offset: number, length: number): Promise<void> | null {
     const { first, last } = extentIndices(offset, length, activityExtentSize);
-    let missing = false;
+    let missing: number[] | null = null;
     for (let index = first; index <= last; index++) {
       const id = key(volumeId, index);
       let extent = this.hot.get(id);
@@ -121,9 +122,9 @@ export class ActivityMap {
         this.hot.set(id, extent);
       }
       extent.pending += 1;
-      if (!this.persisted.has(id)) missing = true;
+      if (!this.persisted.has(id)) (missing ??= []).push(id);
     }
-    return missing ? this.persistCovering() : null;
+    return missing === null ? null : this.persistCovering(missing);
   }
 
   // The write with this LSN is applied (or failed): its extents may cool once the log is
@@ -136,15 +137,19 @@ export class ActivityMap {
       extent.pending -= 1;
       if (lsn > extent.lastLsn) extent.lastLsn = lsn;
       if (keepHot) extent.lastLsn = BigInt(Number.MAX_SAFE_INTEGER) * 1024n;
+      if (extent.pending === 0 && this.idleWaiters.length > 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }
 
-  private async persistCovering(): Promise<void> {
-    // Loop: a persist that started before our extent was added does not cover it.
+  // Resolves once the map on disk names every extent in `ids`. A persist that started before
+  // they were added does not cover them, so this loops; when a persist could not include them
+  // because every slot holds an extent with a write in flight, it waits for one to go idle
+  // instead of spinning on fdatasyncs.
+  private async persistCovering(ids: readonly number[]): Promise<void> {
     for (;;) {
-      const needed = [...this.hot.keys()].filter((id) => !this.persisted.has(id));
-      if (needed.length === 0) return;
       await this.writer.sync();
+      if (ids.every((id) => this.persisted.has(id))) return;
+      if (this.hot.size > activityExtentsMax) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
   }
 

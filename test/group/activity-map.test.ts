@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ActivityMap, activitySlotSize } from "../../src/group/activity-map.js";
-import { activityExtentSize } from "../../src/constants.js";
+import { activityExtentSize, activityExtentsMax } from "../../src/constants.js";
 import { Random } from "../../src/sim/random.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 
@@ -44,5 +44,23 @@ describe("activity map", () => {
     map.done(1, activityExtentSize * 5, 4096, 6n);
     const reopened = await ActivityMap.open(disk, () => 100n, async () => undefined);
     assert.ok(reopened.recovered.some((extent) => extent.volumeId === 1 && extent.offset === 0), "the failed write's extent stays hot");
+  });
+
+  it("when every slot has a write in flight, a new extent waits for one to go idle (no spinning)", async () => {
+    const disk = new SimDisk("activity", activitySlotSize * 2);
+    let syncs = 0;
+    const { map } = await ActivityMap.open(disk, () => 1_000_000n, async () => void (syncs += 1));
+    for (let index = 0; index < activityExtentsMax; index++) await map.mark(1, index * activityExtentSize, 4096);
+    let covered = false;
+    const waiting = map.mark(2, 0, 4096)!.then(() => (covered = true));
+    for (let round = 0; round < 20; round++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(covered, false, "no slot is free while all writes are in flight");
+    const persistsWhileWaiting = disk.syncCount;
+    for (let round = 0; round < 20; round++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(disk.syncCount, persistsWhileWaiting, "it waits instead of persisting again and again");
+    map.done(1, 0, 4096, 1n); // one write finishes; its extent can cool
+    await waiting;
+    assert.equal(covered, true);
+    assert.ok(syncs >= 1, "a full map made the log and images durable so idle extents could cool");
   });
 });
