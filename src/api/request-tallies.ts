@@ -9,7 +9,7 @@
 
 import type { NbdRequestKind } from "../nbd/export.js";
 
-export const requestKinds: readonly NbdRequestKind[] = ["read", "write", "flush", "trim", "zero", "cache", "block_status", "disc"];
+const requestKinds: readonly NbdRequestKind[] = ["read", "write", "flush", "trim", "zero", "cache", "block_status", "disc"];
 const latencyBucketsSeconds = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5];
 
 interface Tally {

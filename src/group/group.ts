@@ -42,8 +42,6 @@ export interface GroupStats {
   checkpoints: number;
   stalls: number;
   logFullErrors: number;
-  replayedRecords: number;
-  recoveredActivityExtents: number;
 }
 
 export interface RecoveryReport {
@@ -66,7 +64,7 @@ export class Group {
   private closing = false;
   readonly stats: GroupStats = {
     writes: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
-    logFullErrors: 0, replayedRecords: 0, recoveredActivityExtents: 0,
+    logFullErrors: 0,
   };
 
   constructor(
@@ -81,16 +79,20 @@ export class Group {
     this.watermark = new AppliedWatermark(log.usage().headLsn);
   }
 
+  private get nowMs(): () => number {
+    return this.options.nowMs ?? Date.now;
+  }
+
   addVolume(volume: Volume): void {
     assert(!this.volumes.has(volume.id), `group ${this.name}: volume id ${volume.id} twice`);
     this.volumes.set(volume.id, volume);
   }
 
-  async removeVolume(volume: Volume, nowMs: () => number): Promise<void> {
+  async removeVolume(volume: Volume): Promise<void> {
     await this.quiesce(async () => {
       await volume.flush();
       this.volumes.delete(volume.id);
-    }, nowMs);
+    });
   }
 
   volumeList(): Volume[] {
@@ -118,8 +120,6 @@ export class Group {
     this.log.release(headLsn);
     await this.log.checkpoint();
     if (this.activity !== null) await this.activity.clear();
-    this.stats.replayedRecords = replayed;
-    this.stats.recoveredActivityExtents = recoveredActivity.length;
     const report = {
       replayedRecords: replayed,
       skippedRecords: skipped,
@@ -193,7 +193,7 @@ export class Group {
   // appends in the same synchronous run as the last hasRoom() check, so no one takes the room
   // in between.
   private async waitForRoom(payloadBytes: number): Promise<void> {
-    const nowMs = this.options.nowMs ?? Date.now;
+    const nowMs = this.nowMs;
     const deadline = nowMs() + (this.options.stallMsMax ?? logStallMsMax);
     this.stats.stalls += 1;
     while (!this.log.hasRoom(payloadBytes)) {
@@ -317,7 +317,8 @@ export class Group {
 
   // Runs an action with the group quiet: new changes wait, changes in flight finish, the
   // action runs, changes resume. Returns the pause in milliseconds along with the result.
-  async quiesce<T>(action: () => Promise<T>, nowMs: () => number): Promise<{ result: T; pauseMs: number }> {
+  async quiesce<T>(action: () => Promise<T>): Promise<{ result: T; pauseMs: number }> {
+    const nowMs = this.nowMs;
     while (this.paused !== null) await this.paused;
     let resume!: () => void;
     this.paused = new Promise<void>((resolve) => (resume = resolve));

@@ -27,6 +27,12 @@ import { formatSize } from "../units.js";
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
+function checkVolumeSize(size: number): void {
+  if (size <= 0 || size % sectorSize !== 0 || size > volumeSizeMax) {
+    throw new OperatingError("REQUEST_INVALID", `size ${size}: a positive multiple of ${sectorSize} bytes, at most ${formatSize(volumeSizeMax)}`);
+  }
+}
+
 export interface NodeEnvironment {
   readonly files: BlockFileOpener;
   readonly nowMs: () => number;
@@ -108,7 +114,7 @@ export class LockstepNode implements NbdExportRegistry {
       activity = opened.map;
       recovered = opened.recovered;
     }
-    group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger);
+    group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger, { nowMs: this.environment.nowMs });
     this.groups.set(groupConfig.name, group);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
       await this.attachVolume(entry, group);
@@ -207,9 +213,7 @@ export class LockstepNode implements NbdExportRegistry {
       size = actual;
     }
     if (size === undefined) throw new OperatingError("REQUEST_INVALID", "a new volume needs a size");
-    if (size <= 0 || size % sectorSize !== 0 || size > volumeSizeMax) {
-      throw new OperatingError("REQUEST_INVALID", `size ${size}: a positive multiple of ${sectorSize} bytes, at most ${formatSize(volumeSizeMax)}`);
-    }
+    checkVolumeSize(size);
     if (!adopt) await (await this.environment.files.open(path, { create: size })).close();
     let entry!: VolumeEntry;
     await this.catalog.update((draft) => {
@@ -225,14 +229,12 @@ export class LockstepNode implements NbdExportRegistry {
   async resizeVolume(name: string, size: number): Promise<VolumeEntry> {
     this.checkServing();
     const state = this.volumeState(name);
-    if (size <= 0 || size % sectorSize !== 0 || size > volumeSizeMax) {
-      throw new OperatingError("REQUEST_INVALID", `size ${size}: a positive multiple of ${sectorSize} bytes, at most ${formatSize(volumeSizeMax)}`);
-    }
+    checkVolumeSize(size);
     if (state.volume.file.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `${state.volume.path} is a block device; resize it with its own tools`);
     const { pauseMs } = await state.group.quiesce(async () => {
       await state.group.checkpoint();
       await state.volume.resize(size);
-    }, this.environment.nowMs);
+    });
     await this.catalog.update((draft) => {
       const entry = draft.volumes.find((volume) => volume.id === state.entry.id);
       assert(entry !== undefined, "resize: volume missing from catalog");
@@ -250,7 +252,7 @@ export class LockstepNode implements NbdExportRegistry {
     if (state.export.connections > 0 && !options.force) {
       throw new OperatingError("VOLUME_BUSY", `volume ${name} has ${state.export.connections} NBD connection(s); disconnect them or use --force`);
     }
-    await state.group.removeVolume(state.volume, this.environment.nowMs);
+    await state.group.removeVolume(state.volume);
     this.volumes.delete(name);
     await this.catalog.update((draft) => {
       draft.volumes = draft.volumes.filter((volume) => volume.id !== state.entry.id);

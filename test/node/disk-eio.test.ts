@@ -3,27 +3,21 @@
 // runs in-process with a file opener that can fail a volume's writes on demand.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { OperatingError } from "../../src/errors.js";
+import { run } from "../child-process.js";
 import type { BlockFile, BlockFileOpener } from "../../src/io/block-file.js";
 import { NodeBlockFile } from "../../src/io/node-block-file.js";
 import { silentLogger } from "../../src/logger.js";
 import { parseConfig } from "../../src/node/config.js";
 import { LockstepNode } from "../../src/node/node.js";
 
-function qemuIo(uri: string, ...commands: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("qemu-io", ["-f", "raw", uri, ...commands.flatMap((command) => ["-c", command])]);
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", () => resolve(output));
-  });
+async function qemuIo(uri: string, ...commands: string[]): Promise<string> {
+  const result = await run("qemu-io", ["-f", "raw", uri, ...commands.flatMap((command) => ["-c", command])]);
+  return result.stdout + result.stderr;
 }
 
 describe("EIO on a volume", () => {
