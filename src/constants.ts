@@ -48,6 +48,53 @@ export const logCheckpointFillRatio = 0.5; // start a background checkpoint abov
 export const activityExtentSize = 4 * MiB;
 export const activityExtentsMax = 1024; // hot extents at once; more forces a checkpoint
 
+// ---- Dirty-region bitmaps (resync, initial sync; src/replication/dirty-bitmap.ts) ----
+// A volume's region size is the smallest power of two, at least dirtyRegionBytesMin, that
+// covers it in at most dirtyBitmapBitsMax regions: at most 2 MiB of bitmap per volume, even
+// for a volumeSizeMax (1 PiB) volume, whose regions are 64 MiB.
+export const dirtyRegionBytesMin = 64 * KiB;
+export const dirtyBitmapBitsMax = 2 ** 24;
+
+// ---- Allocation queries (SEEK_DATA/SEEK_HOLE; src/volume/allocated-regions.ts) ----
+export const allocationQueryExtentsMax = 1024; // extents asked of BlockFile.dataExtents in one call
+
+// ---- Verify (src/volume/region-hash.ts) ----
+export const verifyRegionBytes = 1 * MiB; // one 16-byte digest per region of this size
+export const verifyReadBytesMax = 1 * MiB; // the one read buffer of a regionHashes call
+export const verifyRegionsPerCallMax = 65_536; // digests one regionHashes call returns (1 MiB of them)
+
+// ---- Replication (wire limits: src/replication/limits.ts) ----
+export const linkBytesInFlightMax = 64 * MiB; // record bytes sent and not yet acknowledged as received, per link
+export const linkBatchBytesMax = 4 * MiB; // record bytes in one records frame (a larger record goes alone)
+export const linkHeartbeatMs = 1_000; // send a heartbeat after this long without sending anything
+export const linkSilenceMsMax = 10_000; // drop a link that has heard nothing for this long
+export const linkReconnectMsMin = 100; // first retry after a link drops; doubles up to the max
+export const linkReconnectMsMax = 5_000;
+export const linkAckIntervalMs = 20; // a replica acknowledges progress at least this often while it changes
+export const linkOverflowFillRatio = 0.75; // a lagging link that holds more of the log than this switches to its bitmap
+export const linkPeriodicIntervalMsDefault = 5_000;
+export const linkPeriodicIntervalMsMin = 100;
+export const linksPerGroupMax = 8;
+export const linkCloseMsMax = 1_000; // a closing link gets this long to deliver its last frame (a reject)
+export const replicationMessagesBytesMax = 48 * MiB; // decoded frames waiting for their handler, per connection; the socket is paused beyond
+export const replicaPendingBytesMax = 64 * MiB; // region data and items received, not yet applied; the link is paused beyond
+export const replicaApplyCheckpointFillRatio = 0.5; // the applier syncs volumes and frees its log above this fill
+export const replicaRoomWaitMsMax = 120_000; // a receiver waits this long for log room, then drops the link
+export const resyncReadsInflightMax = 4; // region reads of a resync in flight at once
+export const verifyRegionsPerRequestMax = 16; // regions hashed per verify round trip
+export const drainMsDefault = 600_000; // `drain` gives up (TIMEOUT) after this unless told otherwise
+export const verifyDifferencesReportedMax = 1_000; // differing regions listed in a verify report (all are counted)
+export const stateFileBytesMax = 64 * KiB; // a link's or a replica's small JSON state file
+
+// ---- Replication links (mutually authenticated TLS, see src/io/link-tls.ts) ----
+export const linkIdBytes = 8; // random bytes of a link id: 16 hex characters, the link's TLS servername
+export const linkCertificateValidityDays = 3650; // a link's certificates are replaced by a new `link add`, not renewed
+export const linkCertificateBackdateMs = 24 * 60 * 60 * 1000; // notBefore lies this far back: the secondary's clock may be behind
+export const linkCredentialBytesMax = 64 * KiB; // a credential file (three PEMs and a few names)
+export const linkConnectMsMax = 10_000; // a primary gives up connecting (TCP and TLS) after this
+export const linkHandshakeMsMax = 10_000; // a listener drops a connection that is not authenticated by then
+export const linkHandshakesPendingMax = 16; // unauthenticated connections a listener holds at once; more are closed at once
+
 // ---- Admin API ----
 export const apiBodyBytesMax = 64 * KiB;
 export const apiRequestMsMax = 30_000;
@@ -70,5 +117,18 @@ assert(nbdOptionDrainSizeMax > nbdOptionDataSizeMax, "draining starts above the 
 assert(nbdWriteDrainSizeMax >= nbdPayloadSizeMax, "draining starts above the payload limit");
 assert(nbdCloseMsMax < shutdownMsMax, "the NBD layer stops within the process's shutdown time");
 assert(nbdPayloadSizeMax % nbdBlockSizeMinimum === 0, "the maximum block size is whole minimum blocks");
+
+assert(Number.isInteger(Math.log2(dirtyRegionBytesMin)) && dirtyRegionBytesMin % sectorSize === 0, "dirty regions are a power of two of whole sectors");
+assert(Number.isInteger(Math.log2(dirtyBitmapBitsMax)), "the bitmap's bit limit is a power of two");
+assert(volumeSizeMax / dirtyBitmapBitsMax <= 2 ** 31, "the largest dirty region fits a u32 field");
+assert(dirtyBitmapBitsMax / 8 <= 2 * MiB, "a volume's dirty bitmap is at most 2 MiB");
+assert(verifyRegionBytes % sectorSize === 0 && verifyReadBytesMax % sectorSize === 0, "verify regions and reads are whole sectors");
+assert(verifyRegionsPerCallMax * 16 <= 1 * MiB, "one call's digests are at most 1 MiB");
+assert(linkCertificateBackdateMs < linkCertificateValidityDays * 24 * 60 * 60 * 1000, "a link certificate is valid after its backdating");
+assert(linkHandshakesPendingMax >= 1 && linkHandshakeMsMax > 0 && linkConnectMsMax > 0, "links can be established");
+assert(linkHeartbeatMs * 3 <= linkSilenceMsMax, "a few heartbeats fit in the silence limit");
+assert(linkBatchBytesMax <= linkBytesInFlightMax / 4, "several batches fit in flight");
+assert(linkReconnectMsMin <= linkReconnectMsMax, "reconnect back-off range");
+assert(linkOverflowFillRatio > logCheckpointFillRatio && linkOverflowFillRatio < 1, "a link overflows only when checkpoints cannot help");
 
 export const units = { KiB, MiB, GiB, TiB } as const;

@@ -51,6 +51,17 @@ export const errorTable = {
   SHUTTING_DOWN: { nbd: "ESHUTDOWN", http: 503, exit: 7, summary: "the node is shutting down" },
   OVERLOADED: { nbd: "ENOMEM", http: 503, exit: 7, summary: "a queue or buffer reached its limit" },
   INTERNAL: { nbd: "EIO", http: 500, exit: 1, summary: "an internal error; see the node's log" },
+  PEER_UNREACHABLE: { nbd: "EIO", http: 502, exit: 5, summary: "the link's peer cannot be reached or dropped the connection" },
+  LINK_REJECTED: { nbd: "EIO", http: 502, exit: 5, summary: "the link's peer or its credential was refused" },
+  CREDENTIAL_INVALID: { nbd: "EINVAL", http: 400, exit: 2, summary: "the link credential is not valid" },
+  PEER_NOT_CONFIGURED: { nbd: "EPERM", http: 403, exit: 5, summary: "the peer is not configured for this group" },
+  GENERATION_STALE: { nbd: "EPERM", http: 409, exit: 7, summary: "the peer's generation of the group is older than ours" },
+  LINK_NOT_FOUND: { nbd: "EINVAL", http: 404, exit: 3, summary: "no such link" },
+  LINK_EXISTS: { nbd: "EINVAL", http: 409, exit: 4, summary: "a link to that peer exists" },
+  ROLE_CONFLICT: { nbd: "EPERM", http: 409, exit: 7, summary: "the group's role on this node does not allow it" },
+  REPLICA_INCONSISTENT: { nbd: "EIO", http: 409, exit: 7, summary: "the replica is being resynced and is not a consistent image" },
+  VERIFY_DIFFERS: { nbd: "EIO", http: 409, exit: 1, summary: "verify found regions where a replica differs from its primary" },
+  TIMEOUT: { nbd: "EIO", http: 504, exit: 7, summary: "the operation did not finish in time" },
 } as const satisfies Record<string, ErrorMapping>;
 
 export type ErrorCode = keyof typeof errorTable;

@@ -28,3 +28,11 @@ export function formatSize(bytes: number): string {
   }
   return `${Number.isInteger(value) ? value : value.toFixed(1)}${units[index]}`;
 }
+
+// "500ms", "5s", "2m", "1h" or a bare number of milliseconds → milliseconds. USAGE on anything else.
+export function parseDuration(text: string | number, what = "duration"): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(String(text).trim());
+  if (match === null) throw new OperatingError("USAGE", `${what}: "${text}" is not a duration (e.g. 500ms, 5s, 2m, 1h)`);
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(match[2] ?? "ms") as "ms" | "s" | "m" | "h"];
+  return Math.round(Number(match[1]) * factor);
+}

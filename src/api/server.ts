@@ -7,13 +7,21 @@
 //   POST   /v1/volumes                {name, group, size?, path?}
 //   POST   /v1/volumes/:name/resize   {size}
 //   DELETE /v1/volumes/:name[?force=true]
+//   GET    /v1/links
+//   POST   /v1/groups/:group/links    {peer, address, mode, intervalMs?, overflow?} → {link, credential}
+//   POST   /v1/groups/:group/links/:peer/pause | resume
+//   DELETE /v1/groups/:group/links/:peer
+//   POST   /v1/links/accept            {credential}           (on the secondary)
+//   POST   /v1/drain                   {group?, timeoutMs?}
+//   POST   /v1/verify                  {group?}
+//   POST   /v1/groups/:group/takeover  (on a secondary; refused while it is inconsistent)
 //   GET    /metrics                    Prometheus text format
 
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { z } from "zod";
-import { apiBodyBytesMax, apiRequestMsMax } from "../constants.js";
+import { apiBodyBytesMax, apiRequestMsMax, drainMsDefault, linkPeriodicIntervalMsMin } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { LockstepNode } from "../node/node.js";
@@ -30,6 +38,18 @@ interface Route {
 const sizeField = z.union([z.number().int().positive(), z.string()]).transform((value) => parseSize(value));
 const createBody = z.object({ name: z.string(), group: z.string(), size: sizeField.optional(), path: z.string().optional() }).strict();
 const resizeBody = z.object({ size: sizeField }).strict();
+const linkAddBody = z
+  .object({
+    peer: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "a node name"),
+    address: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "host:port"),
+    mode: z.enum(["sync", "async", "periodic"]),
+    intervalMs: z.number().int().min(linkPeriodicIntervalMsMin).max(24 * 3600 * 1000).optional(),
+    overflow: z.enum(["bitmap", "stall"]).optional(),
+  })
+  .strict();
+const acceptBody = z.object({ credential: z.string().min(1) }).strict();
+const drainBody = z.object({ group: z.string().optional(), timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional() }).strict();
+const verifyBody = z.object({ group: z.string().optional() }).strict();
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const result = schema.safeParse(body ?? {});
@@ -70,9 +90,55 @@ export class ApiServer {
           return { deleted: params[0] };
         },
       },
+      { method: "GET", pattern: /^\/v1\/links$/, handler: async () => ({ links: await node.replication.linkList() }) },
+      {
+        method: "POST", pattern: /^\/v1\/groups\/([^/]+)\/links$/,
+        handler: async ({ body, params }) => {
+          const request = parseBody(linkAddBody, body);
+          const split = request.address.lastIndexOf(":");
+          const host = request.address.slice(0, split).replace(/^\[|\]$/g, "");
+          const port = Number(request.address.slice(split + 1));
+          if (port < 1 || port > 65535) throw new OperatingError("REQUEST_INVALID", `address: port ${port}`);
+          return node.replication.addLink({ group: params[0]!, peer: request.peer, host, port, mode: request.mode, intervalMs: request.intervalMs, overflow: request.overflow }, Date.now());
+        },
+      },
+      {
+        method: "POST", pattern: /^\/v1\/groups\/([^/]+)\/links\/([^/]+)\/(pause|resume)$/,
+        handler: async ({ params }) => {
+          await node.replication.groupLinks(params[0]!).setPaused(params[1]!, params[2] === "pause");
+          return { group: params[0], peer: params[1], paused: params[2] === "pause" };
+        },
+      },
+      {
+        method: "DELETE", pattern: /^\/v1\/groups\/([^/]+)\/links\/([^/]+)$/,
+        handler: async ({ params }) => {
+          await node.replication.groupLinks(params[0]!).remove(params[1]!);
+          return { group: params[0], removed: params[1] };
+        },
+      },
+      {
+        method: "POST", pattern: /^\/v1\/links\/accept$/,
+        handler: async ({ body }) => node.acceptLink(parseBody(acceptBody, body).credential),
+      },
+      {
+        method: "POST", pattern: /^\/v1\/drain$/,
+        handler: async ({ body }) => {
+          const request = parseBody(drainBody, body);
+          return node.drain(request.group, request.timeoutMs ?? drainMsDefault);
+        },
+      },
+      {
+        method: "POST", pattern: /^\/v1\/verify$/,
+        handler: async ({ body }) => node.verify(parseBody(verifyBody, body).group),
+      },
+      {
+        method: "POST", pattern: /^\/v1\/groups\/([^/]+)\/takeover$/,
+        handler: async ({ params }) => node.takeover(params[0]!),
+      },
     ];
     this.server = createServer((request, response) => void this.handle(request, response));
-    this.server.requestTimeout = apiRequestMsMax;
+    // drain and verify may run long: their own limits bound them, not the request timeout
+    this.server.requestTimeout = 0;
     this.server.headersTimeout = apiRequestMsMax;
   }
 

@@ -9,6 +9,7 @@ import { formatSize, parseSize } from "../units.js";
 import { callApi, resolveTarget } from "./client.js";
 import { demo } from "./demo.js";
 import { serve } from "./serve.js";
+import { addReplicationCommands } from "./replication-commands.js";
 
 interface GlobalOptions {
   node?: string;
@@ -150,6 +151,7 @@ function buildProgram(): Command {
       const result = await callApi(target(), "DELETE", `/v1/volumes/${encodeURIComponent(name)}${options.force ? "?force=true" : ""}`);
       print(globals().json, result, () => `deleted ${name}`);
     });
+  addReplicationCommands(program, { json: () => globals().json, target, print, table });
   return program;
 }
 

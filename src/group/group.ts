@@ -26,12 +26,22 @@ import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
 import { RecordFlag, RecordKind } from "../log/record.js";
+import { applyChange } from "./apply-change.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
 import { AppliedWatermark } from "./applied-watermark.js";
 import { RangeGate } from "./range-gate.js";
 
 export type Durability = "activity-map" | "write-ahead";
+
+// What the group needs from its links (replication/group-links.ts), when it has any.
+export interface GroupReplication {
+  // The last LSN the log may release, given that changes through appliedLsn are in the
+  // images; lagging links may switch to their bitmaps here (overflow).
+  releasable(appliedLsn: bigint, logFill: number): Promise<bigint>;
+  // sync links: resolves once every sync link that is streaming has lsn durable; null if none waits.
+  syncWait(lsn: bigint): Promise<void> | null;
+}
 
 export interface GroupStats {
   writes: number;
@@ -62,6 +72,7 @@ export class Group {
   private active = 0; // changes counted in by change(), not yet ended (quiesce waits for them)
   private idleWaiters: (() => void)[] = [];
   private closing = false;
+  replication: GroupReplication | null = null;
   readonly stats: GroupStats = {
     writes: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
     logFullErrors: 0,
@@ -117,7 +128,7 @@ export class Group {
     const { replayed, skipped } = this.durability === "write-ahead" ? await this.replay(recovery.tailLsn) : { replayed: 0, skipped: 0 };
     const headLsn = this.log.usage().headLsn;
     await this.syncVolumes(this.volumeList(), headLsn);
-    this.log.release(headLsn);
+    this.log.release(this.replication === null ? headLsn : await this.replication.releasable(headLsn, this.log.fill));
     await this.log.checkpoint();
     if (this.activity !== null) await this.activity.clear();
     const report = {
@@ -141,30 +152,10 @@ export class Group {
         skipped += 1; // a deleted volume, or a range cut off by a later shrink
         continue;
       }
-      await this.apply(volume, record.kind, record.flags, record.offset, record.length, record.payload, false);
+      await applyChange(volume, record.kind, record.flags, record.offset, record.length, record.payload, false);
       replayed += 1;
     }
     return { replayed, skipped };
-  }
-
-  // Performs one record on its volume: in the write path, and when recovery replays the log.
-  // durable: this change alone must be on stable storage when it resolves (FUA).
-  private async apply(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, durable: boolean): Promise<void> {
-    switch (kind) {
-      case RecordKind.write:
-        assert(payload !== undefined && payload.length === length, "write record without its payload");
-        await volume.write(payload, offset, durable);
-        return;
-      case RecordKind.zero:
-        await volume.zero(offset, length, (flags & RecordFlag.keepAllocated) !== 0);
-        break;
-      case RecordKind.trim:
-        await volume.trim(offset, length);
-        break;
-      default:
-        return; // operations arrive with later issues; nothing to redo on a volume yet
-    }
-    if (durable) await volume.flush();
   }
 
   // ---- The write path ----
@@ -259,17 +250,19 @@ export class Group {
     const lsn = this.log.append({ kind, flags, volumeId: volume.id, offset, length, payload });
     const ticket = this.gate.enter(volume.id, offset, length);
     this.watermark.begin(lsn);
+    const remote = this.replication?.syncWait(lsn) ?? null; // sync links: the peers' durability, alongside ours
     let failed = true;
     try {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
       if (this.durability === "write-ahead") {
-        await this.apply(volume, kind, flags, offset, length, payload, false); // durable through the log, which recovery replays
+        await applyChange(volume, kind, flags, offset, length, payload, false); // durable through the log, which recovery replays
       } else {
         // activity-map: the acknowledgement waits for the image only (FUA: the write itself
         // durable); the record reaches the log file behind it, its extent hot meanwhile.
-        await this.apply(volume, kind, flags, offset, length, payload, fua);
+        await applyChange(volume, kind, flags, offset, length, payload, fua);
       }
+      if (remote !== null) await remote;
       failed = false;
     } finally {
       this.gate.leave(ticket);
@@ -280,6 +273,21 @@ export class Group {
 
   read(volume: Volume, offset: number, target: Buffer): Promise<void> {
     return volume.read(target, offset);
+  }
+
+  // Reads a range at an exact point of the write order: after every change with an LSN up to
+  // the one returned, before any later change (the range gate orders it like a write). A
+  // resync ships the content at that point of the stream, and verify hashes it there.
+  async readOrdered(volume: Volume, offset: number, target: Buffer): Promise<bigint> {
+    const lsn = this.log.headLsn;
+    const ticket = this.gate.enter(volume.id, offset, target.length);
+    try {
+      if (ticket.wait !== null) await ticket.wait;
+      await volume.read(target, offset);
+    } finally {
+      this.gate.leave(ticket);
+    }
+    return lsn;
   }
 
   // Everything completed on the volume before this call is durable when it resolves.
@@ -344,7 +352,7 @@ export class Group {
     const run = (async () => {
       const applied = this.watermark.appliedLsn;
       if (this.durability === "write-ahead") await this.syncVolumes(this.volumeList(), applied);
-      this.log.release(applied);
+      this.log.release(this.replication === null ? applied : await this.replication.releasable(applied, this.log.fill));
       await this.log.checkpoint();
       this.stats.checkpoints += 1;
     })();

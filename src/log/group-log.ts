@@ -36,7 +36,7 @@ import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
 import { LsnWaiters } from "./lsn-waiters.js";
-import { RecordKind, recordDiskSize, recordHeaderEncode } from "./record.js";
+import { type LogRecord, RecordKind, recordDiskSize, recordHeaderEncode } from "./record.js";
 import type { ScanLayout } from "./record-scanner.js";
 import { logDataStart, type Superblock, superblockRead, superblockWrite, superblockEncode } from "./superblock.js";
 
@@ -94,6 +94,10 @@ export interface GroupLogCreateOptions extends GroupLogOptions {
   readonly groupId: string;
   readonly generation?: bigint;
   readonly logId?: bigint; // default: random; records of any other log are never taken for ours
+  // A replica's copy of a primary's log starts where the stream it receives starts: the first
+  // record gets startLsn and chains to startPreviousChecksum (the primary's record before it).
+  readonly startLsn?: bigint; // default 1
+  readonly startPreviousChecksum?: number; // default 0
 }
 
 export interface GroupLogOpenOptions extends GroupLogOptions {
@@ -205,6 +209,7 @@ export class GroupLog {
   private readonly durableWaiters = new LsnWaiters();
   private roomWaiters: RoomWaiter[] = [];
   private checkpointRequests: Deferred[] = [];
+  private appendWaiters: { lsn: bigint; resolve: () => void }[] = [];
   private roomWanted = false; // an append found no room: persist a pending tail soon
 
   private state: LogState = "open";
@@ -250,6 +255,9 @@ export class GroupLog {
   static async create(file: BlockFile, options: GroupLogCreateOptions): Promise<GroupLog> {
     const limits = { ...groupLogLimitsDefault, ...options.limits };
     checkCreateOptions(options, limits);
+    const startLsn = options.startLsn ?? 1n;
+    const startPreviousChecksum = options.startPreviousChecksum ?? 0;
+    assert(startLsn >= 1n && (startLsn > 1n || startPreviousChecksum === 0), "log start: LSN 1 chains to nothing");
     const fileSize = await file.size();
     if (fileSize < options.sizeBytes) {
       if (file.isBlockDevice) {
@@ -264,11 +272,11 @@ export class GroupLog {
       sizeBytes: options.sizeBytes,
       dataStart: logDataStart,
       generation: options.generation ?? 1n,
-      tailLsn: 1n,
+      tailLsn: startLsn,
       tailPosition: logDataStart,
-      tailPreviousChecksum: 0,
-      releasedLsn: 0n,
-      durableLsn: 0n,
+      tailPreviousChecksum: startPreviousChecksum,
+      releasedLsn: startLsn - 1n,
+      durableLsn: startLsn - 1n,
       timestampMs: (options.clock ?? systemClock).nowMs(),
     };
     // Both slots, so no superblock of an earlier log in this file can outrank ours.
@@ -280,9 +288,9 @@ export class GroupLog {
       file,
       superblock: second,
       space,
-      headLsn: 0n,
-      headChecksum: 0,
-      releasedLsn: 0n,
+      headLsn: startLsn - 1n,
+      headChecksum: startPreviousChecksum,
+      releasedLsn: startLsn - 1n,
       limits,
       clock: options.clock ?? systemClock,
       recovery: null,
@@ -335,6 +343,7 @@ export class GroupLog {
     await this.sync();
     await this.checkpoint();
     this.state = "closed";
+    this.appendNotify();
     this.rejectRoomWaiters(new OperatingError("SHUTTING_DOWN", { what: "group log closed" }));
   }
 
@@ -380,7 +389,64 @@ export class GroupLog {
     this.chain = checksum;
     this.nextLsn = lsn + 1n;
     this.kick();
+    if (this.appendWaiters.length > 0) this.appendNotify();
     return lsn;
+  }
+
+  // Appends a record of this log as another node wrote it (a replica's copy of its primary's
+  // log): the same LSN, fields and checksum, so the chain travels end to end. The record must
+  // be the next one (LSN, chain, logId): the receiver checked that before acknowledging anything.
+  appendReceived(record: LogRecord): bigint {
+    this.checkAppendable();
+    assert(record.lsn === this.nextLsn && record.previousChecksum === this.chain && record.logId === this.logId, `appendReceived: record ${record.lsn} is not the next of this log`);
+    const diskBytes = recordDiskSize(record.payloadSize);
+    if (!this.queueFits(diskBytes)) throw new OperatingError("OVERLOADED", { what: "log queue", queuedBytes: this.queuedBytes, recordBytes: diskBytes });
+    if (!this.space.fits(diskBytes)) {
+      this.wantRoom();
+      throw new OperatingError("LOG_FULL", { recordBytes: diskBytes, freeBytes: this.space.freeBytes, tailLsn: this.releasedLsn + 1n });
+    }
+    const { header, checksum } = recordHeaderEncode(record, record.payload);
+    assert(checksum === record.checksum, `appendReceived: record ${record.lsn} changed`);
+    const placement = this.space.reserve(record.lsn, diskBytes, this.chain);
+    if (placement.wrapPosition !== null) this.enqueue(this.wrapMarker(record.lsn, placement.wrapPosition));
+    this.enqueue({ lsn: record.lsn, isRecord: true, position: placement.position, diskBytes, header, payload: record.payloadSize > 0 ? record.payload : null });
+    this.chain = checksum;
+    this.nextLsn = record.lsn + 1n;
+    this.kick();
+    if (this.appendWaiters.length > 0) this.appendNotify();
+    return record.lsn;
+  }
+
+  // The checksum of the last record appended (0 before the first): what the next record's
+  // `previous` must be.
+  get headChecksum(): number {
+    return this.chain;
+  }
+
+  // The checksum of record lsn − 1, as record lsn chains to it: where a stream starting at lsn
+  // begins. lsn may be headLsn + 1 (the next record); null when record lsn is not in the log.
+  async previousChecksumOf(lsn: bigint): Promise<number | null> {
+    if (lsn === this.nextLsn) return this.chain;
+    if (lsn < 1n || lsn > this.nextLsn || lsn < this.cursorSource.diskTailLsn()) return null;
+    await this.written(lsn);
+    try {
+      const record = await this.cursor(lsn).next();
+      return record !== null && record.lsn === lsn ? record.previousChecksum : null;
+    } catch (error) {
+      if (error instanceof OperatingError && error.code === "OUT_OF_RANGE") return null; // released meanwhile
+      throw error;
+    }
+  }
+
+  get headLsn(): bigint {
+    return this.nextLsn - 1n;
+  }
+
+  // Resolves once a record after `lsn` has been appended (a reader waiting for new records).
+  appended(lsn: bigint): Promise<void> {
+    if (this.nextLsn - 1n > lsn) return Promise.resolve();
+    if (this.state !== "open") return Promise.reject(this.state === "failed" ? this.failedError() : shuttingDown());
+    return new Promise((resolve) => this.appendWaiters.push({ lsn, resolve }));
   }
 
   // Whether a record with a payload of payloadBytes could be appended now.
@@ -510,6 +576,12 @@ export class GroupLog {
   }
 
   // ---- The writer loop ----
+
+  // Wakes every reader waiting for a new record (each waited for one after an LSN below it),
+  // and, at close or failure, every reader (it then finds the log's state).
+  private appendNotify(): void {
+    for (const waiter of this.appendWaiters.splice(0)) waiter.resolve();
+  }
 
   private kick(): void {
     if (this.running || this.state === "failed" || this.state === "closed" || !this.hasWork()) return;
@@ -732,6 +804,7 @@ export class GroupLog {
     this.queuedBytes = 0;
     this.writtenWaiters.rejectAll(failure);
     this.durableWaiters.rejectAll(failure);
+    this.appendNotify();
     const checkpoints = this.checkpointRequests;
     this.checkpointRequests = [];
     for (const checkpoint of checkpoints) checkpoint.reject(failure);

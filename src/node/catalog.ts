@@ -1,14 +1,15 @@
 // The node's catalog: which volumes exist, in which group, backed by which image. One small
-// JSON document, replaced atomically (write a temporary file, fdatasync it, rename over the
-// old one, fsync the directory), so a crash leaves either the old or the new catalog.
+// JSON document, replaced atomically (io/atomic-file.ts: a temporary file, fdatasync, rename
+// over the old one, directory fsync), so a crash leaves either the old or the new catalog.
 //
 // Volume ids are never reused: log records name volumes by id, and a record of a deleted
 // volume must never be replayed into a newer one.
 
 import { promises as fsp } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { z } from "zod";
 import { OperatingError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic-file.js";
 
 const volumeEntry = z.object({
   id: z.number().int().positive(),
@@ -68,22 +69,8 @@ export class Catalog {
     this.data = draft;
   }
 
-  private async persist(data: CatalogData): Promise<void> {
-    const temporary = `${this.path}.tmp`;
-    const handle = await fsp.open(temporary, "w", 0o600);
-    try {
-      await handle.writeFile(`${JSON.stringify(data, null, 2)}\n`);
-      await handle.datasync();
-    } finally {
-      await handle.close();
-    }
-    await fsp.rename(temporary, this.path);
-    const directory = await fsp.open(dirname(this.path), "r");
-    try {
-      await directory.sync();
-    } finally {
-      await directory.close();
-    }
+  private persist(data: CatalogData): Promise<void> {
+    return writeFileAtomic(this.path, `${JSON.stringify(data, null, 2)}\n`);
   }
 }
 

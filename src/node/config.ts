@@ -4,7 +4,8 @@
 //   node:   { name, dataDir }                      identity and the node's own directory
 //   api:    { listen: "127.0.0.1:0" }              admin HTTP API, loopback only
 //   nbd:    { socket?: path, listen?: "host:port" } where clients connect (at least one)
-//   groups: [{ name, logSize, durability }]
+//   replication: { listen?: "host:port" }          where this node's secondary groups accept their primaries' links
+//   groups: [{ name, role, logSize, durability }]   role: primary (takes writes) | secondary (a replica)
 //   log:    { level }
 //
 // Relative paths are relative to the config file's directory.
@@ -53,6 +54,7 @@ const size = (min: number, max: number) =>
 const groupSchema = z
   .object({
     name,
+    role: z.enum(["primary", "secondary"]).default("primary"),
     logSize: size(logSizeMin, logSizeMax).default(logSizeDefault),
     durability: z.enum(["activity-map", "write-ahead"]).default("activity-map"),
   })
@@ -66,6 +68,7 @@ export const configSchema = z
       .object({ socket: z.string().min(1).optional(), listen: hostPort.optional() })
       .strict()
       .refine((nbd) => nbd.socket !== undefined || nbd.listen !== undefined, "set socket, listen, or both"),
+    replication: z.object({ listen: hostPort.optional() }).strict().default({}),
     groups: z
       .array(groupSchema)
       .min(1)
@@ -73,7 +76,11 @@ export const configSchema = z
       .refine((groups) => new Set(groups.map((group) => group.name)).size === groups.length, "group names must be unique"),
     log: z.object({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info") }).strict().default({ level: "info" }),
   })
-  .strict();
+  .strict()
+  .refine((config) => config.replication.listen !== undefined || config.groups.every((group) => group.role === "primary"), {
+    message: "a node with a secondary group needs replication.listen (where its primary connects)",
+    path: ["replication", "listen"],
+  });
 
 export type NodeConfig = z.infer<typeof configSchema>;
 export type GroupConfig = NodeConfig["groups"][number];

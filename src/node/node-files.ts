@@ -5,6 +5,9 @@
 //   <dataDir>/catalog.json    volumes (src/node/catalog.ts)
 //   <dataDir>/groups/<g>/log  the group log (docs/FORMAT.md)
 //   <dataDir>/groups/<g>/activity  the activity map (src/group/activity-map.ts)
+//   <dataDir>/groups/<g>/links/<peer>.json|.state.json|.bitmap   a primary's links (replication/group-links.ts)
+//   <dataDir>/groups/<g>/link.json     a secondary's accepted link credential (node/node-replication.ts)
+//   <dataDir>/groups/<g>/replica.json  a secondary's consistency state (group/replica.ts)
 //   <dataDir>/volumes/<v>.img images lockstep created (adopted images stay where they are)
 
 import { randomBytes } from "node:crypto";
@@ -18,6 +21,7 @@ export const nodeFiles = {
   groupDir: (dataDir: string, group: string) => join(dataDir, "groups", group),
   groupLog: (dataDir: string, group: string) => join(dataDir, "groups", group, "log"),
   groupActivity: (dataDir: string, group: string) => join(dataDir, "groups", group, "activity"),
+  replicaState: (dataDir: string, group: string) => join(dataDir, "groups", group, "replica.json"),
   volumeImage: (dataDir: string, volume: string) => join(dataDir, "volumes", `${volume}.img`),
 } as const;
 

@@ -8,7 +8,7 @@
 import { existsSync, promises as fsp } from "node:fs";
 import { isAbsolute } from "node:path";
 import { assert } from "../assert.js";
-import { sectorSize, shutdownMsMax, volumeIdMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
+import { sectorSize, shutdownMsMax, verifyRegionBytes, volumeIdMax, volumeNameLengthMax, volumesPerGroupMax, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile, BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
@@ -24,6 +24,10 @@ import type { GroupConfig, NodeConfig } from "./config.js";
 import { nodeFiles, readOrCreateToken, removeApiInfo, writeApiInfo } from "./node-files.js";
 import { VolumeExport } from "./volume-export.js";
 import { formatSize } from "../units.js";
+import { Replica, type ReplicaHost } from "../group/replica.js";
+import type { VolumeTable } from "../replication/volume-table.js";
+import { NodeReplication } from "./node-replication.js";
+import type { VolumeOwner } from "./volume-export.js";
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -42,12 +46,15 @@ export interface NodeEnvironment {
 interface VolumeState {
   readonly entry: VolumeEntry;
   readonly volume: Volume;
-  readonly group: Group;
+  readonly group: Group | null; // null: the volume of a replica
+  readonly replica: Replica | null;
   readonly export: VolumeExport;
 }
 
-export class LockstepNode implements NbdExportRegistry {
+export class LockstepNode implements NbdExportRegistry, ReplicaHost {
   private readonly groups = new Map<string, Group>();
+  private readonly replicas = new Map<string, Replica>();
+  readonly replication: NodeReplication;
   private readonly groupFiles = new Map<string, BlockFile>(); // each group's log file (the log does not own it)
   private readonly volumes = new Map<string, VolumeState>();
   readonly metrics: NodeMetrics;
@@ -69,6 +76,7 @@ export class LockstepNode implements NbdExportRegistry {
       environment.logger,
     );
     this.nbd = new NbdServer(this, this.metrics, environment.logger);
+    this.replication = new NodeReplication(config.node.name, environment.logger);
   }
 
   get logger(): Logger {
@@ -87,7 +95,10 @@ export class LockstepNode implements NbdExportRegistry {
         throw new OperatingError("CONFIG_INVALID", `volume ${entry.name} belongs to group ${entry.group}, which the config no longer lists`);
       }
     }
-    for (const groupConfig of config.groups) await node.openGroup(groupConfig);
+    for (const groupConfig of config.groups) {
+      if (groupConfig.role === "secondary") await node.openReplica(groupConfig);
+      else await node.openGroup(groupConfig);
+    }
     await node.listen();
     return node;
   }
@@ -119,6 +130,7 @@ export class LockstepNode implements NbdExportRegistry {
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
       await this.attachVolume(entry, group);
     }
+    await this.replication.openPrimary(group, nodeFiles.groupDir(dataDir, groupConfig.name));
     const report = await group.recover(recovered);
     this.recoveries.set(group.name, {
       replayedRecords: report.replayedRecords,
@@ -127,12 +139,35 @@ export class LockstepNode implements NbdExportRegistry {
       stoppedBecause: report.stoppedBecause,
     });
     if (report.recoveredActivityExtents.length > 0) {
-      // With peers (replication), these regions are resynced to every peer.
-      logger.warn({ extents: report.recoveredActivityExtents.length }, "extents were hot at the crash; they would be resynced to peers");
+      logger.warn({ extents: report.recoveredActivityExtents.length }, "extents were hot at the crash; they are resynced to every peer");
     }
+    await this.replication.startPrimary(group, report.recoveredActivityExtents);
   }
 
-  private async attachVolume(entry: VolumeEntry, group: Group): Promise<VolumeState> {
+  // A secondary group: its log copy, its volumes (read-only exports), redo, then the applier.
+  private async openReplica(groupConfig: GroupConfig): Promise<void> {
+    const dataDir = this.config.node.dataDir;
+    const groupDir = nodeFiles.groupDir(dataDir, groupConfig.name);
+    await fsp.mkdir(groupDir, { recursive: true, mode: 0o700 });
+    const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
+    const fresh = !existsSync(logPath);
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize });
+    this.groupFiles.set(groupConfig.name, logFile);
+    const replica = await Replica.open(groupConfig.name, logFile, fresh, {
+      logger: this.logger.child({ subsystem: "replica", group: groupConfig.name }),
+      host: this,
+      statePath: nodeFiles.replicaState(dataDir, groupConfig.name),
+      logSizeBytes: groupConfig.logSize,
+    });
+    this.replicas.set(groupConfig.name, replica);
+    for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) await this.attachVolume(entry, replica);
+    const { replayedRecords } = await replica.recover();
+    this.recoveries.set(replica.name, { replayedRecords, skippedRecords: 0, recoveredActivityExtents: 0, stoppedBecause: replica.log.recovery?.stoppedBecause ?? "created" });
+    await this.replication.openSecondary(replica, groupDir);
+    replica.start();
+  }
+
+  private async attachVolume(entry: VolumeEntry, owner: Group | Replica): Promise<VolumeState> {
     const file = await this.environment.files.open(entry.path, {});
     const actual = await file.size();
     if (actual !== entry.size) {
@@ -140,8 +175,15 @@ export class LockstepNode implements NbdExportRegistry {
       if (actual < entry.size && !file.isBlockDevice) await file.truncate(entry.size);
     }
     const volume = new Volume(entry.id, entry.name, file, entry.size, this.environment.nowMs);
-    group.addVolume(volume);
-    const state: VolumeState = { entry, volume, group, export: new VolumeExport(group, volume, false) };
+    owner.addVolume(volume);
+    const isReplica = owner instanceof Replica;
+    const state: VolumeState = {
+      entry,
+      volume,
+      group: isReplica ? null : owner,
+      replica: isReplica ? owner : null,
+      export: new VolumeExport(owner as VolumeOwner, volume, isReplica),
+    };
     this.volumes.set(entry.name, state);
     return state;
   }
@@ -153,6 +195,8 @@ export class LockstepNode implements NbdExportRegistry {
       await this.nbd.listenUnix(socket);
     }
     if (listen !== undefined) this.nbdTcp = await this.nbd.listenTcp(listen.host, listen.port);
+    const replicationListen = this.config.replication.listen;
+    if (replicationListen !== undefined) await this.replication.listen(replicationListen.host, replicationListen.port);
   }
 
   async announce(apiUrl: string): Promise<void> {
@@ -177,14 +221,22 @@ export class LockstepNode implements NbdExportRegistry {
 
   private group(name: string): Group {
     const group = this.groups.get(name);
-    if (group === undefined) throw new OperatingError("GROUP_NOT_FOUND", { group: name });
-    return group;
+    if (group !== undefined) return group;
+    if (this.replicas.has(name)) throw new OperatingError("ROLE_CONFLICT", { group: name, what: "the group is a secondary on this node" });
+    throw new OperatingError("GROUP_NOT_FOUND", { group: name });
   }
 
   private volumeState(name: string): VolumeState {
     const state = this.volumes.get(name);
     if (state === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { volume: name });
     return state;
+  }
+
+  // A volume of a primary group: the operator may change it (a replica's follow its primary).
+  private primaryVolume(name: string): VolumeState & { group: Group } {
+    const state = this.volumeState(name);
+    if (state.group === null) throw new OperatingError("ROLE_CONFLICT", { volume: name, what: "a secondary's volumes follow its primary; change them there" });
+    return state as VolumeState & { group: Group };
   }
 
   private checkServing(): void {
@@ -222,18 +274,20 @@ export class LockstepNode implements NbdExportRegistry {
       draft.volumes.push(entry);
     });
     await this.attachVolume(entry, group);
+    this.replication.groupLinks(group.name).volumesChanged();
     this.logger.info({ volume: entry.name, group: group.name, size, path, adopted: adopt }, "volume created");
     return entry;
   }
 
   async resizeVolume(name: string, size: number): Promise<VolumeEntry> {
     this.checkServing();
-    const state = this.volumeState(name);
+    const state = this.primaryVolume(name);
     checkVolumeSize(size);
     if (state.volume.file.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `${state.volume.path} is a block device; resize it with its own tools`);
     const { pauseMs } = await state.group.quiesce(async () => {
       await state.group.checkpoint();
       await state.volume.resize(size);
+      this.replication.groupLinks(state.group.name).volumesChanged(); // at this exact point of the stream
     });
     await this.catalog.update((draft) => {
       const entry = draft.volumes.find((volume) => volume.id === state.entry.id);
@@ -248,11 +302,12 @@ export class LockstepNode implements NbdExportRegistry {
 
   async deleteVolume(name: string, options: { force?: boolean } = {}): Promise<void> {
     this.checkServing();
-    const state = this.volumeState(name);
+    const state = this.primaryVolume(name);
     if (state.export.connections > 0 && !options.force) {
       throw new OperatingError("VOLUME_BUSY", `volume ${name} has ${state.export.connections} NBD connection(s); disconnect them or use --force`);
     }
     await state.group.removeVolume(state.volume);
+    this.replication.groupLinks(state.group.name).volumesChanged();
     this.volumes.delete(name);
     await this.catalog.update((draft) => {
       draft.volumes = draft.volumes.filter((volume) => volume.id !== state.entry.id);
@@ -262,11 +317,110 @@ export class LockstepNode implements NbdExportRegistry {
     this.logger.info({ volume: name, removedImage: state.entry.owned }, "volume deleted");
   }
 
+  // ---- Replication (operator) ----
+
+  async acceptLink(credential: string): Promise<{ group: string; primary: string }> {
+    this.checkServing();
+    return this.replication.acceptLink(credential, (group) => nodeFiles.groupDir(this.config.node.dataDir, group));
+  }
+
+  private primaryGroups(name: string | undefined): Group[] {
+    return name === undefined ? [...this.groups.values()] : [this.group(name)];
+  }
+
+  // Waits until every link of the groups has applied everything written before the call.
+  async drain(groupName: string | undefined, msMax: number): Promise<{ groups: { group: string; lsn: string; links: string[] }[] }> {
+    const groups = [];
+    for (const group of this.primaryGroups(groupName)) groups.push({ group: group.name, ...(await this.replication.groupLinks(group.name).drain(msMax)) });
+    return { groups };
+  }
+
+  async verify(groupName: string | undefined): Promise<{ consistent: boolean; groups: { group: string; links: unknown[] }[] }> {
+    const groups = [];
+    let consistent = true;
+    for (const group of this.primaryGroups(groupName)) {
+      const links = await this.replication.groupLinks(group.name).verify(verifyRegionBytes);
+      if (links.some((link) => link.differingBytes > 0)) consistent = false;
+      groups.push({ group: group.name, links });
+    }
+    return { consistent, groups };
+  }
+
+  // Promotion is not built yet (the takeover work); what exists is the refusal that it will
+  // start from: a replica in the middle of a resync is not an image the primary ever had.
+  async takeover(groupName: string): Promise<never> {
+    const replica = this.replicas.get(groupName);
+    if (replica === undefined) {
+      if (this.groups.has(groupName)) throw new OperatingError("ROLE_CONFLICT", { group: groupName, what: "the group is already primary here" });
+      throw new OperatingError("GROUP_NOT_FOUND", { group: groupName });
+    }
+    replica.checkPromotable();
+    throw new OperatingError("NOT_SUPPORTED", { group: groupName, what: "takeover is not built yet; the replica is consistent" });
+  }
+
+  // ---- ReplicaHost: a replica's volumes follow its primary's table ----
+
+  async applyVolumeTable(groupName: string, table: VolumeTable): Promise<void> {
+    const replica = this.replicas.get(groupName);
+    assert(replica !== undefined, `volume table for ${groupName}, which is not a replica here`);
+    const wanted = new Map(table.volumes.map((entry) => [entry.volumeId, entry]));
+    const mine = [...this.volumes.values()].filter((state) => state.replica === replica);
+    for (const state of mine) {
+      const entry = wanted.get(state.entry.id);
+      if (entry === undefined || entry.name !== state.volume.name) await this.dropReplicaVolume(state);
+      else if (entry.size !== state.volume.size) await this.resizeReplicaVolume(state, entry.size);
+    }
+    for (const entry of table.volumes) {
+      const existing = this.volumes.get(entry.name);
+      if (existing?.replica === replica && existing.entry.id === entry.volumeId) continue;
+      if (existing !== undefined) {
+        this.logger.error({ group: groupName, volume: entry.name }, "the primary's volume has the name of another volume on this node; not replicated");
+        continue;
+      }
+      await this.createReplicaVolume(replica, entry);
+    }
+  }
+
+  private async createReplicaVolume(replica: Replica, table: { volumeId: number; name: string; size: number }): Promise<void> {
+    const path = nodeFiles.volumeImage(this.config.node.dataDir, table.name);
+    await fsp.rm(path, { force: true }); // an image left by an earlier volume of that name
+    await (await this.environment.files.open(path, { create: table.size })).close();
+    let entry!: VolumeEntry;
+    await this.catalog.update((draft) => {
+      entry = { id: table.volumeId, name: table.name, group: replica.name, path, size: table.size, owned: true, createdAtMs: this.environment.nowMs() };
+      draft.nextVolumeId = Math.max(draft.nextVolumeId, table.volumeId + 1);
+      draft.volumes.push(entry);
+    });
+    await this.attachVolume(entry, replica);
+    this.logger.info({ group: replica.name, volume: table.name, size: table.size }, "replica volume created");
+  }
+
+  private async resizeReplicaVolume(state: VolumeState, size: number): Promise<void> {
+    await state.volume.resize(size);
+    await this.catalog.update((draft) => {
+      const entry = draft.volumes.find((volume) => volume.id === state.entry.id && volume.group === state.entry.group);
+      assert(entry !== undefined, "resize: volume missing from catalog");
+      entry.size = size;
+    });
+    this.volumes.set(state.volume.name, { ...state, entry: this.catalog.find(state.volume.name)! });
+  }
+
+  private async dropReplicaVolume(state: VolumeState): Promise<void> {
+    state.replica!.removeVolume(state.volume);
+    this.volumes.delete(state.volume.name);
+    await this.catalog.update((draft) => {
+      draft.volumes = draft.volumes.filter((volume) => !(volume.id === state.entry.id && volume.group === state.entry.group));
+    });
+    await state.volume.close();
+    if (state.entry.owned) await fsp.rm(state.entry.path, { force: true });
+    this.logger.info({ group: state.entry.group, volume: state.volume.name }, "replica volume deleted");
+  }
+
   volumeInfo(state: VolumeState): Record<string, unknown> {
     return {
       name: state.volume.name,
       id: state.entry.id,
-      group: state.group.name,
+      group: (state.group ?? state.replica)!.name,
       size: state.volume.size,
       path: state.volume.path,
       owned: state.entry.owned,
@@ -281,7 +435,10 @@ export class LockstepNode implements NbdExportRegistry {
     return [...this.volumes.values()].map((state) => this.volumeInfo(state));
   }
 
-  status(): Record<string, unknown> {
+  async status(): Promise<Record<string, unknown>> {
+    const groups: Record<string, unknown>[] = [];
+    for (const group of this.groups.values()) groups.push({ ...this.groupStatus(group), links: await this.replication.groupLinks(group.name).statusList() });
+    for (const replica of this.replicas.values()) groups.push(this.replicaStatus(replica));
     return {
       node: this.config.node.name,
       pid: process.pid,
@@ -289,31 +446,60 @@ export class LockstepNode implements NbdExportRegistry {
       uptimeMs: this.environment.nowMs() - this.startedAtMs,
       dataDir: this.config.node.dataDir,
       nbd: { socket: this.config.nbd.socket ?? null, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : null, connections: this.nbd.connectionCount },
-      groups: [...this.groups.values()].map((group) => {
-        const usage = group.log.usage();
-        return {
-          name: group.name,
-          role: "primary",
-          durability: group.durability,
-          log: {
-            state: group.log.health.state,
-            failure: group.log.health.failure,
-            sizeBytes: usage.sizeBytes,
-            usedBytes: usage.usedBytes,
-            usedPercent: Math.round((usage.usedBytes / usage.sizeBytes) * 1000) / 10,
-            tailLsn: String(usage.tailLsn),
-            headLsn: String(usage.headLsn),
-            durableLsn: String(usage.durableLsn),
-            batches: usage.batches,
-            syncs: usage.syncs,
-          },
-          inflight: group.inflight,
-          stats: group.stats,
-          recovery: this.recoveries.get(group.name) ?? null,
-          volumes: group.volumeList().map((volume) => volume.name),
-        };
-      }),
+      replication: { listen: this.replication.listenAddress === null ? null : `${this.replication.listenAddress.host}:${this.replication.listenAddress.port}` },
+      groups,
       volumes: this.volumeList(),
+    };
+  }
+
+  private logStatus(log: GroupLog): Record<string, unknown> {
+    const usage = log.usage();
+    return {
+      state: log.health.state,
+      failure: log.health.failure,
+      sizeBytes: usage.sizeBytes,
+      usedBytes: usage.usedBytes,
+      usedPercent: Math.round((usage.usedBytes / usage.sizeBytes) * 1000) / 10,
+      tailLsn: String(usage.tailLsn),
+      headLsn: String(usage.headLsn),
+      durableLsn: String(usage.durableLsn),
+      batches: usage.batches,
+      syncs: usage.syncs,
+    };
+  }
+
+  private groupStatus(group: Group): Record<string, unknown> {
+    return {
+      name: group.name,
+      role: "primary",
+      durability: group.durability,
+      log: this.logStatus(group.log),
+      inflight: group.inflight,
+      stats: group.stats,
+      recovery: this.recoveries.get(group.name) ?? null,
+      volumes: group.volumeList().map((volume) => volume.name),
+    };
+  }
+
+  private replicaStatus(replica: Replica): Record<string, unknown> {
+    return {
+      name: replica.name,
+      role: "secondary",
+      primary: this.replication.acceptedPrimary(replica.name),
+      connected: this.replication.sessionActive(replica.name),
+      // A resync overwrites regions out of write order: until it ends the volumes are not an
+      // image the primary ever had, and the replica refuses to be promoted.
+      consistent: replica.consistent,
+      resyncing: replica.resyncing,
+      appliedLsn: String(replica.appliedLsn),
+      receivedLsn: String(replica.log.headLsn),
+      durableLsn: String(replica.log.durableLsn),
+      pendingBytes: replica.pendingBytes,
+      failure: replica.health?.message ?? null,
+      log: this.logStatus(replica.log),
+      stats: replica.stats,
+      recovery: this.recoveries.get(replica.name) ?? null,
+      volumes: replica.volumeList().map((volume) => volume.name),
     };
   }
 
@@ -329,6 +515,12 @@ export class LockstepNode implements NbdExportRegistry {
     await removeApiInfo(this.config.node.dataDir).catch(() => undefined);
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, shutdownMsMax).unref());
     await Promise.race([this.nbd.close(), deadline]);
+    await this.replication.stop();
+    for (const replica of this.replicas.values()) {
+      await replica.close();
+      await this.groupFiles.get(replica.name)?.close();
+      for (const volume of replica.volumeList()) await volume.close();
+    }
     for (const group of this.groups.values()) {
       await group.close();
       await this.groupFiles.get(group.name)?.close();

@@ -1,11 +1,15 @@
 // Wires a volume of a group to the NBD layer: reads go to the volume, every change goes
 // through the group's write path (LSN, log, activity map). The NBD layer has already checked
-// range, alignment and size, so here they are assumed.
+// range, alignment and size, so here they are assumed. A replica's volumes are exported
+// read-only through the same class: the NBD layer refuses changes (EPERM) before they get here.
 
 import type { Extent } from "../io/block-file.js";
 import type { NbdExport, NbdExportFlags, WriteOptions, ZeroOptions } from "../nbd/export.js";
 import { OperatingError } from "../errors.js";
 import type { Group } from "../group/group.js";
+
+// The group (primary) or replica (secondary) a volume belongs to, as the export needs it.
+export type VolumeOwner = Pick<Group, "name" | "read" | "write" | "flush" | "trim" | "zero">;
 import type { Volume } from "../volume/volume.js";
 
 export class VolumeExport implements NbdExport {
@@ -13,7 +17,7 @@ export class VolumeExport implements NbdExport {
   connections = 0;
 
   constructor(
-    private readonly group: Group,
+    private readonly group: VolumeOwner,
     private readonly volume: Volume,
     readOnly: boolean,
   ) {

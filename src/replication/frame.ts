@@ -30,6 +30,8 @@ import { replicationFramePayloadSizeMax } from "./limits.js";
 import { ackSize, heartbeatSize } from "./progress.js";
 import { recordsSizeMax, recordsSizeMin } from "./records-batch.js";
 import { bitmapRegionsSizeMax, bitmapRegionsSizeMin, regionDataHeaderSize, regionDataSizeMax, resyncEndSize } from "./resync.js";
+import { volumeTableSizeMax, volumeTableSizeMin } from "./volume-table.js";
+import { hashReplySizeMax, hashReplySizeMin, hashRequestSize } from "./verify-hashes.js";
 
 export const frameHeaderSize = 32;
 export const frameMagic = 0x5052_534c; // bytes "L S R P" (Lockstep Replication Protocol)
@@ -45,6 +47,9 @@ export const FrameType = {
   bitmapRegions: 7,
   regionData: 8,
   resyncEnd: 9,
+  volumeTable: 10,
+  hashRequest: 11,
+  hashReply: 12,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -69,6 +74,9 @@ const rules: readonly FrameTypeRule[] = [
   { name: "bitmapRegions", flagsKnown: 0, payloadSizeMin: bitmapRegionsSizeMin, payloadSizeMax: bitmapRegionsSizeMax },
   { name: "regionData", flagsKnown: RegionDataFlag.zero, payloadSizeMin: regionDataHeaderSize, payloadSizeMax: regionDataSizeMax },
   { name: "resyncEnd", flagsKnown: 0, payloadSizeMin: resyncEndSize, payloadSizeMax: resyncEndSize },
+  { name: "volumeTable", flagsKnown: 0, payloadSizeMin: volumeTableSizeMin, payloadSizeMax: volumeTableSizeMax },
+  { name: "hashRequest", flagsKnown: 0, payloadSizeMin: hashRequestSize, payloadSizeMax: hashRequestSize },
+  { name: "hashReply", flagsKnown: 0, payloadSizeMin: hashReplySizeMin, payloadSizeMax: hashReplySizeMax },
 ];
 const ruleByType = new Map(rules.map((rule) => [FrameType[rule.name] as number, rule]));
 

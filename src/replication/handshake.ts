@@ -57,6 +57,11 @@ export interface Accept {
   // regionData and resyncEnd follow, and records from resumeLsn alongside them.
   readonly start: AcceptStart;
   readonly resumeLsn: bigint; // the first LSN the primary sends
+  readonly previousChecksum: number; // the checksum of the primary's record resumeLsn − 1 (0 if none): the first record's `previous`
+  readonly logId: bigint; // the primary's log: every record sent carries it
+  // periodic links: the peer applies records only through the last batch flagged intervalEnd,
+  // so its volumes move from one interval boundary to the next.
+  readonly intervals: boolean;
 }
 
 // Why a node refuses a link. Stable: add, never renumber.
@@ -83,7 +88,8 @@ export interface Reject {
 export const helloFixedSize = 36;
 export const helloSizeMin = helloFixedSize + 2 * (1 + 1);
 export const helloSizeMax = helloFixedSize + 2 * (1 + replicationNameBytesMax);
-export const acceptSize = 16;
+export const acceptSize = 32;
+const acceptFlagIntervals = 0x1;
 export const rejectSizeMin = 4;
 export const rejectSizeMax = 4 + replicationRejectTextBytesMax;
 
@@ -139,7 +145,8 @@ export function helloDecode(payload: Buffer): Hello {
 export function acceptEncode(accept: Accept): Buffer {
   assert(Number.isInteger(accept.protocolVersion) && accept.protocolVersion >= 1 && accept.protocolVersion <= 0xffff, "accept version out of range");
   assert(accept.resumeLsn >= 1n, "accept resumeLsn is at least 1");
-  return new PayloadWriter(acceptSize).u16(accept.protocolVersion).u16(startCodes[accept.start]).u32(0).u64(accept.resumeLsn).done();
+  assert(Number.isInteger(accept.previousChecksum) && accept.previousChecksum >= 0 && accept.previousChecksum <= 0xffff_ffff, "accept previousChecksum out of range");
+  return new PayloadWriter(acceptSize).u16(accept.protocolVersion).u16(startCodes[accept.start]).u32(accept.previousChecksum).u64(accept.resumeLsn).u64(accept.logId).u32(accept.intervals ? acceptFlagIntervals : 0).u32(0).done();
 }
 
 export function acceptDecode(payload: Buffer): Accept {
@@ -149,11 +156,15 @@ export function acceptDecode(payload: Buffer): Accept {
   const startCode = reader.u16();
   const start = startByCode.get(startCode);
   if (start === undefined) throw new FrameError("field", { field: "start", value: startCode });
-  reader.zero32("reserved");
+  const previousChecksum = reader.u32();
   const resumeLsn = reader.u64();
   if (resumeLsn < 1n) throw new FrameError("field", { field: "resumeLsn", value: resumeLsn });
+  const logId = reader.u64();
+  const flags = reader.u32();
+  if ((flags & ~acceptFlagIntervals) !== 0) throw new FrameError("field", { field: "flags", value: flags });
+  reader.zero32("reserved");
   reader.end();
-  return { kind: "accept", protocolVersion, start, resumeLsn };
+  return { kind: "accept", protocolVersion, start, resumeLsn, previousChecksum, logId, intervals: (flags & acceptFlagIntervals) !== 0 };
 }
 
 export function rejectEncode(reject: Reject): Buffer {

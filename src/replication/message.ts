@@ -25,11 +25,13 @@ import {
   resyncEndDecode,
   resyncEndEncode,
 } from "./resync.js";
+import { type VolumeTable, volumeTableDecode, volumeTableEncode } from "./volume-table.js";
+import { type HashReply, hashReplyDecode, hashReplyEncode, type HashRequest, hashRequestDecode, hashRequestEncode } from "./verify-hashes.js";
 
 // A records message to send: records as read from the log (see RecordToSend).
 export type RecordsToSend = Omit<Records, "records"> & { readonly records: readonly RecordToSend[] };
 
-export type Message = Hello | Accept | Reject | Records | Ack | Heartbeat | BitmapRegions | RegionData | ResyncEnd;
+export type Message = Hello | Accept | Reject | Records | Ack | Heartbeat | BitmapRegions | RegionData | ResyncEnd | VolumeTable | HashRequest | HashReply;
 export type MessageToSend = Exclude<Message, Records> | RecordsToSend;
 export type MessageKind = Message["kind"];
 
@@ -62,6 +64,12 @@ export function messageEncode(message: MessageToSend): FramePayload {
       return { type: FrameType.regionData, flags: message.data === null ? RegionDataFlag.zero : 0, payload: regionDataEncode(message) };
     case "resyncEnd":
       return { type: FrameType.resyncEnd, flags: 0, payload: [resyncEndEncode(message)] };
+    case "volumeTable":
+      return { type: FrameType.volumeTable, flags: 0, payload: [volumeTableEncode(message)] };
+    case "hashRequest":
+      return { type: FrameType.hashRequest, flags: 0, payload: [hashRequestEncode(message)] };
+    case "hashReply":
+      return { type: FrameType.hashReply, flags: 0, payload: [hashReplyEncode(message)] };
     default:
       return unreachable(message, "message kind");
   }
@@ -96,6 +104,12 @@ export function messageDecode(frame: Frame, expected: RecordsExpectation = {}): 
       return regionDataDecode(payload, (frame.flags & RegionDataFlag.zero) !== 0);
     case FrameType.resyncEnd:
       return resyncEndDecode(payload);
+    case FrameType.volumeTable:
+      return volumeTableDecode(payload);
+    case FrameType.hashRequest:
+      return hashRequestDecode(payload);
+    case FrameType.hashReply:
+      return hashReplyDecode(payload);
     default:
       throw new FrameError("type", { type: frame.type });
   }

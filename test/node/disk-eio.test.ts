@@ -56,7 +56,7 @@ describe("EIO on a volume", () => {
     failing = true;
     const failed = await qemuIo(uri, "write -P 0x42 0 64k");
     assert.match(failed, /Input\/output error/);
-    const volume = (node.status().volumes as { name: string; errors: number; lastError: { code: string } | null }[])[0]!;
+    const volume = ((await node.status()).volumes as { name: string; errors: number; lastError: { code: string } | null }[])[0]!;
     assert.equal(volume.lastError?.code, "DISK_IO");
     assert.ok(volume.errors >= 1);
     failing = false;
@@ -71,10 +71,10 @@ describe("EIO on a volume", () => {
     // extent stays hot) and the FLUSH makes the image durable; the log's writer then fails.
     await qemuIo(uri, "write -P 0x44 0 64k", "flush");
     const deadline = Date.now() + 5000;
-    let group = (node.status().groups as { log: { state: string; failure: { code: string } | null } }[])[0]!;
+    let group = ((await node.status()).groups as { log: { state: string; failure: { code: string } | null } }[])[0]!;
     while (group.log.state !== "failed" && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
-      group = (node.status().groups as typeof group[])[0]!;
+      group = ((await node.status()).groups as typeof group[])[0]!;
     }
     assert.equal(group.log.state, "failed");
     assert.equal(group.log.failure?.code, "DISK_IO");

@@ -15,6 +15,8 @@ import { type MessageToSend, messageEncode } from "../../src/replication/message
 import type { Ack, Heartbeat } from "../../src/replication/progress.js";
 import type { RecordToSend } from "../../src/replication/records-batch.js";
 import type { BitmapRegions, RegionData, ResyncEnd, VolumeRegion } from "../../src/replication/resync.js";
+import type { VolumeTable } from "../../src/replication/volume-table.js";
+import type { HashReply, HashRequest } from "../../src/replication/verify-hashes.js";
 
 export const u64Max = 0xffff_ffff_ffff_ffffn;
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
@@ -49,6 +51,9 @@ export const acceptArbitrary: fc.Arbitrary<Accept> = fc.record({
   protocolVersion: fc.integer({ min: 1, max: 0xffff }),
   start: fc.constantFrom("log", "resync" as const),
   resumeLsn: fc.bigInt({ min: 1n, max: u64Max }),
+  previousChecksum: fc.integer({ min: 0, max: 0xffff_ffff }),
+  logId: fc.bigInt({ min: 0n, max: u64Max }),
+  intervals: fc.boolean(),
 });
 
 export const rejectArbitrary: fc.Arbitrary<Reject> = fc.record({
@@ -169,6 +174,22 @@ export const regionDataArbitrary: fc.Arbitrary<RegionData> = fc
 
 export const resyncEndArbitrary: fc.Arbitrary<ResyncEnd> = fc.record({ kind: fc.constant("resyncEnd" as const), consistentLsn: u64 });
 
+export const volumeTableArbitrary: fc.Arbitrary<VolumeTable> = fc
+  .uniqueArray(fc.record({ volumeId: fc.integer({ min: 1, max: 2 ** 20 - 1 }), name: nameArbitrary, size: fc.integer({ min: 1, max: 2 ** 41 }).map((sectors) => sectors * 512) }), { maxLength: 8, selector: (entry) => entry.name })
+  .map((entries) => {
+    const ids = [...new Set(entries.map((entry) => entry.volumeId))].sort((a, b) => a - b);
+    return entries.slice(0, ids.length).map((entry, index) => ({ ...entry, volumeId: ids[index]! }));
+  })
+  .chain((volumes) => fc.record({ kind: fc.constant("volumeTable" as const), atLsn: u64, volumes: fc.constant(volumes) }));
+
+export const hashRequestArbitrary: fc.Arbitrary<HashRequest> = fc
+  .record({ requestId: fc.nat({ max: 0xffff_ffff }), volumeId: fc.integer({ min: 0, max: 2 ** 20 - 1 }), regionShift: fc.integer({ min: 9, max: 26 }), count: fc.integer({ min: 1, max: 16 }), index: fc.nat({ max: 2 ** 20 }) })
+  .map(({ requestId, volumeId, regionShift, count, index }) => ({ kind: "hashRequest" as const, requestId, volumeId, regionBytes: 2 ** regionShift, count, offset: index * 2 ** regionShift }));
+
+export const hashReplyArbitrary: fc.Arbitrary<HashReply> = fc
+  .record({ requestId: fc.nat({ max: 0xffff_ffff }), count: fc.integer({ min: 0, max: 16 }) })
+  .chain(({ requestId, count }) => fc.uint8Array({ minLength: count * 16, maxLength: count * 16 }).map((bytes) => ({ kind: "hashReply" as const, requestId, digests: Buffer.from(bytes) })));
+
 export const messageArbitrary: fc.Arbitrary<MessageToSend> = fc.oneof(
   helloArbitrary,
   acceptArbitrary,
@@ -179,6 +200,9 @@ export const messageArbitrary: fc.Arbitrary<MessageToSend> = fc.oneof(
   bitmapRegionsArbitrary,
   regionDataArbitrary,
   resyncEndArbitrary,
+  volumeTableArbitrary,
+  hashRequestArbitrary,
+  hashReplyArbitrary,
 );
 
 // Frames for a stream: each message framed with sequences 0, 1, 2, …; returns each frame's bytes.

@@ -28,6 +28,9 @@ import {
   regionDataArbitrary,
   rejectArbitrary,
   resyncEndArbitrary,
+  volumeTableArbitrary,
+  hashRequestArbitrary,
+  hashReplyArbitrary,
   u64Max,
 } from "./generators.js";
 
@@ -76,6 +79,9 @@ describe("replication messages", () => {
     bitmapRegions: bitmapRegionsArbitrary,
     regionData: regionDataArbitrary,
     resyncEnd: resyncEndArbitrary,
+    volumeTable: volumeTableArbitrary,
+    hashRequest: hashRequestArbitrary,
+    hashReply: hashReplyArbitrary,
   } satisfies Record<Message["kind"], fc.Arbitrary<MessageToSend>>;
 
   for (const [kind, arbitrary] of Object.entries(arbitraries)) {
@@ -160,7 +166,7 @@ describe("replication messages", () => {
   });
 
   it("accept and reject: refuse unknown values and reserved bits", () => {
-    const accept = asFrame({ kind: "accept", protocolVersion: 1, start: "resync", resumeLsn: 5n }).payload;
+    const accept = asFrame({ kind: "accept", protocolVersion: 1, start: "resync", resumeLsn: 5n, previousChecksum: 0, logId: 9n, intervals: false }).payload;
     const edit = (type: number, source: Buffer, mutate: (bytes: Buffer) => void) => {
       const bytes = Buffer.from(source);
       mutate(bytes);
@@ -168,8 +174,9 @@ describe("replication messages", () => {
     };
     assert.equal(edit(FrameType.accept, accept, (bytes) => bytes.writeUInt16LE(0, 0)), "field");
     assert.equal(edit(FrameType.accept, accept, (bytes) => bytes.writeUInt16LE(3, 2)), "field");
-    assert.equal(edit(FrameType.accept, accept, (bytes) => bytes.writeUInt32LE(1, 4)), "field");
     assert.equal(edit(FrameType.accept, accept, (bytes) => bytes.writeBigUInt64LE(0n, 8)), "field");
+    assert.equal(edit(FrameType.accept, accept, (bytes) => bytes.writeUInt32LE(2, 24)), "field");
+    assert.equal(edit(FrameType.accept, accept, (bytes) => bytes.writeUInt32LE(1, 28)), "field");
     const reject = asFrame({ kind: "reject", reason: "staleGeneration", text: "generation 3 < 4" }).payload;
     assert.deepEqual(decodePayload(FrameType.reject, reject), { kind: "reject", reason: "staleGeneration", text: "generation 3 < 4" });
     assert.equal(reject.readUInt16LE(0), 5);

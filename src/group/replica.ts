@@ -1,0 +1,412 @@
+// A replica: the secondary side of a group. It keeps its own copy of the primary's log (the
+// same records, LSNs and checksums: log/group-log.ts appendReceived) and applies it to its
+// volumes in LSN order, one record after another, so that at every moment each volume equals
+// the primary's after some prefix of the group's write order (DESIGN.md §2.2).
+//
+//   link session ──appendRecords──▶ log copy ──(durable)──▶ applier ──▶ volumes
+//                └─enqueue(item, after LSN n)──────────────────┘ runs the item after record n
+//
+// Write-ahead, always: a record is applied only once it is durable in the replica's log, and
+// the log is released only after the volumes are synced through it. A crash in the middle of
+// applying is redone from the log tail at the next start (redo is idempotent), and no reader
+// sees the volumes before that redo ends. Items that are not records (region data of a
+// resync, a new volume table, the end of a resync, a hash request of verify) are placed in the
+// stream after a given LSN and run exactly there.
+//
+// Consistency: a resync (docs/PROTOCOL.md §5) overwrites regions with the primary's newer
+// content, so from its start until its end has been applied the volumes are NOT a prefix of
+// the primary's order. The replica persists `consistent: false` before the first change of a
+// resync and `true` only after the volumes are synced at its end; status and promotion read it.
+
+import { assert } from "../assert.js";
+import { replicaApplyCheckpointFillRatio, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { BlockFile } from "../io/block-file.js";
+import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
+import type { Logger } from "../logger.js";
+import { GroupLog, type LogCursor } from "../log/group-log.js";
+import type { LogRecord } from "../log/record.js";
+import type { Accept } from "../replication/handshake.js";
+import type { RegionData } from "../replication/resync.js";
+import type { VolumeTable } from "../replication/volume-table.js";
+import type { Volume } from "../volume/volume.js";
+import { applyChange } from "./apply-change.js";
+
+export interface ReplicaHost {
+  // Makes this node's volumes of the group match the primary's table (create, resize,
+  // delete), calling addVolume/removeVolume on the replica.
+  applyVolumeTable(group: string, table: VolumeTable): Promise<void>;
+}
+
+export type ReplicaItem =
+  | { readonly kind: "regionData"; readonly message: RegionData }
+  | { readonly kind: "volumeTable"; readonly message: VolumeTable }
+  | { readonly kind: "resyncEnd"; readonly consistentLsn: bigint }
+  | { readonly kind: "task"; readonly run: () => Promise<void> }; // e.g. verify's hashes at this point
+
+interface PendingItem {
+  readonly afterLsn: bigint;
+  readonly item: ReplicaItem;
+  readonly bytes: number;
+}
+
+interface ReplicaStateFile {
+  readonly version: 1;
+  readonly consistent: boolean;
+  readonly resyncing: boolean;
+  readonly primary: string | null;
+}
+
+export interface ReplicaOptions {
+  readonly logger: Logger;
+  readonly host: ReplicaHost;
+  readonly statePath: string;
+  readonly logSizeBytes: number;
+}
+
+export class Replica {
+  private readonly volumes = new Map<number, Volume>();
+  private pending: PendingItem[] = [];
+  private pendingBytesValue = 0;
+  private cursor: LogCursor;
+  private appliedLsnValue: bigint;
+  private wake: (() => void) | null = null;
+  private closing = false;
+  private running: Promise<void> | null = null;
+  private failure: Error | null = null;
+  private idleWaiters: (() => void)[] = [];
+  private stateValue: ReplicaStateFile;
+  // periodic streams: apply only through the last interval boundary (null: all durable records)
+  private intervalLsn: bigint | null = null;
+  private logSwitch: Promise<void> | null = null; // set while beginResync replaces the log copy
+  readonly stats = { appliedRecords: 0, appliedBytes: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
+
+  private constructor(
+    readonly name: string,
+    private logValue: GroupLog,
+    private readonly logFile: BlockFile,
+    state: ReplicaStateFile,
+    private readonly options: ReplicaOptions,
+  ) {
+    this.stateValue = state;
+    this.appliedLsnValue = logValue.usage().headLsn;
+    this.cursor = logValue.cursor(this.appliedLsnValue + 1n);
+  }
+
+  // Opens (or creates) the replica's log and its state. Call recover() once the volumes are added.
+  static async open(name: string, logFile: BlockFile, fresh: boolean, options: ReplicaOptions): Promise<Replica> {
+    const log = fresh ? await GroupLog.create(logFile, { sizeBytes: options.logSizeBytes, groupId: name }) : await GroupLog.open(logFile, { groupId: name });
+    const text = await readFileBounded(options.statePath, stateFileBytesMax, (size) => new OperatingError("CONFIG_INVALID", `${options.statePath}: ${size} bytes is too large for a replica state file`));
+    // A replica that never received anything is not a copy of anything yet: inconsistent.
+    const state: ReplicaStateFile = text === null ? { version: 1, consistent: false, resyncing: false, primary: null } : (JSON.parse(text.toString("utf8")) as ReplicaStateFile);
+    const replica = new Replica(name, log, logFile, state, options);
+    if (text === null) await replica.persistState();
+    return replica;
+  }
+
+  get log(): GroupLog {
+    return this.logValue;
+  }
+
+  get appliedLsn(): bigint {
+    return this.appliedLsnValue;
+  }
+
+  get consistent(): boolean {
+    return this.stateValue.consistent;
+  }
+
+  get resyncing(): boolean {
+    return this.stateValue.resyncing;
+  }
+
+  get pendingBytes(): number {
+    return this.pendingBytesValue;
+  }
+
+  get health(): Error | null {
+    return this.failure;
+  }
+
+  addVolume(volume: Volume): void {
+    assert(!this.volumes.has(volume.id), `replica ${this.name}: volume id ${volume.id} twice`);
+    this.volumes.set(volume.id, volume);
+  }
+
+  removeVolume(volume: Volume): void {
+    this.volumes.delete(volume.id);
+  }
+
+  volumeList(): Volume[] {
+    return [...this.volumes.values()];
+  }
+
+  // Redo: a crash may have stopped the applier anywhere between the log tail and its head.
+  // Everything in the log is durable (GroupLog.open made it so); apply it all, sync, release.
+  async recover(): Promise<{ replayedRecords: number }> {
+    const tailLsn = this.logValue.usage().tailLsn;
+    this.appliedLsnValue = tailLsn - 1n;
+    this.cursor = this.logValue.cursor(tailLsn);
+    const headLsn = this.logValue.usage().headLsn;
+    const replayed = Number(headLsn - this.appliedLsnValue);
+    await this.applyThrough(headLsn);
+    await this.checkpoint();
+    this.options.logger.info({ group: this.name, replayed, headLsn: String(headLsn), consistent: this.consistent }, "replica recovered");
+    return { replayedRecords: replayed };
+  }
+
+  start(): void {
+    assert(this.running === null, "replica started twice");
+    this.running = this.run().catch((error: unknown) => {
+      this.failure = error as Error;
+      this.options.logger.error({ group: this.name, err: error }, "replica applier stopped");
+      for (const wake of this.idleWaiters.splice(0)) wake();
+    });
+  }
+
+  // ---- Receiving (one link session at a time calls these, in stream order) ----
+
+  // Appends received records to the log copy (they were checked against the stream: LSN,
+  // chain, logId). Waits for room while the applier frees it.
+  async appendRecords(records: readonly LogRecord[]): Promise<void> {
+    this.checkHealthy();
+    for (const record of records) {
+      if (!this.logValue.hasRoom(record.payloadSize)) {
+        void this.checkpoint().catch(() => undefined);
+        await this.logValue.waitForRoom(record.payloadSize, replicaRoomWaitMsMax);
+      }
+      this.logValue.appendReceived(record);
+    }
+    this.wakeApplier();
+  }
+
+  // Places an item in the stream after the last record received so far.
+  enqueue(item: ReplicaItem, bytes = 0): void {
+    this.checkHealthy();
+    this.pending.push({ afterLsn: this.logValue.usage().headLsn, item, bytes });
+    this.pendingBytesValue += bytes;
+    this.wakeApplier();
+  }
+
+  // Resolves once every item and every record received so far has been applied.
+  async drained(): Promise<void> {
+    this.wakeApplier();
+    const intervalLsn = this.intervalLsn;
+    this.intervalLsn = null; // a resync or the end of a stream: everything received goes in
+    while (this.pending.length > 0 || this.appliedLsnValue < this.logValue.usage().headLsn) {
+      this.checkHealthy();
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+    if (intervalLsn !== null) this.intervalLsn = this.appliedLsnValue;
+    this.checkHealthy();
+  }
+
+  // Resolves once the items waiting to be applied hold at most `bytes`.
+  async pendingBelow(bytes: number): Promise<void> {
+    while (this.pendingBytesValue > bytes) {
+      this.checkHealthy();
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+  }
+
+  // What the replica tells its primary in `hello`: its durable position in the stream.
+  async position(): Promise<{ durableLsn: bigint; durableChecksum: number; appliedLsn: bigint; logId: bigint }> {
+    const durableLsn = await this.logValue.sync();
+    return { durableLsn, durableChecksum: this.logValue.headChecksum, appliedLsn: this.appliedLsnValue, logId: this.logValue.logId };
+  }
+
+  // A stream in intervals (periodic links) is applied one whole interval at a time; any other
+  // stream record by record. Set at the start of each connection's stream.
+  useIntervals(intervals: boolean): void {
+    this.intervalLsn = intervals ? this.appliedLsnValue : null;
+  }
+
+  // Records through lsn close an interval: they may be applied now.
+  intervalEnd(lsn: bigint): void {
+    assert(this.intervalLsn !== null, "intervalEnd on a stream without intervals");
+    this.intervalLsn = lsn;
+    this.wakeApplier();
+  }
+
+  // Whether an `accept` with start `log` continues exactly this log copy.
+  continues(accept: Accept): boolean {
+    return accept.logId === this.logValue.logId && accept.resumeLsn === this.logValue.usage().headLsn + 1n && accept.previousChecksum === this.logValue.headChecksum;
+  }
+
+  // Starts a resync (accept with start `resync`): applies what it holds, persists that the
+  // volumes are about to become inconsistent, and restarts the log copy at the primary's
+  // resumeLsn (the records before it are no longer needed: the resync sends their regions).
+  async beginResync(accept: Accept, primary: string): Promise<void> {
+    await this.drained();
+    this.stateValue = { version: 1, consistent: false, resyncing: true, primary };
+    await this.persistState();
+    await this.checkpoint();
+    let switched!: () => void;
+    this.logSwitch = new Promise((resolve) => (switched = resolve));
+    try {
+      await this.logValue.close();
+      this.logValue = await GroupLog.create(this.logFile, {
+        sizeBytes: this.logValue.sizeBytes,
+        groupId: this.name,
+        logId: accept.logId,
+        startLsn: accept.resumeLsn,
+        startPreviousChecksum: accept.previousChecksum,
+      });
+      this.appliedLsnValue = accept.resumeLsn - 1n;
+      this.cursor = this.logValue.cursor(accept.resumeLsn);
+    } finally {
+      this.logSwitch = null;
+      switched();
+    }
+    this.stats.resyncs += 1;
+    this.wakeApplier();
+  }
+
+  // ---- As the owner of read-only exports (node/volume-export.ts) ----
+
+  read(volume: Volume, offset: number, target: Buffer): Promise<void> {
+    return volume.read(target, offset);
+  }
+
+  flush(volume: Volume): Promise<void> {
+    return volume.flush();
+  }
+
+  write(): Promise<void> {
+    return Promise.reject(new OperatingError("READ_ONLY", { group: this.name, what: "a replica's volumes change only through its primary" }));
+  }
+
+  trim(): Promise<void> {
+    return this.write();
+  }
+
+  zero(): Promise<void> {
+    return this.write();
+  }
+
+  // A takeover may make this replica a primary only if its volumes are a consistent image.
+  checkPromotable(): void {
+    if (!this.consistent) throw new OperatingError("REPLICA_INCONSISTENT", { group: this.name, resyncing: this.resyncing });
+  }
+
+  // ---- The applier ----
+
+  private wakeApplier(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closing) {
+      if (this.logSwitch !== null) {
+        await this.logSwitch;
+        continue;
+      }
+      const item = this.pending[0];
+      if (item !== undefined && item.afterLsn <= this.appliedLsnValue) {
+        await this.perform(item.item);
+        this.pending.shift();
+        this.pendingBytesValue -= item.bytes;
+        for (const wake of this.idleWaiters.splice(0)) wake();
+        continue;
+      }
+      const durable = this.logValue.durableLsn;
+      const durableLsn = this.intervalLsn !== null && this.intervalLsn < durable ? this.intervalLsn : durable;
+      const target = item !== undefined && item.afterLsn < durableLsn ? item.afterLsn : durableLsn;
+      if (this.appliedLsnValue < target) {
+        await this.applyThrough(target);
+        if (this.logValue.fill > replicaApplyCheckpointFillRatio) await this.checkpoint();
+        continue;
+      }
+      for (const wake of this.idleWaiters.splice(0)) wake();
+      await this.nextWork();
+    }
+  }
+
+  // Waits for a new item, or for a received record to become durable (asking the log for it),
+  // or for a new record. A failed log fails the applier (a restart redoes from the log).
+  private nextWork(): Promise<void> {
+    const log = this.logValue;
+    const woken = new Promise<void>((resolve) => (this.wake = resolve));
+    const logged = log.headLsn > log.durableLsn ? log.durable(log.durableLsn + 1n) : log.appended(log.headLsn);
+    return Promise.race([woken, logged]);
+  }
+
+  private async applyThrough(targetLsn: bigint): Promise<void> {
+    while (this.appliedLsnValue < targetLsn) {
+      const record = await this.cursor.next();
+      assert(record !== null && record.lsn === this.appliedLsnValue + 1n, `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
+      const volume = this.volumes.get(record.volumeId);
+      // A volume the table removed, or a range a shrink cut off: nothing left to change.
+      if (volume !== undefined && record.offset + record.length <= volume.size) {
+        await applyChange(volume, record.kind, record.flags, record.offset, record.length, record.payloadSize > 0 ? record.payload : undefined, false);
+      }
+      this.appliedLsnValue = record.lsn;
+      this.stats.appliedRecords += 1;
+      this.stats.appliedBytes += record.payloadSize;
+    }
+  }
+
+  private async perform(item: ReplicaItem): Promise<void> {
+    switch (item.kind) {
+      case "regionData": {
+        const { volumeId, offset, length, data } = item.message;
+        const volume = this.volumes.get(volumeId);
+        if (volume === undefined || offset >= volume.size) return;
+        const clipped = Math.min(length, volume.size - offset);
+        if (data === null) await volume.zero(offset, clipped, false);
+        else await volume.write(data.subarray(0, clipped), offset);
+        this.stats.regionsApplied += 1;
+        this.stats.regionBytesApplied += clipped;
+        return;
+      }
+      case "volumeTable":
+        await this.options.host.applyVolumeTable(this.name, item.message);
+        return;
+      case "resyncEnd":
+        // Every announced region and every record through consistentLsn is in the volumes:
+        // make them durable, then say so.
+        assert(this.appliedLsnValue === item.consistentLsn, "resyncEnd applied at its LSN");
+        await Promise.all(this.volumeList().map((volume) => volume.flush()));
+        this.stateValue = { ...this.stateValue, consistent: true, resyncing: false };
+        await this.persistState();
+        this.options.logger.info({ group: this.name, consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
+        return;
+      case "task":
+        await item.run();
+        return;
+    }
+  }
+
+  // Syncs the volumes through what is applied, then releases the log up to there.
+  async checkpoint(): Promise<void> {
+    const applied = this.appliedLsnValue;
+    await Promise.all(this.volumeList().map((volume) => volume.flush()));
+    if (applied >= this.logValue.usage().tailLsn) this.logValue.release(applied);
+    await this.logValue.checkpoint();
+    this.stats.checkpoints += 1;
+  }
+
+  private checkHealthy(): void {
+    if (this.failure !== null) throw new OperatingError("DISK_IO", { group: this.name, what: "replica applier failed" }, { cause: this.failure });
+    if (this.closing) throw new OperatingError("SHUTTING_DOWN", { group: this.name });
+  }
+
+  private async persistState(): Promise<void> {
+    await writeFileAtomic(this.options.statePath, `${JSON.stringify(this.stateValue)}\n`);
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.wakeApplier();
+    await this.running;
+    try {
+      await this.checkpoint();
+    } catch (error) {
+      this.options.logger.error({ group: this.name, err: error }, "replica did not stop cleanly; the next start redoes its log");
+    }
+    await this.logValue.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,833 @@
+// One link of a primary group to one peer: the shell around link-sender.ts. It connects (and
+// reconnects with back-off), runs the handshake, streams the log from the resume point, runs a
+// resync when the link's dirty bitmap is active, and keeps what must survive a restart.
+//
+//   disconnected ──connect──▶ handshaking ──accept log────▶ streaming ──drop──▶ disconnected
+//        ▲   paused                         └─accept resync─▶ resyncing ─end applied─▶ streaming
+//
+// Persistent state per link (links/<peer>.state.json and .bitmap, written atomically):
+// - peerDurableLsn: the peer has every record through it durably; the log keeps the records
+//   after it for this link (releaseLimit) until the link overflows.
+// - the dirty bitmap and coveredLsn: when active, the bitmap names every region the peer may
+//   lack for records through coveredLsn; the records after it are still in the log.
+//
+// Overflow (docs/DESIGN-NOTES.md §2): when the log is fuller than linkOverflowFillRatio and this
+// link holds its tail, a link with policy `bitmap` folds the records it lacks into its bitmap
+// and lets the log go; one with policy `stall` keeps them and writes wait for room.
+//
+// Resync order (docs/PROTOCOL.md §5): each region is read through the group's range gate at an
+// exact LSN H (Group.readOrdered); every record ≤ H is sent before the region's data and every
+// record > H after it, so the peer applies the region at the very point of the write order its
+// content belongs to.
+
+import { promises as fsp } from "node:fs";
+import type { Duplex } from "node:stream";
+import { assert } from "../assert.js";
+import { linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowFillRatio, linkReconnectMsMax, linkReconnectMsMin, linkSilenceMsMax, replicationMessagesBytesMax, stateFileBytesMax, verifyDifferencesReportedMax, verifyRegionsPerRequestMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
+import type { Logger } from "../logger.js";
+import type { LogClock, LogCursor } from "../log/group-log.js";
+import { type LogRecord, RecordKind } from "../log/record.js";
+import type { Group } from "../group/group.js";
+import { allocatedRegions } from "../volume/allocated-regions.js";
+import { hashesDiffer, regionDigest } from "../volume/region-hash.js";
+import type { HashRequest } from "./verify-hashes.js";
+import { DirtyBitmap, dirtyBitmapLoad, dirtyBitmapSave } from "./dirty-bitmap.js";
+import { FrameStream } from "./frame-stream.js";
+import { protocolVersionMax, protocolVersionMin } from "./handshake.js";
+import type { LinkCredential } from "./link-credential.js";
+import { type SenderEffect, type SenderInput, type SenderState, senderInitial, senderStep, type StartDecision } from "./link-sender.js";
+import type { Message } from "./message.js";
+import type { VolumeRegion } from "./resync.js";
+import { replicationRegionDataSizeMax, replicationBatchRecordsMax } from "./limits.js";
+import type { VolumeTable } from "./volume-table.js";
+
+export type LinkMode = "sync" | "async" | "periodic";
+export type OverflowPolicy = "bitmap" | "stall";
+
+export interface LinkSettings {
+  readonly peer: string;
+  readonly address: { readonly host: string; readonly port: number };
+  readonly mode: LinkMode;
+  readonly intervalMs: number; // periodic links
+  readonly overflow: OverflowPolicy;
+  readonly paused: boolean;
+  readonly credential: LinkCredential; // the primary's half
+  readonly createdAtMs: number;
+}
+
+interface LinkProgress {
+  peerDurableLsn: bigint;
+  peerAppliedLsn: bigint;
+  bitmapActive: boolean;
+  coveredLsn: bigint;
+  resyncs: number;
+}
+
+export interface LinkEnvironment {
+  readonly node: string;
+  readonly logger: Logger;
+  readonly clock: LogClock;
+  connect(credential: LinkCredential, host: string, port: number): Promise<Duplex>;
+}
+
+export interface LinkFiles {
+  readonly state: string;
+  readonly bitmap: string;
+}
+
+interface Session {
+  readonly stream: FrameStream;
+  state: SenderState;
+  readonly closed: Promise<string>;
+  close(reason: string): void;
+  wake: (() => void) | null;
+  cutLsn: bigint; // periodic: the last interval boundary
+  resyncEndLsn: bigint | null;
+  resyncMarks: number; // the bitmap's mark count when this resync began
+  inFlight: { lastLsn: bigint; bytes: number }[];
+  inFlightBytes: number;
+  controls: Control[]; // volume tables and verify requests, each sent right after record atLsn
+  hold: Promise<void> | null; // set while verify reads at an exact point: the pump parks
+  parked: (() => void) | null;
+  replies: Map<number, (digests: Buffer | null) => void>;
+  nextRequestId: number;
+}
+
+interface Control {
+  readonly atLsn: bigint;
+  readonly message: VolumeTable | HashRequest;
+}
+
+export interface LinkVerifyReport {
+  readonly peer: string;
+  readonly regionBytes: number;
+  readonly bytesCompared: number;
+  readonly differingBytes: number; // what a resync of the differing regions would send
+  readonly differing: { volume: string; offset: number; length: number }[];
+}
+
+interface ResyncProgress {
+  totalBytes: number;
+  sentBytes: number;
+  startedAtMs: number;
+}
+
+const bitmapPieceBytes = replicationRegionDataSizeMax;
+
+export class PrimaryLink {
+  private progress: LinkProgress = { peerDurableLsn: 0n, peerAppliedLsn: 0n, bitmapActive: false, coveredLsn: 0n, resyncs: 0 };
+  private persisted: LinkProgress = { ...this.progress };
+  private bitmap: DirtyBitmap | null = null;
+  private bitmapMarks = 0; // marks since the bitmap was loaded: a resync clears it only if none came during it
+  private session: Session | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private resumeWaiters: (() => void)[] = [];
+  private progressWaiters: { lsn: bigint; applied: boolean; resolve: () => void }[] = [];
+  private stateName: "disconnected" | "connecting" | "handshaking" | "streaming" | "resyncing" | "paused" | "stopped" = "disconnected";
+  private lastError: string | null = null;
+  private connectedAtMs: number | null = null;
+  private resync: ResyncProgress | null = null;
+  readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0 };
+
+  private constructor(
+    readonly group: Group,
+    private settingsValue: LinkSettings,
+    private readonly files: LinkFiles,
+    private readonly environment: LinkEnvironment,
+  ) {}
+
+  // Loads a link's persistent state. A link without state is new: its bitmap is seeded with
+  // every allocated region (an initial sync), with the group quiet so that no write is in
+  // flight between the allocation scan and coveredLsn.
+  static async open(group: Group, settings: LinkSettings, files: LinkFiles, environment: LinkEnvironment): Promise<PrimaryLink> {
+    const link = new PrimaryLink(group, settings, files, environment);
+    const text = await readFileBounded(files.state, stateFileBytesMax, (size) => new OperatingError("CONFIG_INVALID", `${files.state}: ${size} bytes is too large for a link state file`));
+    if (text === null) {
+      await group.quiesce(async () => {
+        link.bitmap = link.emptyBitmap();
+        for (const volume of group.volumeList()) {
+          for await (const region of allocatedRegions(volume.file, volume.size)) link.bitmap.mark(volume.id, region.offset, region.length);
+        }
+        link.progress = { ...link.progress, bitmapActive: true, coveredLsn: group.log.headLsn };
+        await link.saveBitmap();
+        await link.persistProgress();
+      });
+    } else {
+      const raw = JSON.parse(text.toString("utf8")) as Record<string, string | number | boolean>;
+      link.progress = {
+        peerDurableLsn: BigInt(raw.peerDurableLsn as string),
+        peerAppliedLsn: BigInt(raw.peerAppliedLsn as string),
+        bitmapActive: raw.bitmapActive as boolean,
+        coveredLsn: BigInt(raw.coveredLsn as string),
+        resyncs: raw.resyncs as number,
+      };
+      link.persisted = { ...link.progress };
+      if (link.progress.bitmapActive) link.bitmap = (await dirtyBitmapLoad(files.bitmap)) ?? link.fullBitmapLost();
+    }
+    return link;
+  }
+
+  get settings(): LinkSettings {
+    return this.settingsValue;
+  }
+
+  get peer(): string {
+    return this.settingsValue.peer;
+  }
+
+  private get logger(): Logger {
+    return this.environment.logger;
+  }
+
+  private emptyBitmap(): DirtyBitmap {
+    return DirtyBitmap.create(this.group.volumeList().map((volume) => ({ id: volume.id, size: volume.size })));
+  }
+
+  // The bitmap file is gone although the state says it is active: resend everything.
+  private fullBitmapLost(): DirtyBitmap {
+    this.logger.warn({ peer: this.peer }, "link bitmap missing; every region will be resynced");
+    const bitmap = this.emptyBitmap();
+    for (const volume of this.group.volumeList()) bitmap.markAll(volume.id);
+    return bitmap;
+  }
+
+  // ---- Life cycle ----
+
+  start(): void {
+    assert(this.running === null, "link started twice");
+    this.running = this.connectLoop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.session?.close("stopping");
+    for (const wake of this.resumeWaiters.splice(0)) wake();
+    await this.running;
+    this.stateName = "stopped";
+    this.releaseWaiters();
+    await this.persistProgress().catch(() => undefined);
+  }
+
+  async setPaused(paused: boolean): Promise<LinkSettings> {
+    this.settingsValue = { ...this.settingsValue, paused };
+    if (paused) this.session?.close("paused by the operator");
+    else for (const wake of this.resumeWaiters.splice(0)) wake();
+    return this.settingsValue;
+  }
+
+  private async connectLoop(): Promise<void> {
+    let backoffMs = linkReconnectMsMin;
+    while (!this.stopped) {
+      if (this.settingsValue.paused) {
+        this.stateName = "paused";
+        await new Promise<void>((resolve) => this.resumeWaiters.push(resolve));
+        continue;
+      }
+      this.stateName = "connecting";
+      const { host, port } = this.settingsValue.address;
+      let socket: Duplex;
+      try {
+        socket = await this.environment.connect(this.settingsValue.credential, host, port);
+      } catch (error) {
+        this.lastError = (error as Error).message;
+        this.stateName = "disconnected";
+        await this.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, linkReconnectMsMax);
+        continue;
+      }
+      this.stats.connects += 1;
+      const startedMs = this.environment.clock.nowMs();
+      const reason = await this.runSession(socket);
+      this.stats.disconnects += 1;
+      this.lastError = reason;
+      this.stateName = "disconnected";
+      this.connectedAtMs = null;
+      this.releaseWaiters();
+      this.logger.info({ peer: this.peer, reason }, "link disconnected");
+      if (this.environment.clock.nowMs() - startedMs > linkSilenceMsMax) backoffMs = linkReconnectMsMin;
+      if (!this.stopped) await this.sleep(backoffMs);
+      backoffMs = Math.min(backoffMs * 2, linkReconnectMsMax);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const cancel = this.environment.clock.setTimeout(resolve, ms);
+      this.resumeWaiters.push(() => {
+        cancel();
+        resolve();
+      });
+    });
+  }
+
+  // ---- One connection ----
+
+  private runSession(socket: Duplex): Promise<string> {
+    const clock = this.environment.clock;
+    let finish!: (reason: string) => void;
+    const closed = new Promise<string>((resolve) => (finish = resolve));
+    const session: Session = {
+      stream: null as unknown as FrameStream,
+      state: senderInitial(clock.nowMs()),
+      closed,
+      close: (reason) => {
+        if (!session.stream.closed) session.stream.close(new OperatingError("PEER_UNREACHABLE", { what: reason }));
+      },
+      wake: null,
+      cutLsn: 0n,
+      resyncEndLsn: null,
+      resyncMarks: 0,
+      inFlight: [],
+      inFlightBytes: 0,
+      controls: [],
+      hold: null,
+      parked: null,
+      replies: new Map(),
+      nextRequestId: 1,
+    };
+    let closeReason = "closed";
+    (session as { stream: FrameStream }).stream = new FrameStream(
+      socket,
+      {
+        message: (message) => this.onMessage(session, message),
+        closed: (error) => {
+          if (error !== null && closeReason === "closed") closeReason = error.message;
+          session.state = { ...session.state, phase: "closed" };
+          session.wake?.();
+          session.parked?.();
+          for (const reply of session.replies.values()) reply(null);
+          session.replies.clear();
+          finish(closeReason);
+        },
+      },
+      { messagesBytesMax: replicationMessagesBytesMax, nowMs: () => clock.nowMs() },
+    );
+    this.session = session;
+    this.stateName = "handshaking";
+    const log = this.group.log;
+    session.stream.send({
+      kind: "hello",
+      versionMin: protocolVersionMin,
+      versionMax: protocolVersionMax,
+      role: "primary",
+      generation: log.generation,
+      durableLsn: 0n, // the primary's own position plays no part in the handshake
+      appliedLsn: 0n,
+      durableChecksum: 0,
+      node: this.environment.node,
+      group: this.group.name,
+    });
+    const ticker = setInterval(() => this.step(session, { kind: "tick" }), linkHeartbeatMs);
+    const cutter = this.settingsValue.mode === "periodic" ? setInterval(() => this.cut(session), this.settingsValue.intervalMs) : null;
+    return closed.finally(() => {
+      clearInterval(ticker);
+      if (cutter !== null) clearInterval(cutter);
+      if (this.session === session) this.session = null;
+    });
+  }
+
+  private step(session: Session, input: SenderInput): SenderEffect[] {
+    const nowMs = this.environment.clock.nowMs();
+    const [state, effects] = senderStep(session.state, input, nowMs, { group: this.group.name, peer: this.peer, generation: this.group.log.generation }, { heartbeatMs: linkHeartbeatMs, silenceMsMax: linkSilenceMsMax });
+    session.state = state;
+    for (const effect of effects) this.perform(session, effect, nowMs);
+    return effects;
+  }
+
+  private perform(session: Session, effect: SenderEffect, nowMs: number): void {
+    switch (effect.kind) {
+      case "reject":
+        session.stream.reject(effect.reason, effect.text, new OperatingError("LINK_REJECTED", { peer: this.peer, reason: effect.reason, text: effect.text }));
+        return;
+      case "close":
+        this.logger.warn({ peer: this.peer, reason: effect.reason }, "link closing");
+        session.close(effect.reason);
+        return;
+      case "progress":
+        this.onProgress(session);
+        return;
+      case "heartbeat":
+        if (nowMs - session.stream.sentAtMs >= linkHeartbeatMs) session.stream.send({ kind: "heartbeat", timestampMs: nowMs, echoTimestampMs: effect.echoTimestampMs });
+        return;
+      case "accept":
+        void this.startStream(session, effect.protocolVersion, effect.decision).catch((error: unknown) => session.close(`stream failed: ${(error as Error).message}`));
+        return;
+    }
+  }
+
+  private async onMessage(session: Session, message: Message): Promise<void> {
+    switch (message.kind) {
+      case "hello": {
+        const log = this.group.log;
+        const usage = log.usage();
+        const checksumAtPeerDurable = message.durableLsn === 0n ? null : await log.previousChecksumOf(message.durableLsn + 1n);
+        this.step(session, {
+          kind: "hello",
+          hello: message,
+          context: { tailLsn: usage.tailLsn, headLsn: usage.headLsn, checksumAtPeerDurable, bitmapActive: this.progress.bitmapActive, bitmapCoveredLsn: this.progress.coveredLsn },
+        });
+        return;
+      }
+      case "ack":
+        this.step(session, { kind: "ack", ack: message });
+        return;
+      case "heartbeat":
+        this.step(session, { kind: "heartbeat", heartbeat: message });
+        return;
+      case "reject":
+        this.step(session, { kind: "reject", reject: message });
+        return;
+      case "hashReply": {
+        const reply = session.replies.get(message.requestId);
+        if (reply === undefined) {
+          this.step(session, { kind: "protocolError", reason: `hashReply to unknown request ${message.requestId}` });
+          return;
+        }
+        session.replies.delete(message.requestId);
+        reply(message.digests);
+        return;
+      }
+      default:
+        this.step(session, { kind: "protocolError", reason: `${message.kind} from a peer` });
+    }
+  }
+
+  // ---- Streaming ----
+
+  private async startStream(session: Session, protocolVersion: number, decision: StartDecision): Promise<void> {
+    const log = this.group.log;
+    if (decision.start === "resync" && decision.seedAllocated) await this.seedFullResync();
+    const resumeLsn = decision.start === "resync" && !decision.seedAllocated ? decision.resumeLsn : decision.start === "resync" ? this.progress.coveredLsn + 1n : decision.resumeLsn;
+    const previousChecksum = await log.previousChecksumOf(resumeLsn);
+    if (previousChecksum === null) throw new OperatingError("OUT_OF_RANGE", { what: "link resume point no longer in the log", lsn: resumeLsn });
+    session.state = { ...session.state, sentLsn: resumeLsn - 1n, receivedLsn: decision.start === "log" ? session.state.receivedLsn : resumeLsn - 1n, durableLsn: decision.start === "log" ? session.state.durableLsn : resumeLsn - 1n };
+    session.stream.send({ kind: "accept", protocolVersion, start: decision.start, resumeLsn, previousChecksum, logId: log.logId, intervals: this.settingsValue.mode === "periodic" });
+    session.cutLsn = resumeLsn - 1n;
+    this.connectedAtMs = this.environment.clock.nowMs();
+    this.logger.info({ peer: this.peer, start: decision.start, resumeLsn: String(resumeLsn) }, "link streaming");
+    // The peer holds every record before resumeLsn (log), or will once the bitmap's regions
+    // are resent (resync: its log copy restarts at resumeLsn).
+    this.progress.peerDurableLsn = resumeLsn - 1n;
+    if (decision.start === "resync") this.progress.peerAppliedLsn = resumeLsn - 1n;
+    const cursor = log.cursor(resumeLsn);
+    session.controls.push({ atLsn: resumeLsn - 1n, message: this.volumeTable(resumeLsn - 1n) });
+    if (decision.start === "resync") {
+      this.stateName = "resyncing";
+      await this.runResync(session, cursor);
+    }
+    this.stateName = "streaming";
+    await this.pumpRecords(session, cursor, null);
+  }
+
+  private volumeTable(atLsn: bigint): VolumeTable {
+    const volumes = this.group.volumeList().map((volume) => ({ volumeId: volume.id, name: volume.name, size: volume.size })).sort((a, b) => a.volumeId - b.volumeId);
+    return { kind: "volumeTable", atLsn, volumes };
+  }
+
+  // The group's volumes changed (created, deleted, resized) with the group quiet at atLsn.
+  volumesChanged(atLsn: bigint): void {
+    for (const volume of this.group.volumeList()) this.bitmap?.setVolume(volume.id, volume.size);
+    const session = this.session;
+    if (session === null || session.state.phase !== "streaming") return;
+    session.controls.push({ atLsn, message: this.volumeTable(atLsn) });
+    session.wake?.();
+  }
+
+  // Sends records (and queued volume tables at their places) until throughLsn has been sent;
+  // null: forever, waiting for new records (and, periodic, sending at interval cuts only).
+  private async pumpRecords(session: Session, cursor: LogCursor, throughLsn: bigint | null): Promise<void> {
+    const log = this.group.log;
+    for (;;) {
+      if (session.state.phase !== "streaming") return;
+      if (session.hold !== null) {
+        session.parked?.();
+        session.parked = null;
+        await session.hold;
+        continue;
+      }
+      const sent = session.state.sentLsn;
+      const table = session.controls[0];
+      if (table !== undefined && table.atLsn <= sent) {
+        session.controls.shift();
+        if (!session.stream.send(table.message)) await session.stream.drained();
+        continue;
+      }
+      if (throughLsn !== null && sent >= throughLsn) return;
+      const periodic = this.settingsValue.mode === "periodic" && throughLsn === null;
+      let limit = throughLsn ?? (periodic ? session.cutLsn : log.headLsn);
+      if (table !== undefined && table.atLsn < limit) limit = table.atLsn;
+      if (sent < limit) {
+        await log.written(sent + 1n);
+        await this.sendBatch(session, cursor, limit, periodic && limit === session.cutLsn);
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        session.wake = resolve;
+        if (!periodic && throughLsn === null) void log.appended(sent).then(resolve, resolve);
+      });
+      session.wake = null;
+    }
+  }
+
+  private cut(session: Session): void {
+    if (session.state.phase !== "streaming") return;
+    session.cutLsn = this.group.log.headLsn;
+    session.wake?.();
+  }
+
+  private async sendBatch(session: Session, cursor: LogCursor, limitLsn: bigint, closesInterval: boolean): Promise<void> {
+    const writtenLsn = this.group.log.usage().writtenLsn;
+    const records: LogRecord[] = [];
+    let bytes = 0;
+    while (records.length < replicationBatchRecordsMax && cursor.nextLsn <= limitLsn && cursor.nextLsn <= writtenLsn && (records.length === 0 || bytes < linkBatchBytesMax)) {
+      const record = await cursor.next();
+      if (record === null) break;
+      assert(record.lsn === session.state.sentLsn + 1n + BigInt(records.length), "link cursor out of step");
+      records.push(record);
+      bytes += 80 + record.payloadSize;
+      if (bytes >= linkBatchBytesMax) break;
+    }
+    if (records.length === 0) return;
+    await this.windowRoom(session, bytes);
+    if (session.state.phase !== "streaming") return;
+    const lastLsn = records[records.length - 1]!.lsn;
+    const ok = session.stream.send({ kind: "records", records, ackNow: this.settingsValue.mode === "sync", intervalEnd: closesInterval && lastLsn === session.cutLsn });
+    session.inFlight.push({ lastLsn, bytes });
+    session.inFlightBytes += bytes;
+    this.stats.recordsSent += records.length;
+    this.stats.recordBytesSent += bytes;
+    this.step(session, { kind: "sent", lastLsn });
+    if (!ok) await session.stream.drained();
+  }
+
+  // Flow control: record bytes sent and not yet acknowledged as received stay under the window.
+  private async windowRoom(session: Session, bytes: number): Promise<void> {
+    while (session.inFlightBytes > 0 && session.inFlightBytes + bytes > linkBytesInFlightMax && session.state.phase === "streaming") {
+      await new Promise<void>((resolve) => (session.wake = resolve));
+      session.wake = null;
+    }
+  }
+
+  private onProgress(session: Session): void {
+    const { receivedLsn, durableLsn, appliedLsn } = session.state;
+    while (session.inFlight.length > 0 && session.inFlight[0]!.lastLsn <= receivedLsn) {
+      session.inFlightBytes -= session.inFlight.shift()!.bytes;
+    }
+    session.wake?.();
+    this.progress.peerDurableLsn = durableLsn > this.progress.peerDurableLsn ? durableLsn : this.progress.peerDurableLsn;
+    this.progress.peerAppliedLsn = appliedLsn;
+    if (session.resyncEndLsn !== null && appliedLsn >= session.resyncEndLsn) void this.resyncApplied(session);
+    this.wakeWaiters();
+  }
+
+  // Sync waiters need the peer's durability; drain waiters its application, and a consistent peer.
+  private wakeWaiters(): void {
+    const { peerDurableLsn, peerAppliedLsn, bitmapActive } = this.progress;
+    this.progressWaiters = this.progressWaiters.filter((waiter) => {
+      const reached = waiter.applied ? peerAppliedLsn >= waiter.lsn && !bitmapActive : peerDurableLsn >= waiter.lsn;
+      if (reached) waiter.resolve();
+      return !reached;
+    });
+  }
+
+  // ---- Resync ----
+
+  // Marks every allocated region, with the group quiet: for a peer whose history is not ours.
+  private async seedFullResync(): Promise<void> {
+    await this.group.quiesce(async () => {
+      this.bitmap = this.emptyBitmap();
+      for (const volume of this.group.volumeList()) {
+        for await (const region of allocatedRegions(volume.file, volume.size)) this.bitmap.mark(volume.id, region.offset, region.length);
+      }
+      this.bitmapMarks += 1;
+      this.progress = { ...this.progress, bitmapActive: true, coveredLsn: this.group.log.headLsn };
+      await this.saveBitmap();
+      await this.persistProgress();
+    });
+  }
+
+  private async runResync(session: Session, cursor: LogCursor): Promise<void> {
+    const bitmap = this.bitmap;
+    assert(bitmap !== null, "resync without a bitmap");
+    session.resyncMarks = this.bitmapMarks;
+    this.resync = { totalBytes: bitmap.dirtyBytes, sentBytes: 0, startedAtMs: this.environment.clock.nowMs() };
+    this.logger.info({ peer: this.peer, dirtyBytes: bitmap.dirtyBytes }, "resync started");
+    const volumes = new Map(this.group.volumeList().map((volume) => [volume.id, volume]));
+    let announced: VolumeRegion[] = [];
+    for (const piece of bitmap.runs(bitmapPieceBytes)) {
+      if (session.state.phase !== "streaming") return;
+      const volume = volumes.get(piece.volumeId);
+      if (volume === undefined || piece.offset >= volume.size) continue;
+      const length = Math.min(piece.length, volume.size - piece.offset);
+      announced.push({ volumeId: piece.volumeId, offset: piece.offset, length });
+      if (announced.length === 1) session.stream.send({ kind: "bitmapRegions", regions: announced });
+      announced = [];
+      const data = Buffer.allocUnsafe(length);
+      const atLsn = await this.group.readOrdered(volume, piece.offset, data);
+      await this.pumpRecords(session, cursor, atLsn);
+      if (session.state.phase !== "streaming") return;
+      const zero = isZero(data);
+      const ok = session.stream.send({ kind: "regionData", volumeId: piece.volumeId, offset: piece.offset, length, data: zero ? null : data });
+      this.resync.sentBytes += length;
+      this.stats.regionBytesSent += zero ? 16 : length + 16;
+      if (!ok) await session.stream.drained();
+    }
+    if (session.state.phase !== "streaming") return;
+    session.resyncEndLsn = session.state.sentLsn;
+    session.stream.send({ kind: "resyncEnd", consistentLsn: session.state.sentLsn });
+    this.logger.info({ peer: this.peer, consistentLsn: String(session.state.sentLsn), regionBytesSent: this.resync.sentBytes }, "resync sent");
+  }
+
+  // The peer applied the resync: its volumes are consistent and durable. The bitmap goes,
+  // unless regions were marked while the resync ran (then the next connection resyncs them).
+  private async resyncApplied(session: Session): Promise<void> {
+    session.resyncEndLsn = null;
+    this.stats.resyncsCompleted += 1;
+    this.resync = null;
+    if (this.bitmapMarks !== session.resyncMarks) return;
+    this.bitmap = null;
+    this.progress = { ...this.progress, bitmapActive: false, resyncs: this.progress.resyncs + 1 };
+    await this.persistProgress();
+    await fsp.rm(this.files.bitmap, { force: true });
+    this.logger.info({ peer: this.peer }, "resync complete: peer consistent");
+    this.wakeWaiters();
+  }
+
+  // ---- Verify ----
+
+  // Compares the peer's volumes with ours, region by region, at exact points of the stream.
+  async verify(regionBytes: number): Promise<LinkVerifyReport> {
+    const session = this.session;
+    if (session === null || this.stateName !== "streaming") {
+      throw new OperatingError(this.progress.bitmapActive ? "REPLICA_INCONSISTENT" : "PEER_UNREACHABLE", { peer: this.peer, state: this.stateName });
+    }
+    const chunkBytes = regionBytes * verifyRegionsPerRequestMax;
+    const buffer = Buffer.allocUnsafe(chunkBytes);
+    const differing: LinkVerifyReport["differing"] = [];
+    let bytesCompared = 0;
+    let differingBytes = 0;
+    for (const volume of this.group.volumeList()) {
+      for (let offset = 0; offset < volume.size; offset += chunkBytes) {
+        const data = buffer.subarray(0, Math.min(chunkBytes, volume.size - offset));
+        const count = Math.ceil(data.length / regionBytes);
+        const requestId = session.nextRequestId++;
+        const reply = new Promise<Buffer | null>((resolve) => session.replies.set(requestId, resolve));
+        await this.holdPump(session, async () => {
+          const atLsn = await this.group.readOrdered(volume, offset, data);
+          session.controls.push({ atLsn, message: { kind: "hashRequest", requestId, volumeId: volume.id, regionBytes, count, offset } });
+        });
+        const local = Buffer.concat(Array.from({ length: count }, (_, index) => regionDigest(data.subarray(index * regionBytes, Math.min(data.length, (index + 1) * regionBytes)))));
+        const remote = await reply;
+        if (remote === null) throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "link dropped during verify" });
+        const difference = hashesDiffer(local, remote, regionBytes, Math.min(volume.size, offset + data.length), offset / regionBytes);
+        for (const region of difference.regions) differing.push({ volume: volume.name, offset: region.offset, length: region.length });
+        differingBytes += difference.differingBytes;
+        bytesCompared += data.length;
+      }
+    }
+    return { peer: this.peer, regionBytes, bytesCompared, differingBytes, differing: differing.slice(0, verifyDifferencesReportedMax) };
+  }
+
+  // Runs action with the record pump parked between frames, so that nothing is sent while it
+  // picks its point of the stream; then the pump goes on.
+  private async holdPump(session: Session, action: () => Promise<void>): Promise<void> {
+    while (session.hold !== null) await session.hold;
+    let release!: () => void;
+    session.hold = new Promise((resolve) => (release = resolve));
+    try {
+      await new Promise<void>((resolve) => {
+        session.parked = resolve;
+        session.wake?.();
+        if (session.state.phase !== "streaming") resolve();
+      });
+      await action();
+    } finally {
+      session.hold = null;
+      release();
+    }
+  }
+
+  // ---- What the group asks ----
+
+  // The last LSN the log may release for this link. A link in bitmap mode that is not
+  // streaming folds the records up to appliedLsn into its bitmap first; a lagging link whose
+  // share of the log passed the overflow ratio switches to its bitmap (policy `bitmap`).
+  async releaseLimit(appliedLsn: bigint, logFill: number): Promise<bigint> {
+    const streaming = this.session !== null && this.session.state.phase === "streaming";
+    if (this.progress.bitmapActive && !streaming) {
+      if (appliedLsn > this.progress.coveredLsn) await this.foldIntoBitmap(this.progress.coveredLsn, appliedLsn);
+      return appliedLsn;
+    }
+    const limit = this.progress.bitmapActive && this.progress.coveredLsn > this.progress.peerDurableLsn ? this.progress.coveredLsn : this.progress.peerDurableLsn;
+    if (limit >= appliedLsn) return appliedLsn;
+    if (logFill > linkOverflowFillRatio && this.settingsValue.overflow === "bitmap") {
+      this.stats.overflows += 1;
+      this.logger.warn({ peer: this.peer, peerDurableLsn: String(limit), appliedLsn: String(appliedLsn), logFill }, "link overflows the log: switching to its dirty-region bitmap");
+      this.session?.close("log overflow: switching to a bitmap resync");
+      await this.foldIntoBitmap(limit, appliedLsn);
+      return appliedLsn;
+    }
+    return limit;
+  }
+
+  // Marks the regions of records (fromLsn, toLsn] (still in the log) and persists the bitmap
+  // before coveredLsn says so.
+  private async foldIntoBitmap(fromLsn: bigint, toLsn: bigint): Promise<void> {
+    this.bitmap ??= this.emptyBitmap();
+    const bitmap = this.bitmap;
+    await this.group.log.written(toLsn);
+    const cursor = this.group.log.cursor(fromLsn + 1n);
+    while (cursor.nextLsn <= toLsn) {
+      const record = await cursor.next();
+      if (record === null) break;
+      if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, record);
+    }
+    this.bitmapMarks += 1;
+    await this.saveBitmap();
+    this.progress = { ...this.progress, bitmapActive: true, coveredLsn: toLsn };
+    await this.persistProgress();
+  }
+
+  // Marks regions that may differ (hot extents after a crash) for the next resync.
+  async markRegions(regions: readonly VolumeRegion[]): Promise<void> {
+    if (regions.length === 0) return;
+    if (!this.progress.bitmapActive) this.progress = { ...this.progress, coveredLsn: this.progress.peerDurableLsn };
+    this.bitmap ??= this.emptyBitmap();
+    for (const region of regions) this.markClipped(this.bitmap, region);
+    this.bitmapMarks += 1;
+    await this.saveBitmap();
+    this.progress = { ...this.progress, bitmapActive: true };
+    await this.persistProgress();
+  }
+
+  // Marks a range of a volume that still exists, cut at its current end (a shrink may have
+  // removed the rest since the record was written).
+  private markClipped(bitmap: DirtyBitmap, range: { volumeId: number; offset: number; length: number }): void {
+    const volume = this.group.volumeList().find((candidate) => candidate.id === range.volumeId);
+    if (volume === undefined || range.offset >= volume.size) return;
+    if (!bitmap.hasVolume(volume.id)) bitmap.setVolume(volume.id, volume.size);
+    bitmap.mark(volume.id, range.offset, Math.min(range.length, volume.size - range.offset));
+  }
+
+  // sync links: resolves once the peer has record lsn durable; null when this link does not
+  // hold writes back (not sync, or not streaming: a sync link that is down degrades, and says so).
+  syncWait(lsn: bigint): Promise<void> | null {
+    if (this.settingsValue.mode !== "sync") return null;
+    const session = this.session;
+    if (session === null || session.state.phase !== "streaming" || this.stateName === "resyncing") return null;
+    if (session.state.durableLsn >= lsn) return null;
+    return new Promise((resolve) => this.progressWaiters.push({ lsn, applied: false, resolve }));
+  }
+
+  // Resolves once the peer has applied lsn; rejects TIMEOUT after msMax.
+  appliedWait(lsn: bigint, msMax: number): Promise<void> {
+    if (this.progress.peerAppliedLsn >= lsn && !this.progress.bitmapActive) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const cancel = this.environment.clock.setTimeout(() => {
+        this.progressWaiters = this.progressWaiters.filter((waiter) => waiter !== entry);
+        reject(new OperatingError("TIMEOUT", { what: "drain", peer: this.peer, lsn, appliedLsn: this.progress.peerAppliedLsn }));
+      }, msMax);
+      const entry = { lsn, applied: true, resolve: () => (cancel(), resolve()) };
+      this.progressWaiters.push(entry);
+    });
+  }
+
+  // Sync waiters are released when the link drops (the write proceeds; the link is degraded).
+  private releaseWaiters(): void {
+    this.progressWaiters = this.progressWaiters.filter((waiter) => {
+      if (!waiter.applied) waiter.resolve();
+      return waiter.applied;
+    });
+  }
+
+  // ---- Persistence and status ----
+
+  private async saveBitmap(): Promise<void> {
+    if (this.bitmap !== null) await dirtyBitmapSave(this.files.bitmap, this.bitmap);
+  }
+
+  async persistProgress(): Promise<void> {
+    const snapshot = { ...this.progress };
+    if (JSON.stringify(snapshot, bigintText) === JSON.stringify(this.persisted, bigintText)) return;
+    await writeFileAtomic(this.files.state, `${JSON.stringify(snapshot, bigintText)}\n`);
+    this.persisted = snapshot;
+  }
+
+  // How long ago record lsn was written (0 when it does not exist yet; null when the log no
+  // longer holds it). Reads one record: for status, not for the write path.
+  private async recordAgeMs(lsn: bigint, nowMs: number): Promise<number | null> {
+    const log = this.group.log;
+    if (lsn > log.headLsn) return 0;
+    if (lsn < log.usage().tailLsn) return null;
+    try {
+      await log.written(lsn);
+      const record = await log.cursor(lsn).next();
+      return record === null ? null : Math.max(0, nowMs - record.timestampMs);
+    } catch {
+      return null;
+    }
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    const nowMs = this.environment.clock.nowMs();
+    // Lag: the age of the oldest write the peer has not applied. RPO: of the oldest write the
+    // peer does not hold durably (what a loss of this site would lose now).
+    const lagMs = await this.recordAgeMs(this.progress.peerAppliedLsn + 1n, nowMs);
+    const rpoMs = await this.recordAgeMs(this.progress.peerDurableLsn + 1n, nowMs);
+    const session = this.session;
+    const headLsn = this.group.log.headLsn;
+    const state = session?.state;
+    const lagRecords = headLsn - this.progress.peerAppliedLsn;
+    const resync = this.resync;
+    const rate = resync !== null && nowMs > resync.startedAtMs ? resync.sentBytes / ((nowMs - resync.startedAtMs) / 1000) : 0;
+    return {
+      peer: this.peer,
+      address: `${this.settingsValue.address.host}:${this.settingsValue.address.port}`,
+      mode: this.settingsValue.mode,
+      intervalMs: this.settingsValue.mode === "periodic" ? this.settingsValue.intervalMs : undefined,
+      overflow: this.settingsValue.overflow,
+      state: this.stateName,
+      paused: this.settingsValue.paused,
+      consistent: !this.progress.bitmapActive,
+      lastError: this.lastError,
+      connectedForMs: this.connectedAtMs === null ? null : nowMs - this.connectedAtMs,
+      headLsn: String(headLsn),
+      sentLsn: String(state?.sentLsn ?? 0n),
+      receivedLsn: String(state?.receivedLsn ?? this.progress.peerDurableLsn),
+      durableLsn: String(this.progress.peerDurableLsn),
+      appliedLsn: String(this.progress.peerAppliedLsn),
+      lagRecords: String(lagRecords > 0n ? lagRecords : 0n),
+      lagBytes: this.lagBytes(),
+      lagSeconds: lagMs === null ? null : lagMs / 1000,
+      rpoSeconds: rpoMs === null ? null : rpoMs / 1000,
+      rttMs: state?.rttMs ?? null,
+      bitmap: this.progress.bitmapActive ? { coveredLsn: String(this.progress.coveredLsn), dirtyBytes: this.bitmap?.dirtyBytes ?? 0 } : null,
+      resync: resync === null ? null : { totalBytes: resync.totalBytes, sentBytes: resync.sentBytes, percent: resync.totalBytes === 0 ? 100 : Math.floor((resync.sentBytes / resync.totalBytes) * 1000) / 10, bytesPerSecond: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil((resync.totalBytes - resync.sentBytes) / rate) : null },
+      stats: this.stats,
+    };
+  }
+
+  private lagBytes(): number {
+    const log = this.group.log;
+    const usage = log.usage();
+    // Bytes of log the peer has not applied: approximated from the log's use per record.
+    const records = usage.headLsn - usage.tailLsn + 1n;
+    if (records <= 0n) return 0;
+    const behind = usage.headLsn - this.progress.peerAppliedLsn;
+    const share = Number(behind > records ? records : behind) / Number(records);
+    return Math.round(usage.usedBytes * share);
+  }
+}
+
+function bigintText(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? String(value) : value;
+}
+
+const zeroPiece = Buffer.alloc(bitmapPieceBytes);
+
+function isZero(data: Buffer): boolean {
+  return data.equals(zeroPiece.subarray(0, data.length));
+}

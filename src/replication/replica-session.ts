@@ -1,0 +1,184 @@
+// One connection from a primary to this node's replica of a group: the shell around
+// link-receiver.ts. The TLS layer has already proved who connected (io/link-tls.ts: the
+// link's own CA and the primary's name); here the hello must agree, and then the stream is
+// handed to the replica in order: records to its log copy, everything else into its applier's
+// stream at the exact point it arrived.
+//
+// Acknowledgements: a records frame flagged ackNow (sync links) is answered once it is durable;
+// otherwise the session acknowledges every linkAckIntervalMs while anything moved, so the
+// primary can release its log and report lag.
+
+import type { Duplex } from "node:stream";
+import { linkAckIntervalMs, linkHeartbeatMs, linkSilenceMsMax, replicaPendingBytesMax, replicationMessagesBytesMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { LogClock } from "../log/group-log.js";
+import type { Replica } from "../group/replica.js";
+import { FrameError } from "./frame-error.js";
+import { FrameStream } from "./frame-stream.js";
+import { protocolVersionMax, protocolVersionMin } from "./handshake.js";
+import { type ReceiverEffect, type ReceiverExpectation, type ReceiverState, receiverInitial, receiverStep, receiverTick } from "./link-receiver.js";
+import type { Message } from "./message.js";
+import { hashRequestPerform } from "./verify-hashes.js";
+
+export interface ReplicaSessionContext {
+  readonly node: string; // our name
+  readonly replica: Replica;
+  readonly expected: ReceiverExpectation;
+  readonly logger: Logger;
+  readonly clock: LogClock;
+}
+
+export class ReplicaSession {
+  private readonly stream: FrameStream;
+  private state: ReceiverState;
+  private lastAck = { receivedLsn: -1n, durableLsn: -1n, appliedLsn: -1n };
+  private streamReady = false; // the accept has been acted on: acks describe this stream
+  private readonly ticker: ReturnType<typeof setInterval>;
+  private readonly acker: ReturnType<typeof setInterval>;
+  readonly closed: Promise<string>;
+
+  constructor(
+    socket: Duplex,
+    private readonly context: ReplicaSessionContext,
+  ) {
+    const clock = context.clock;
+    this.state = receiverInitial(clock.nowMs());
+    let finish!: (reason: string) => void;
+    this.closed = new Promise((resolve) => (finish = resolve));
+    this.stream = new FrameStream(
+      socket,
+      {
+        message: (message) => this.onMessage(message),
+        closed: (error) => {
+          clearInterval(this.ticker);
+          clearInterval(this.acker);
+          this.state = { ...this.state, phase: "closed" };
+          finish(error?.message ?? "closed");
+        },
+      },
+      { messagesBytesMax: replicationMessagesBytesMax, nowMs: () => clock.nowMs() },
+    );
+    this.ticker = setInterval(() => this.tick(), linkHeartbeatMs);
+    this.acker = setInterval(() => this.ackIfMoved(), linkAckIntervalMs);
+  }
+
+  close(reason: string): void {
+    this.stream.close(new OperatingError("SHUTTING_DOWN", { what: reason }));
+  }
+
+  private get replica(): Replica {
+    return this.context.replica;
+  }
+
+  private tick(): void {
+    const [state, effects] = receiverTick(this.state, this.context.clock.nowMs(), linkSilenceMsMax);
+    this.state = state;
+    for (const effect of effects) void this.perform(effect, null);
+  }
+
+  private async onMessage(message: Message): Promise<void> {
+    const [state, effects] = receiverStep(this.state, message, this.context.clock.nowMs(), this.context.expected);
+    this.state = state;
+    for (const effect of effects) await this.perform(effect, message);
+  }
+
+  private async perform(effect: ReceiverEffect, message: Message | null): Promise<void> {
+    switch (effect.kind) {
+      case "hello": {
+        const position = await this.replica.position();
+        this.stream.send({
+          kind: "hello",
+          versionMin: protocolVersionMin,
+          versionMax: protocolVersionMax,
+          role: "secondary",
+          generation: this.replica.log.generation,
+          durableLsn: position.durableLsn,
+          appliedLsn: position.appliedLsn < position.durableLsn ? position.appliedLsn : position.durableLsn,
+          durableChecksum: position.durableLsn === 0n ? 0 : position.durableChecksum,
+          node: this.context.node,
+          group: this.replica.name,
+        });
+        return;
+      }
+      case "begin": {
+        const { accept } = effect;
+        if (accept.start === "log") {
+          if (!this.replica.continues(accept)) throw new FrameError("field", { field: "resumeLsn", reason: "accept does not continue this replica's log", resumeLsn: accept.resumeLsn });
+        } else {
+          await this.replica.beginResync(accept, this.context.expected.primary);
+        }
+        this.replica.useIntervals(accept.intervals);
+        this.streamReady = true;
+        this.stream.expect({ firstLsn: accept.resumeLsn, previousChecksum: accept.previousChecksum, logId: accept.logId });
+        this.context.logger.info({ group: this.replica.name, start: accept.start, resumeLsn: String(accept.resumeLsn) }, "replica streaming");
+        return;
+      }
+      case "records": {
+        if (message?.kind !== "records") return;
+        await this.replica.appendRecords(message.records);
+        const last = message.records[message.records.length - 1]!;
+        if (message.intervalEnd) this.replica.intervalEnd(last.lsn);
+        if (message.ackNow) {
+          await this.replica.log.durable(last.lsn);
+          this.ack();
+        }
+        return;
+      }
+      case "item":
+        await this.enqueue(message);
+        return;
+      case "heartbeat": {
+        const nowMs = this.context.clock.nowMs();
+        if (nowMs - this.stream.sentAtMs >= linkHeartbeatMs) this.stream.send({ kind: "heartbeat", timestampMs: nowMs, echoTimestampMs: effect.echoTimestampMs });
+        return;
+      }
+      case "reject":
+        this.stream.reject(effect.reason, effect.text, new OperatingError("LINK_REJECTED", { group: this.replica.name, reason: effect.reason, text: effect.text }));
+        return;
+      case "close":
+        this.context.logger.warn({ group: this.replica.name, reason: effect.reason }, "replica link closing");
+        this.stream.close(new OperatingError("PEER_UNREACHABLE", { what: effect.reason }));
+        return;
+    }
+  }
+
+  private async enqueue(message: Message | null): Promise<void> {
+    switch (message?.kind) {
+      case "regionData":
+        await this.replica.pendingBelow(replicaPendingBytesMax);
+        this.replica.enqueue({ kind: "regionData", message }, message.length);
+        return;
+      case "volumeTable":
+        this.replica.enqueue({ kind: "volumeTable", message });
+        return;
+      case "resyncEnd":
+        if (message.consistentLsn !== this.replica.log.headLsn) throw new FrameError("field", { field: "consistentLsn", value: message.consistentLsn, receivedLsn: this.replica.log.headLsn });
+        this.replica.enqueue({ kind: "resyncEnd", consistentLsn: message.consistentLsn });
+        return;
+      case "hashRequest":
+        await this.replica.pendingBelow(replicaPendingBytesMax);
+        this.replica.enqueue({ kind: "task", run: () => hashRequestPerform(this.replica, message, (reply) => this.stream.send(reply)) });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private ack(): void {
+    const log = this.replica.log;
+    const receivedLsn = log.headLsn;
+    const durableLsn = log.durableLsn;
+    const applied = this.replica.appliedLsn;
+    const appliedLsn = applied < durableLsn ? applied : durableLsn;
+    this.lastAck = { receivedLsn, durableLsn, appliedLsn };
+    this.stream.send({ kind: "ack", receivedLsn, durableLsn, appliedLsn });
+  }
+
+  private ackIfMoved(): void {
+    if (this.state.phase !== "streaming" || !this.streamReady) return;
+    const log = this.replica.log;
+    if (log.headLsn === this.lastAck.receivedLsn && log.durableLsn === this.lastAck.durableLsn && this.replica.appliedLsn === this.lastAck.appliedLsn) return;
+    this.ack();
+  }
+}
