@@ -5,7 +5,8 @@
 import { resolve } from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { OperatingError } from "../errors.js";
-import { formatSize, parseSize } from "../units.js";
+import { formatSize, parseDuration, parseSize } from "../units.js";
+import { linksPerGroupMax } from "../constants.js";
 import { callApi, resolveTarget } from "./client.js";
 import { demo } from "./demo.js";
 import { serve } from "./serve.js";
@@ -45,31 +46,67 @@ function volumeRows(volumes: VolumeView[]): string {
   ]);
 }
 
+interface LogView {
+  state: string;
+  failure: { code: string; message: string } | null;
+  sizeBytes: number;
+  usedBytes: number;
+  usedPercent: number;
+  headLsn: string;
+  durableLsn: string;
+  tailLsn: string;
+}
+
+interface GroupView {
+  name: string;
+  role: "primary" | "secondary";
+  log: LogView;
+  // primary
+  durability?: string;
+  inflight?: number;
+  stats?: { writes: number; stalls: number; logFullErrors: number; checkpoints: number };
+  links?: { peer: string; mode: string; state: string; consistent: boolean; appliedLsn: string; lagSeconds: number | null; resync: { percent: number; etaSeconds: number | null } | null }[];
+  // secondary
+  primary?: string | null;
+  connected?: boolean;
+  consistent?: boolean;
+  appliedLsn?: string;
+  failure?: string | null;
+}
+
 interface StatusView {
   node: string;
   state: string;
   pid: number;
   uptimeMs: number;
   nbd: { socket: string | null; tcp: string | null; connections: number };
-  groups: {
-    name: string; role: string; durability: string; inflight: number;
-    log: { state: string; failure: { code: string; message: string } | null; sizeBytes: number; usedBytes: number; usedPercent: number; headLsn: string; durableLsn: string; tailLsn: string };
-    stats: { writes: number; stalls: number; logFullErrors: number; checkpoints: number };
-  }[];
+  replication: { listen: string | null };
+  groups: GroupView[];
   volumes: VolumeView[];
+}
+
+function groupText(group: GroupView): string[] {
+  const log = `log ${formatSize(group.log.usedBytes)}/${formatSize(group.log.sizeBytes)} (${group.log.usedPercent}%), LSN tail ${group.log.tailLsn} head ${group.log.headLsn} durable ${group.log.durableLsn}`;
+  if (group.role === "secondary") {
+    return [
+      `group ${group.name}: secondary of ${group.primary ?? "(no link accepted)"}, ${group.connected ? "connected" : "not connected"}, ${group.consistent ? "consistent" : "INCONSISTENT (resync in progress or never synced)"}; applied ${group.appliedLsn}; ${log}` +
+        (group.failure ? `; applier FAILED: ${group.failure}` : ""),
+    ];
+  }
+  const lines = [`group ${group.name}: primary, ${group.durability}; ${log}; writes ${group.stats!.writes}, in flight ${group.inflight}, stalls ${group.stats!.stalls}, log-full ${group.stats!.logFullErrors}`];
+  for (const link of group.links ?? []) {
+    const resync = link.resync === null ? "" : `, resync ${link.resync.percent}% ETA ${link.resync.etaSeconds ?? "?"}s`;
+    lines.push(`  link → ${link.peer}: ${link.mode}, ${link.state}, ${link.consistent ? "consistent" : "INCONSISTENT"}, applied ${link.appliedLsn}, lag ${link.lagSeconds === null ? "?" : `${link.lagSeconds.toFixed(1)}s`}${resync}`);
+  }
+  return lines;
 }
 
 function statusText(status: StatusView): string {
   const lines = [
     `node ${status.node} (pid ${status.pid}) ${status.state}, up ${Math.round(status.uptimeMs / 1000)}s`,
-    `nbd  socket ${status.nbd.socket ?? "-"}  tcp ${status.nbd.tcp ?? "-"}  connections ${status.nbd.connections}`,
+    `nbd  socket ${status.nbd.socket ?? "-"}  tcp ${status.nbd.tcp ?? "-"}  connections ${status.nbd.connections}` + (status.replication.listen ? `  replication ${status.replication.listen}` : ""),
   ];
-  for (const group of status.groups) {
-    lines.push(
-      `group ${group.name}: ${group.role}, ${group.durability}; log ${formatSize(group.log.usedBytes)}/${formatSize(group.log.sizeBytes)} (${group.log.usedPercent}%), ` +
-        `LSN tail ${group.log.tailLsn} head ${group.log.headLsn} durable ${group.log.durableLsn}; writes ${group.stats.writes}, in flight ${group.inflight}, stalls ${group.stats.stalls}, log-full ${group.stats.logFullErrors}`,
-    );
-  }
+  for (const group of status.groups) lines.push(...groupText(group));
   lines.push(volumeRows(status.volumes));
   for (const group of status.groups) {
     if (group.log.failure) lines.push(`group ${group.name}: log FAILED (${group.log.failure.code}: ${group.log.failure.message}); writes fail until a restart recovers it`);
@@ -107,10 +144,16 @@ function buildProgram(): Command {
     .option("--size <size>", "size of each new volume", "1GiB")
     .option("--volumes <n>", "volumes in group demo", "1")
     .addOption(new Option("--durability <mode>", "write-path durability").choices(["activity-map", "write-ahead"]).default("activity-map"))
-    .action(async (options: { dir: string; size: string; volumes: string; durability: "activity-map" | "write-ahead" }) => {
+    .option("--secondaries <n>", "secondary nodes replicating group demo", "1")
+    .addOption(new Option("--mode <mode>", "replication mode of the links").choices(["sync", "async", "periodic"]).default("async"))
+    .option("--interval <duration>", "periodic links: ship every interval", "1s")
+    .action(async (options: { dir: string; size: string; volumes: string; durability: "activity-map" | "write-ahead"; secondaries: string; mode: "sync" | "async" | "periodic"; interval: string }) => {
       const volumes = Number(options.volumes);
       if (!Number.isInteger(volumes) || volumes < 1 || volumes > 64) throw new OperatingError("USAGE", "--volumes: a whole number from 1 to 64");
-      process.exitCode = await demo({ dir: options.dir, size: parseSize(options.size, "--size"), volumes, durability: options.durability });
+      const secondaries = Number(options.secondaries);
+      if (!Number.isInteger(secondaries) || secondaries < 0 || secondaries > linksPerGroupMax) throw new OperatingError("USAGE", `--secondaries: a whole number from 0 to ${linksPerGroupMax}`);
+      const intervalMs = parseDuration(options.interval, "--interval");
+      process.exitCode = await demo({ dir: options.dir, size: parseSize(options.size, "--size"), volumes, durability: options.durability, secondaries, mode: options.mode, intervalMs });
     });
 
   program.command("status").description("the node's groups, logs and volumes").action(async () => {

@@ -146,9 +146,10 @@ function ackStep(state: SenderState, ack: Ack, nowMs: number): [SenderState, Sen
   if (ack.receivedLsn < state.receivedLsn || ack.durableLsn < state.durableLsn || ack.appliedLsn < state.appliedLsn) {
     return close(state, "ack went backwards", null);
   }
-  const moved = ack.receivedLsn !== state.receivedLsn || ack.durableLsn !== state.durableLsn || ack.appliedLsn !== state.appliedLsn;
+  // Every ack is progress, even one that repeats: the first ack of a resync that had nothing
+  // to send is what tells the primary the peer applied its (empty) end.
   const next = { ...state, receivedLsn: ack.receivedLsn, durableLsn: ack.durableLsn, appliedLsn: ack.appliedLsn, heardAtMs: nowMs };
-  return [next, moved ? [{ kind: "progress" }] : []];
+  return [next, [{ kind: "progress" }]];
 }
 
 function tickStep(state: SenderState, nowMs: number, timing: SenderTiming): [SenderState, SenderEffect[]] {

@@ -41,6 +41,9 @@ export interface NodeOptions {
   readonly durability?: "activity-map" | "write-ahead";
   readonly logSize?: string;
   readonly tcp?: boolean;
+  readonly name?: string; // default "test"
+  readonly role?: "primary" | "secondary"; // of group g
+  readonly replicationPort?: number; // where a secondary listens for its primary
 }
 
 // One lockstep node in its own directory; start()/kill()/stop() by PID.
@@ -62,15 +65,17 @@ export class TestNode {
       this.configPath,
       [
         "node:",
-        "  name: test",
+        `  name: ${options.name ?? "test"}`,
         `  dataDir: ${this.dataDir}`,
         "api:",
         "  listen: 127.0.0.1:0",
         "nbd:",
         `  socket: ${this.socket}`,
         ...(options.tcp ? ["  listen: 127.0.0.1:0"] : []),
+        ...(options.replicationPort !== undefined ? ["replication:", `  listen: 127.0.0.1:${options.replicationPort}`] : []),
         "groups:",
         "  - name: g",
+        `    role: ${options.role ?? "primary"}`,
         `    logSize: ${options.logSize ?? "128MiB"}`,
         `    durability: ${options.durability ?? "activity-map"}`,
         "log:",
