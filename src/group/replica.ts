@@ -312,7 +312,9 @@ export class Replica {
         continue;
       }
       const durable = this.logValue.durableLsn;
-      const durableLsn = this.intervalLsn !== null && this.intervalLsn < durable ? this.intervalLsn : durable;
+      // A resync's records carry no interval ends: during one, everything durable is applied.
+      const bounded = this.intervalLsn !== null && !this.stateValue.resyncing;
+      const durableLsn = bounded && this.intervalLsn! < durable ? this.intervalLsn! : durable;
       const target = item !== undefined && item.afterLsn < durableLsn ? item.afterLsn : durableLsn;
       if (this.appliedLsnValue < target) {
         await this.applyThrough(target);
@@ -371,6 +373,7 @@ export class Replica {
         await Promise.all(this.volumeList().map((volume) => volume.flush()));
         this.stateValue = { ...this.stateValue, consistent: true, resyncing: false };
         await this.persistState();
+        if (this.intervalLsn !== null) this.intervalLsn = this.appliedLsnValue;
         this.options.logger.info({ group: this.name, consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
         return;
       case "task":

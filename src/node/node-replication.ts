@@ -159,7 +159,7 @@ export class NodeReplication {
     const previous = this.sessions.get(credential.group);
     if (previous !== undefined) {
       previous.close("superseded by a new connection from the primary");
-      await previous.closed;
+      await previous.finished();
     }
     const session = new ReplicaSession(socket, {
       node: this.node,
@@ -179,7 +179,7 @@ export class NodeReplication {
   async stop(): Promise<void> {
     await this.listener?.close();
     for (const session of this.sessions.values()) session.close("stopping");
-    await Promise.all([...this.sessions.values()].map((session) => session.closed));
+    await Promise.all([...this.sessions.values()].map((session) => session.finished()));
     await Promise.all([...this.links.values()].map((links) => links.stop()));
   }
 }

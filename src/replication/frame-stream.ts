@@ -42,6 +42,7 @@ export class FrameStream {
   private ended = false;
   private expectation: RecordsExpectation = {};
   private drainWaiters: (() => void)[] = [];
+  private idleWaiters: (() => void)[] = [];
   sentAtMs: number;
   heardAtMs: number;
   bytesSent = 0;
@@ -65,11 +66,6 @@ export class FrameStream {
 
   get closed(): boolean {
     return this.ended;
-  }
-
-  // What the next records frame must continue (set after the handshake, kept up by decoding).
-  expect(expectation: RecordsExpectation): void {
-    this.expectation = expectation;
   }
 
   // Sends a message; false when the socket's buffer is full (await drained() before more).
@@ -111,6 +107,9 @@ export class FrameStream {
         if (message.kind === "records") {
           const last = message.records[message.records.length - 1]!;
           this.expectation = { firstLsn: last.lsn + 1n, previousChecksum: last.checksum, logId: last.logId };
+        } else if (message.kind === "accept") {
+          // Frames behind the accept are decoded before its handler runs: they continue it.
+          this.expectation = { firstLsn: message.resumeLsn, previousChecksum: message.previousChecksum, logId: message.logId };
         }
         this.queue.push({ message, bytes: frame.payload.length });
         this.queueBytes += frame.payload.length;
@@ -143,7 +142,14 @@ export class FrameStream {
       else this.end(error as Error);
     } finally {
       this.processing = false;
+      for (const wake of this.idleWaiters.splice(0)) wake();
     }
+  }
+
+  // Resolves once no handler is running (after close(): once the last one has returned).
+  whenIdle(): Promise<void> {
+    if (!this.processing) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   // graceful: let what was written (a reject) reach the peer, then close; bounded by a timer.

@@ -40,7 +40,8 @@ import type { LinkCredential } from "./link-credential.js";
 import { type SenderEffect, type SenderInput, type SenderState, senderInitial, senderStep, type StartDecision } from "./link-sender.js";
 import type { Message } from "./message.js";
 import type { VolumeRegion } from "./resync.js";
-import { replicationRegionDataSizeMax, replicationBatchRecordsMax } from "./limits.js";
+import { replicationBatchRecordsMax, replicationFramePayloadSizeMax, replicationRegionDataSizeMax } from "./limits.js";
+import { recordsPayloadSize } from "./records-batch.js";
 import type { VolumeTable } from "./volume-table.js";
 
 export type LinkMode = "sync" | "async" | "periodic";
@@ -93,6 +94,9 @@ interface Session {
   parked: (() => void) | null;
   replies: Map<number, (digests: Buffer | null) => void>;
   nextRequestId: number;
+  accepted: boolean; // the accept went out: heartbeats may follow it
+  peerConsistent: boolean; // the peer's last ack said its volumes are a consistent image
+  carry: LogRecord | null; // read from the cursor but left for the next batch (it would overfill a frame)
 }
 
 interface Control {
@@ -130,6 +134,7 @@ export class PrimaryLink {
   private lastError: string | null = null;
   private connectedAtMs: number | null = null;
   private resync: ResyncProgress | null = null;
+  private streamedThisSession = false;
   readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0 };
 
   private constructor(
@@ -239,7 +244,7 @@ export class PrimaryLink {
         continue;
       }
       this.stats.connects += 1;
-      const startedMs = this.environment.clock.nowMs();
+      this.streamedThisSession = false;
       const reason = await this.runSession(socket);
       this.stats.disconnects += 1;
       this.lastError = reason;
@@ -247,7 +252,9 @@ export class PrimaryLink {
       this.connectedAtMs = null;
       this.releaseWaiters();
       this.logger.info({ peer: this.peer, reason }, "link disconnected");
-      if (this.environment.clock.nowMs() - startedMs > linkSilenceMsMax) backoffMs = linkReconnectMsMin;
+      // A link that got as far as streaming retries quickly: a flapping network should cost
+      // seconds of lag, not a log overflow. One that keeps failing backs off.
+      if (this.streamedThisSession) backoffMs = linkReconnectMsMin;
       if (!this.stopped) await this.sleep(backoffMs);
       backoffMs = Math.min(backoffMs * 2, linkReconnectMsMax);
     }
@@ -287,6 +294,9 @@ export class PrimaryLink {
       parked: null,
       replies: new Map(),
       nextRequestId: 1,
+      accepted: false,
+      peerConsistent: false,
+      carry: null,
     };
     let closeReason = "closed";
     (session as { stream: FrameStream }).stream = new FrameStream(
@@ -320,7 +330,11 @@ export class PrimaryLink {
       node: this.environment.node,
       group: this.group.name,
     });
-    const ticker = setInterval(() => this.step(session, { kind: "tick" }), linkHeartbeatMs);
+    const ticker = setInterval(() => {
+      // Silence counts from the last bytes received (a peer busy applying still talks TCP).
+      if (session.stream.heardAtMs > session.state.heardAtMs) session.state = { ...session.state, heardAtMs: session.stream.heardAtMs };
+      this.step(session, { kind: "tick" });
+    }, linkHeartbeatMs);
     const cutter = this.settingsValue.mode === "periodic" ? setInterval(() => this.cut(session), this.settingsValue.intervalMs) : null;
     return closed.finally(() => {
       clearInterval(ticker);
@@ -350,7 +364,7 @@ export class PrimaryLink {
         this.onProgress(session);
         return;
       case "heartbeat":
-        if (nowMs - session.stream.sentAtMs >= linkHeartbeatMs) session.stream.send({ kind: "heartbeat", timestampMs: nowMs, echoTimestampMs: effect.echoTimestampMs });
+        if (session.accepted && nowMs - session.stream.sentAtMs >= linkHeartbeatMs) session.stream.send({ kind: "heartbeat", timestampMs: nowMs, echoTimestampMs: effect.echoTimestampMs });
         return;
       case "accept":
         void this.startStream(session, effect.protocolVersion, effect.decision).catch((error: unknown) => session.close(`stream failed: ${(error as Error).message}`));
@@ -363,7 +377,8 @@ export class PrimaryLink {
       case "hello": {
         const log = this.group.log;
         const usage = log.usage();
-        const checksumAtPeerDurable = message.durableLsn === 0n ? null : await log.previousChecksumOf(message.durableLsn + 1n);
+        // A peer at LSN 0 continues our log only if it never held more (a wiped peer is resynced).
+        const checksumAtPeerDurable = message.durableLsn === 0n && this.progress.peerDurableLsn > 0n ? null : await log.previousChecksumOf(message.durableLsn + 1n);
         this.step(session, {
           kind: "hello",
           hello: message,
@@ -372,6 +387,7 @@ export class PrimaryLink {
         return;
       }
       case "ack":
+        session.peerConsistent = message.consistent;
         this.step(session, { kind: "ack", ack: message });
         return;
       case "heartbeat":
@@ -405,6 +421,8 @@ export class PrimaryLink {
     if (previousChecksum === null) throw new OperatingError("OUT_OF_RANGE", { what: "link resume point no longer in the log", lsn: resumeLsn });
     session.state = { ...session.state, sentLsn: resumeLsn - 1n, receivedLsn: decision.start === "log" ? session.state.receivedLsn : resumeLsn - 1n, durableLsn: decision.start === "log" ? session.state.durableLsn : resumeLsn - 1n };
     session.stream.send({ kind: "accept", protocolVersion, start: decision.start, resumeLsn, previousChecksum, logId: log.logId, intervals: this.settingsValue.mode === "periodic" });
+    session.accepted = true;
+    this.streamedThisSession = true;
     session.cutLsn = resumeLsn - 1n;
     this.connectedAtMs = this.environment.clock.nowMs();
     this.logger.info({ peer: this.peer, start: decision.start, resumeLsn: String(resumeLsn) }, "link streaming");
@@ -482,13 +500,17 @@ export class PrimaryLink {
     const writtenLsn = this.group.log.usage().writtenLsn;
     const records: LogRecord[] = [];
     let bytes = 0;
-    while (records.length < replicationBatchRecordsMax && cursor.nextLsn <= limitLsn && cursor.nextLsn <= writtenLsn && (records.length === 0 || bytes < linkBatchBytesMax)) {
-      const record = await cursor.next();
+    while (records.length < replicationBatchRecordsMax && bytes < linkBatchBytesMax) {
+      const record = session.carry ?? (cursor.nextLsn <= limitLsn && cursor.nextLsn <= writtenLsn ? await cursor.next() : null);
+      session.carry = null;
       if (record === null) break;
+      if (record.lsn > limitLsn || (records.length > 0 && recordsPayloadSize([...records.map((kept) => kept.payloadSize), record.payloadSize]) > replicationFramePayloadSizeMax)) {
+        session.carry = record; // the next batch starts with it
+        break;
+      }
       assert(record.lsn === session.state.sentLsn + 1n + BigInt(records.length), "link cursor out of step");
       records.push(record);
       bytes += 80 + record.payloadSize;
-      if (bytes >= linkBatchBytesMax) break;
     }
     if (records.length === 0) return;
     await this.windowRoom(session, bytes);
@@ -519,7 +541,7 @@ export class PrimaryLink {
     session.wake?.();
     this.progress.peerDurableLsn = durableLsn > this.progress.peerDurableLsn ? durableLsn : this.progress.peerDurableLsn;
     this.progress.peerAppliedLsn = appliedLsn;
-    if (session.resyncEndLsn !== null && appliedLsn >= session.resyncEndLsn) void this.resyncApplied(session);
+    if (session.resyncEndLsn !== null && appliedLsn >= session.resyncEndLsn && session.peerConsistent) void this.resyncApplied(session);
     this.wakeWaiters();
   }
 
@@ -576,6 +598,8 @@ export class PrimaryLink {
       if (!ok) await session.stream.drained();
     }
     if (session.state.phase !== "streaming") return;
+    await this.pumpRecords(session, cursor, session.state.sentLsn); // volume tables queued at this point go first
+    if (session.state.phase !== "streaming") return;
     session.resyncEndLsn = session.state.sentLsn;
     session.stream.send({ kind: "resyncEnd", consistentLsn: session.state.sentLsn });
     this.logger.info({ peer: this.peer, consistentLsn: String(session.state.sentLsn), regionBytesSent: this.resync.sentBytes }, "resync sent");
@@ -622,6 +646,10 @@ export class PrimaryLink {
         const local = Buffer.concat(Array.from({ length: count }, (_, index) => regionDigest(data.subarray(index * regionBytes, Math.min(data.length, (index + 1) * regionBytes)))));
         const remote = await reply;
         if (remote === null) throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "link dropped during verify" });
+        if (remote.length > local.length || remote.length % 16 !== 0) {
+          this.step(session, { kind: "protocolError", reason: `hashReply with ${remote.length / 16} digests for ${count} regions` });
+          throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "peer answered verify with too many digests" });
+        }
         const difference = hashesDiffer(local, remote, regionBytes, Math.min(volume.size, offset + data.length), offset / regionBytes);
         for (const region of difference.regions) differing.push({ volume: volume.name, offset: region.offset, length: region.length });
         differingBytes += difference.differingBytes;

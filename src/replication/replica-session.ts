@@ -32,7 +32,7 @@ export interface ReplicaSessionContext {
 export class ReplicaSession {
   private readonly stream: FrameStream;
   private state: ReceiverState;
-  private lastAck = { receivedLsn: -1n, durableLsn: -1n, appliedLsn: -1n };
+  private lastAck = { receivedLsn: -1n, durableLsn: -1n, appliedLsn: -1n, consistent: false };
   private streamReady = false; // the accept has been acted on: acks describe this stream
   private readonly ticker: ReturnType<typeof setInterval>;
   private readonly acker: ReturnType<typeof setInterval>;
@@ -63,6 +63,12 @@ export class ReplicaSession {
     this.acker = setInterval(() => this.ackIfMoved(), linkAckIntervalMs);
   }
 
+  // Closed, and its last message handler has returned: a new session may use the replica.
+  async finished(): Promise<void> {
+    await this.closed;
+    await this.stream.whenIdle();
+  }
+
   close(reason: string): void {
     this.stream.close(new OperatingError("SHUTTING_DOWN", { what: reason }));
   }
@@ -71,8 +77,11 @@ export class ReplicaSession {
     return this.context.replica;
   }
 
+  // Silence is measured from the last bytes received, not the last message handled: a replica
+  // busy applying (its handler waiting for room) still hears a live primary.
   private tick(): void {
-    const [state, effects] = receiverTick(this.state, this.context.clock.nowMs(), linkSilenceMsMax);
+    const heard = { ...this.state, heardAtMs: Math.max(this.state.heardAtMs, this.stream.heardAtMs) };
+    const [state, effects] = receiverTick(heard, this.context.clock.nowMs(), linkSilenceMsMax);
     this.state = state;
     for (const effect of effects) void this.perform(effect, null);
   }
@@ -110,7 +119,6 @@ export class ReplicaSession {
         }
         this.replica.useIntervals(accept.intervals);
         this.streamReady = true;
-        this.stream.expect({ firstLsn: accept.resumeLsn, previousChecksum: accept.previousChecksum, logId: accept.logId });
         this.context.logger.info({ group: this.replica.name, start: accept.start, resumeLsn: String(accept.resumeLsn) }, "replica streaming");
         return;
       }
@@ -171,14 +179,16 @@ export class ReplicaSession {
     const durableLsn = log.durableLsn;
     const applied = this.replica.appliedLsn;
     const appliedLsn = applied < durableLsn ? applied : durableLsn;
-    this.lastAck = { receivedLsn, durableLsn, appliedLsn };
-    this.stream.send({ kind: "ack", receivedLsn, durableLsn, appliedLsn });
+    const consistent = this.replica.consistent;
+    this.lastAck = { receivedLsn, durableLsn, appliedLsn, consistent };
+    this.stream.send({ kind: "ack", receivedLsn, durableLsn, appliedLsn, consistent });
   }
 
   private ackIfMoved(): void {
     if (this.state.phase !== "streaming" || !this.streamReady) return;
     const log = this.replica.log;
-    if (log.headLsn === this.lastAck.receivedLsn && log.durableLsn === this.lastAck.durableLsn && this.replica.appliedLsn === this.lastAck.appliedLsn) return;
+    const last = this.lastAck;
+    if (log.headLsn === last.receivedLsn && log.durableLsn === last.durableLsn && this.replica.appliedLsn === last.appliedLsn && this.replica.consistent === last.consistent) return;
     this.ack();
   }
 }

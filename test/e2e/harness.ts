@@ -79,7 +79,7 @@ export class TestNode {
         `    logSize: ${options.logSize ?? "128MiB"}`,
         `    durability: ${options.durability ?? "activity-map"}`,
         "log:",
-        "  level: warn",
+        `  level: ${process.env.LOCKSTEP_TEST_LOG_LEVEL ?? "warn"}`,
         "",
       ].join("\n"),
     );
@@ -160,5 +160,6 @@ export class TestNode {
 }
 
 export function cleanup(dir: string): void {
+  if (process.env.LOCKSTEP_KEEP_TEST_DIRS === "1") return; // for a post-mortem of a failed run
   rmSync(dir, { recursive: true, force: true });
 }

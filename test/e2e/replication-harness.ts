@@ -3,6 +3,7 @@
 // token, `link accept` on the secondary with its own), optionally through a FaultProxy per link.
 
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { FaultProxy } from "../tools/fault-proxy.js";
@@ -38,13 +39,12 @@ export class Cluster {
     readonly dir: string,
     primaryOptions: NodeOptions = {},
   ) {
+    mkdirSync(join(dir, "primary"), { recursive: true });
     this.primary = new TestNode(join(dir, "primary"), { ...primaryOptions, name: "primary" });
   }
 
   static async start(dir: string, secondaries: number, primaryOptions: NodeOptions = {}, secondaryOptions: NodeOptions = {}): Promise<Cluster> {
-    const { mkdirSync } = await import("node:fs");
     const cluster = new Cluster(dir, primaryOptions);
-    mkdirSync(cluster.primary.dir, { recursive: true });
     for (let index = 1; index <= secondaries; index++) {
       const name = `secondary${index}`;
       const port = await freePort();
@@ -54,6 +54,10 @@ export class Cluster {
     }
     await Promise.all([cluster.primary, ...cluster.secondaries].map((node) => node.start()));
     return cluster;
+  }
+
+  replicationPort(name: string): number {
+    return this.ports.get(name)!;
   }
 
   secondary(name: string): TestNode {

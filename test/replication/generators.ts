@@ -122,9 +122,9 @@ export const recordsArbitrary: fc.Arbitrary<MessageToSend & { kind: "records" }>
     return { kind: "records" as const, records: chainedRecords(first, logId, previousChecksum, shapes), ackNow, intervalEnd };
   });
 
-export const ackArbitrary: fc.Arbitrary<Ack> = fc.array(u64, { minLength: 3, maxLength: 3 }).map((values) => {
+export const ackArbitrary: fc.Arbitrary<Ack> = fc.tuple(fc.array(u64, { minLength: 3, maxLength: 3 }), fc.boolean()).map(([values, consistent]) => {
   const [appliedLsn, durableLsn, receivedLsn] = [...values].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)) as [bigint, bigint, bigint];
-  return { kind: "ack", receivedLsn, durableLsn, appliedLsn };
+  return { kind: "ack", receivedLsn, durableLsn, appliedLsn, consistent };
 });
 
 export const heartbeatArbitrary: fc.Arbitrary<Heartbeat> = fc.record({ kind: fc.constant("heartbeat" as const), timestampMs: safe, echoTimestampMs: safe });

@@ -188,9 +188,9 @@ describe("replication messages", () => {
   });
 
   it("ack, heartbeat, resyncEnd: exact sizes, ordered LSNs, times within 2^53, u64 maxima", () => {
-    const top = { kind: "ack", receivedLsn: u64Max, durableLsn: u64Max, appliedLsn: u64Max } as const;
+    const top = { kind: "ack", receivedLsn: u64Max, durableLsn: u64Max, appliedLsn: u64Max, consistent: true } as const;
     assert.deepEqual(messageDecode(asFrame(top)), top);
-    const ack = asFrame({ kind: "ack", receivedLsn: 10n, durableLsn: 9n, appliedLsn: 8n }).payload;
+    const ack = asFrame({ kind: "ack", receivedLsn: 10n, durableLsn: 9n, appliedLsn: 8n, consistent: false }).payload;
     const swap = (first: number, second: number) => {
       const bytes = Buffer.from(ack);
       bytes.writeBigUInt64LE(ack.readBigUInt64LE(second), first);
