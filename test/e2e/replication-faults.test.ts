@@ -182,6 +182,43 @@ describe("replication through faults", () => {
     }
   });
 
+  it("sync: kill -9 of the primary loses no acknowledged write: the secondary holds every one", async () => {
+    const dir = tempDir("sync-loss");
+    dirs.push(dir);
+    const cluster = await Cluster.start(dir, 1, { logSize: "512MiB" });
+    try {
+      await cluster.primary.createVolume("disk0", "16MiB");
+      await cluster.link("secondary1", "sync");
+      await cluster.waitConsistent();
+      const blocks = 4096;
+      const seed = 303;
+      const progressPath = join(dir, "progress.json");
+      const workload = new PrefixWorkload({ uri: cluster.primary.uri("disk0"), blocks, seconds: 30, seed, progressPath, queueDepth: 4 });
+      await sleep(2500);
+      await cluster.primary.kill(); // the whole primary site is gone from here on
+      const result = await workload.finished;
+      assert.notEqual(result.code, 0, "the workload saw its server die");
+      const progress = workload.progress()!;
+      assert.ok(progress.acknowledged > 100, `only ${progress.acknowledged} writes acknowledged`);
+      // The secondary applies what it holds durably; every acknowledged write must be there.
+      const secondary = cluster.secondaries[0]!;
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const status = JSON.parse((await secondary.cli(["--json", "status"])).stdout) as { groups: { appliedLsn: string; durableLsn: string; receivedLsn: string }[] };
+        const group = status.groups[0]!;
+        if (group.appliedLsn === group.receivedLsn) break;
+        assert.ok(Date.now() < deadline, `secondary did not apply what it received: ${JSON.stringify(group)}`);
+        await sleep(100);
+      }
+      const image = readFileSync(cluster.imagePath(secondary, "disk0")).subarray(0, blocks * blockSize);
+      const verdict = checkPrefixAtLeast(image, seed, blocks, progress.issued, progress.acknowledged, 4);
+      assert.ok(verdict.ok, `an acknowledged write is missing on the sync secondary: ${verdict.reason}`);
+      process.stdout.write(`# sync loss test: ${progress.acknowledged} acknowledged writes, the secondary holds a prefix through ${verdict.prefixMax}\n`);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   it("refuses what is not its configured primary, and keeps serving", async () => {
     const dir = tempDir("refuse");
     dirs.push(dir);
