@@ -44,6 +44,8 @@ export interface NodeOptions {
   readonly name?: string; // default "test"
   readonly role?: "primary" | "secondary"; // of group g
   readonly replicationPort?: number; // where a secondary listens for its primary
+  readonly replicationHost?: string; // default 127.0.0.1
+  readonly netns?: string; // run the node (and its CLI calls) in this network namespace
 }
 
 // One lockstep node in its own directory; start()/kill()/stop() by PID.
@@ -72,7 +74,7 @@ export class TestNode {
         "nbd:",
         `  socket: ${this.socket}`,
         ...(options.tcp ? ["  listen: 127.0.0.1:0"] : []),
-        ...(options.replicationPort !== undefined ? ["replication:", `  listen: 127.0.0.1:${options.replicationPort}`] : []),
+        ...(options.replicationPort !== undefined ? ["replication:", `  listen: ${options.replicationHost ?? "127.0.0.1"}:${options.replicationPort}`] : []),
         "groups:",
         "  - name: g",
         `    role: ${options.role ?? "primary"}`,
@@ -96,7 +98,10 @@ export class TestNode {
   async start(): Promise<void> {
     rmSync(join(this.dataDir, "api.json"), { force: true });
     const logFd = openSync(join(this.dir, "node.log"), "a");
-    const child = spawn(process.execPath, [lockstepBin, "serve", "--config", this.configPath], { stdio: ["ignore", "ignore", logFd] });
+    const command = [process.execPath, lockstepBin, "serve", "--config", this.configPath];
+    // `ip netns exec` execs the node in place: the child's PID is the node's.
+    const [file, ...args] = this.options.netns === undefined ? command : ["ip", "netns", "exec", this.options.netns, ...command];
+    const child = spawn(file!, args, { stdio: ["ignore", "ignore", logFd] });
     closeSync(logFd);
     children.add(child);
     child.on("exit", () => children.delete(child));
@@ -130,6 +135,7 @@ export class TestNode {
   }
 
   cli(args: readonly string[]): Promise<RunResult> {
+    if (this.options.netns !== undefined) return run("ip", ["netns", "exec", this.options.netns, process.execPath, lockstepBin, "--node", this.dataDir, ...args]);
     return lockstep(["--node", this.dataDir, ...args]);
   }
 
