@@ -1,6 +1,7 @@
 // Prometheus metrics for one node: NBD requests (counts, bytes, latency histograms, kept by
 // request-tallies.ts in plain numbers until a scrape), NBD connections and protocol errors,
-// log usage per group, volume errors.
+// log usage per group, volume errors, and replication: per link (state, consistency, LSNs,
+// lag, bytes sent, overflows) and per replica (applied LSN, consistency).
 
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { NbdObserver, NbdRequestKind } from "../nbd/export.js";
@@ -14,6 +15,22 @@ export interface MetricSources {
     stats: { stalls: number; logFullErrors: number; checkpoints: number };
   }[];
   volumes(): readonly { name: string; errorCount: number; size: number }[];
+  links(): readonly LinkMetricsView[];
+  replicas(): readonly { name: string; appliedLsn: bigint; consistent: boolean; appliedRecords: number }[];
+}
+
+export interface LinkMetricsView {
+  readonly group: string;
+  readonly peer: string;
+  readonly streaming: boolean;
+  readonly consistent: boolean;
+  readonly durableLsn: bigint;
+  readonly appliedLsn: bigint;
+  readonly lagRecords: number;
+  readonly recordBytesSent: number;
+  readonly regionBytesSent: number;
+  readonly connects: number;
+  readonly overflows: number;
 }
 
 export class NodeMetrics implements NbdObserver {
@@ -32,6 +49,37 @@ export class NodeMetrics implements NbdObserver {
     this.connections = new Gauge({ name: "lockstep_nbd_connections", help: "Open NBD connections", registers: [this.registry], collect: () => undefined });
     this.protocolErrors = new Counter({ name: "lockstep_nbd_protocol_errors_total", help: "NBD protocol violations by error code", labelNames: ["code"], registers: [this.registry] });
     this.registerLogGauges();
+    this.registerReplicationGauges();
+  }
+
+  private registerReplicationGauges(): void {
+    const sources = this.sources;
+    const perLink = (name: string, help: string, value: (link: LinkMetricsView) => number) =>
+      new Gauge({
+        name, help, labelNames: ["group", "peer"], registers: [this.registry],
+        collect() {
+          for (const link of sources.links()) this.set({ group: link.group, peer: link.peer }, value(link));
+        },
+      });
+    perLink("lockstep_link_streaming", "1 while the link streams to its peer", (link) => (link.streaming ? 1 : 0));
+    perLink("lockstep_link_consistent", "1 when the peer is a consistent copy (no resync pending)", (link) => (link.consistent ? 1 : 0));
+    perLink("lockstep_link_durable_lsn", "Newest LSN the peer holds durably", (link) => Number(link.durableLsn));
+    perLink("lockstep_link_applied_lsn", "Newest LSN the peer has applied", (link) => Number(link.appliedLsn));
+    perLink("lockstep_link_lag_records", "Records written on the primary and not yet applied by the peer", (link) => link.lagRecords);
+    perLink("lockstep_link_record_bytes_sent_total", "Log record bytes sent on the link", (link) => link.recordBytesSent);
+    perLink("lockstep_link_region_bytes_sent_total", "Resync region bytes sent on the link", (link) => link.regionBytesSent);
+    perLink("lockstep_link_connects_total", "Connections the link made", (link) => link.connects);
+    perLink("lockstep_link_overflows_total", "Times the link overflowed the log into its bitmap", (link) => link.overflows);
+    const perReplica = (name: string, help: string, value: (replica: ReturnType<MetricSources["replicas"]>[number]) => number) =>
+      new Gauge({
+        name, help, labelNames: ["group"], registers: [this.registry],
+        collect() {
+          for (const replica of sources.replicas()) this.set({ group: replica.name }, value(replica));
+        },
+      });
+    perReplica("lockstep_replica_applied_lsn", "Newest LSN this replica has applied", (replica) => Number(replica.appliedLsn));
+    perReplica("lockstep_replica_consistent", "1 when this replica is a consistent image (no resync under way)", (replica) => (replica.consistent ? 1 : 0));
+    perReplica("lockstep_replica_applied_records_total", "Records this replica applied", (replica) => replica.appliedRecords);
   }
 
   private registerLogGauges(): void {

@@ -20,6 +20,7 @@ import { systemClock } from "../log/group-log.js";
 import type { Group } from "../group/group.js";
 import type { Replica } from "../group/replica.js";
 import { GroupLinks } from "../replication/group-links.js";
+import type { LinkMetricsView } from "../api/metrics.js";
 import { type LinkCredential, linkCredentialParse, linkCredentialSerialize } from "../replication/link-credential.js";
 import type { LinkMode, OverflowPolicy } from "../replication/primary-link.js";
 import { ReplicaSession } from "../replication/replica-session.js";
@@ -96,6 +97,10 @@ export class NodeReplication {
     );
     this.logger.info({ group: request.group, peer: request.peer, mode: request.mode }, "link added");
     return { link: await link.status(), credential: linkCredentialSerialize(pair.secondary) };
+  }
+
+  linkMetrics(): LinkMetricsView[] {
+    return [...this.links.values()].flatMap((links) => links.list().map((link) => link.metricsView()));
   }
 
   async linkList(): Promise<Record<string, unknown>[]> {

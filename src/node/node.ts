@@ -72,7 +72,12 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
   ) {
     this.startedAtMs = environment.nowMs();
     this.metrics = new NodeMetrics(
-      { groups: () => [...this.groups.values()], volumes: () => [...this.volumes.values()].map((state) => ({ name: state.volume.name, errorCount: state.volume.errorCount, size: state.volume.size })) },
+      {
+        groups: () => [...this.groups.values()],
+        volumes: () => [...this.volumes.values()].map((state) => ({ name: state.volume.name, errorCount: state.volume.errorCount, size: state.volume.size })),
+        links: () => this.replication.linkMetrics(),
+        replicas: () => [...this.replicas.values()].map((replica) => ({ name: replica.name, appliedLsn: replica.appliedLsn, consistent: replica.consistent, appliedRecords: replica.stats.appliedRecords })),
+      },
       environment.logger,
     );
     this.nbd = new NbdServer(this, this.metrics, environment.logger);

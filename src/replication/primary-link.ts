@@ -30,6 +30,7 @@ import type { Logger } from "../logger.js";
 import type { LogClock, LogCursor } from "../log/group-log.js";
 import { type LogRecord, RecordKind } from "../log/record.js";
 import type { Group } from "../group/group.js";
+import type { LinkMetricsView } from "../api/metrics.js";
 import { allocatedRegions } from "../volume/allocated-regions.js";
 import { hashesDiffer, regionDigest } from "../volume/region-hash.js";
 import type { HashRequest } from "./verify-hashes.js";
@@ -782,6 +783,24 @@ export class PrimaryLink {
     if (JSON.stringify(snapshot, bigintText) === JSON.stringify(this.persisted, bigintText)) return;
     await writeFileAtomic(this.files.state, `${JSON.stringify(snapshot, bigintText)}\n`);
     this.persisted = snapshot;
+  }
+
+  // The numbers a metrics scrape reads (synchronous, no I/O).
+  metricsView(): LinkMetricsView {
+    const lag = this.group.log.headLsn - this.progress.peerAppliedLsn;
+    return {
+      group: this.group.name,
+      peer: this.peer,
+      streaming: this.stateName === "streaming" || this.stateName === "resyncing",
+      consistent: !this.progress.bitmapActive,
+      durableLsn: this.progress.peerDurableLsn,
+      appliedLsn: this.progress.peerAppliedLsn,
+      lagRecords: lag > 0n ? Number(lag) : 0,
+      recordBytesSent: this.stats.recordBytesSent,
+      regionBytesSent: this.stats.regionBytesSent,
+      connects: this.stats.connects,
+      overflows: this.stats.overflows,
+    };
   }
 
   // How long ago record lsn was written (0 when it does not exist yet; null when the log no
