@@ -36,6 +36,9 @@ export interface ReplicaHost {
   // Makes this node's volumes of the group match the primary's table (create, resize,
   // delete), calling addVolume/removeVolume on the replica.
   applyVolumeTable(group: string, table: VolumeTable): Promise<void>;
+  // Called before a resync makes the volumes inconsistent: the snapshot work takes a
+  // protective snapshot here, so that a consistent image exists throughout (DESIGN.md §6).
+  beforeResync(group: string): Promise<void>;
 }
 
 export type ReplicaItem =
@@ -238,6 +241,7 @@ export class Replica {
   // resumeLsn (the records before it are no longer needed: the resync sends their regions).
   async beginResync(accept: Accept, primary: string): Promise<void> {
     await this.drained();
+    await this.options.host.beforeResync(this.name);
     this.stateValue = { version: 1, consistent: false, resyncing: true, primary };
     await this.persistState();
     await this.checkpoint();

@@ -180,6 +180,7 @@ export function linkConnect(
         return new Error(`the server's certificate names ${JSON.stringify(serverCommonName)}`);
       },
     });
+    socket.setNoDelay(true); // sync acknowledgements and small batches: Nagle would hold them back
     let settled = false;
     const fail = (error: OperatingError) => {
       if (settled) return;

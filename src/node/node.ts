@@ -365,6 +365,12 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
 
   // ---- ReplicaHost: a replica's volumes follow its primary's table ----
 
+  // The hook for the protective snapshot a resync will take once snapshots exist; until then
+  // the replica reports itself inconsistent for the length of the resync, and that is all.
+  async beforeResync(group: string): Promise<void> {
+    this.logger.warn({ group }, "resync starting: the replica is inconsistent until it ends (no protective snapshot yet)");
+  }
+
   async applyVolumeTable(groupName: string, table: VolumeTable): Promise<void> {
     const replica = this.replicas.get(groupName);
     assert(replica !== undefined, `volume table for ${groupName}, which is not a replica here`);

@@ -15,6 +15,7 @@ import type { Logger } from "../logger.js";
 import type { LogClock } from "../log/group-log.js";
 import type { Replica } from "../group/replica.js";
 import { FrameError } from "./frame-error.js";
+import { type LogRecord, RecordKind } from "../log/record.js";
 import { FrameStream } from "./frame-stream.js";
 import { protocolVersionMax, protocolVersionMin } from "./handshake.js";
 import { type ReceiverEffect, type ReceiverExpectation, type ReceiverState, receiverInitial, receiverStep, receiverTick } from "./link-receiver.js";
@@ -34,6 +35,9 @@ export class ReplicaSession {
   private state: ReceiverState;
   private lastAck = { receivedLsn: -1n, durableLsn: -1n, appliedLsn: -1n, consistent: false };
   private streamReady = false; // the accept has been acted on: acks describe this stream
+  // The primary's volumes as of the last volume table received (in stream order): a record
+  // that names another volume, or reaches past its end, is refused before it is appended.
+  private tableVolumes: Map<number, number> | null = null;
   private readonly ticker: ReturnType<typeof setInterval>;
   private readonly acker: ReturnType<typeof setInterval>;
   readonly closed: Promise<string>;
@@ -124,6 +128,7 @@ export class ReplicaSession {
       }
       case "records": {
         if (message?.kind !== "records") return;
+        this.checkVolumes(message.records);
         await this.replica.appendRecords(message.records);
         const last = message.records[message.records.length - 1]!;
         if (message.intervalEnd) this.replica.intervalEnd(last.lsn);
@@ -158,6 +163,7 @@ export class ReplicaSession {
         this.replica.enqueue({ kind: "regionData", message }, message.length);
         return;
       case "volumeTable":
+        this.tableVolumes = new Map(message.volumes.map((volume) => [volume.volumeId, volume.size]));
         this.replica.enqueue({ kind: "volumeTable", message });
         return;
       case "resyncEnd":
@@ -170,6 +176,15 @@ export class ReplicaSession {
         return;
       default:
         return;
+    }
+  }
+
+  private checkVolumes(records: readonly LogRecord[]): void {
+    for (const record of records) {
+      if (record.kind !== RecordKind.write && record.kind !== RecordKind.zero && record.kind !== RecordKind.trim) continue;
+      const size = this.tableVolumes?.get(record.volumeId);
+      if (size === undefined) throw new FrameError("field", { field: "volumeId", lsn: record.lsn, volumeId: record.volumeId, reason: "no such volume in the primary's table" });
+      if (record.offset + record.length > size) throw new FrameError("field", { field: "offset", lsn: record.lsn, volumeId: record.volumeId, reason: "past the volume's end" });
     }
   }
 

@@ -219,6 +219,34 @@ describe("replication through faults", () => {
     }
   });
 
+  it("initial sync of a large sparse volume ships only its allocated regions while writes go on", async () => {
+    const dir = tempDir("initial");
+    dirs.push(dir);
+    const fioDir = tempDir("initial-fio");
+    dirs.push(fioDir);
+    const cluster = await Cluster.start(dir, 1);
+    try {
+      await cluster.primary.createVolume("disk0", "4GiB");
+      const uri = cluster.primary.uri("disk0");
+      await runOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x11 0 8M", "-c", "write -P 0x22 1G 8M", "-c", "write -P 0x33 3G 8M"]);
+      const writing = run("fio", ["--name=initial", "--ioengine=nbd", `--uri=${uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=8", "--offset=2G", "--size=4M", "--time_based", "--runtime=4"], { cwd: fioDir, timeoutMs: 60_000 });
+      await cluster.link("secondary1", "async");
+      const progress = await cluster.primary.cli(["link", "progress", "g", "secondary1", "--timeout", "60s"]);
+      assert.equal(progress.code, 0, progress.stderr);
+      assert.match(progress.stderr, /g\/secondary1/, "the progress view names the link");
+      assert.equal((await writing).code, 0);
+      await cluster.drain();
+      await cluster.compareImages("disk0");
+      const [link] = await cluster.links();
+      const allocated = 24 * 1024 * 1024;
+      process.stdout.write(`# initial sync: ${link!.stats.regionBytesSent} region bytes sent for a 4 GiB volume with ${allocated} bytes allocated\n`);
+      assert.ok(link!.stats.regionBytesSent >= allocated, "every allocated byte was sent");
+      assert.ok(link!.stats.regionBytesSent <= allocated + 4 * 1024 * 1024 + 1024 * 1024, `only allocated regions were sent (${link!.stats.regionBytesSent})`);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   it("refuses what is not its configured primary, and keeps serving", async () => {
     const dir = tempDir("refuse");
     dirs.push(dir);
