@@ -2,9 +2,9 @@
 // point-in-time sample, SIGTERM to stop it cleanly. Registered with test/child-process.ts so
 // it is killed by PID if the test process exits first.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { children, type RunResult } from "../child-process.js";
+import { type RunResult, start } from "../child-process.js";
 import { readProgress, type WorkloadProgress } from "./prefix-checker.js";
 
 // This file runs from dist/test/tools/; the script stays in the source tree.
@@ -27,26 +27,9 @@ export class PrefixWorkload {
 
   constructor(readonly options: PrefixWorkloadOptions) {
     const args = [prefixWorkloadScript, options.uri, String(options.blocks), String(options.seconds), String(options.seed), options.progressPath, String(options.queueDepth ?? 1)];
-    const child = spawn(pythonWithLibnbd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    this.child = child;
-    children.add(child);
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), workloadRunMsMax);
-    this.finished = new Promise((resolve, reject) => {
-      child.on("error", (error) => {
-        clearTimeout(timer);
-        children.delete(child);
-        reject(error);
-      });
-      child.on("close", (code, signal) => {
-        clearTimeout(timer);
-        children.delete(child);
-        resolve({ code, signal, stdout, stderr });
-      });
-    });
+    const started = start(pythonWithLibnbd, args, { timeoutMs: workloadRunMsMax });
+    this.child = started.child;
+    this.finished = started.finished;
   }
 
   signal(signal: NodeJS.Signals): void {
