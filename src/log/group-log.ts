@@ -209,6 +209,7 @@ export class GroupLog {
   private readonly durableWaiters = new LsnWaiters();
   private roomWaiters: RoomWaiter[] = [];
   private checkpointRequests: Deferred[] = [];
+  private checkpointsInFlight: Deferred[] = []; // taken by the superblock being written: fail() rejects them too
   private appendWaiters: { lsn: bigint; resolve: () => void }[] = [];
   private roomWanted = false; // an append found no room: persist a pending tail soon
 
@@ -689,6 +690,7 @@ export class GroupLog {
     const tail = token.tail ?? { lsn: this.nextLsn, position: this.space.headPosition, previousChecksum: this.chain };
     const checkpoints = this.checkpointRequests;
     this.checkpointRequests = [];
+    this.checkpointsInFlight = checkpoints;
     this.roomWanted = false;
     this.superblockSequence += 1n;
     await superblockWrite(this.file, {
@@ -718,6 +720,7 @@ export class GroupLog {
     if (persist !== null) {
       this.space.persistDone(persist.token);
       for (const checkpoint of persist.checkpoints) checkpoint.resolve();
+      this.checkpointsInFlight = [];
     }
     this.space.free(this.freeThrough());
     this.roomNotify();
@@ -805,7 +808,8 @@ export class GroupLog {
     this.writtenWaiters.rejectAll(failure);
     this.durableWaiters.rejectAll(failure);
     this.appendNotify();
-    const checkpoints = this.checkpointRequests;
+    const checkpoints = [...this.checkpointsInFlight, ...this.checkpointRequests];
+    this.checkpointsInFlight = [];
     this.checkpointRequests = [];
     for (const checkpoint of checkpoints) checkpoint.reject(failure);
     this.rejectRoomWaiters(failure);

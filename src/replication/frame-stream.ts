@@ -146,6 +146,12 @@ export class FrameStream {
     }
   }
 
+  // What the next records frame must continue. The stream sets it itself from each accept and
+  // records frame it decodes; tests and tools may set it directly.
+  expect(expectation: RecordsExpectation): void {
+    this.expectation = expectation;
+  }
+
   // Resolves once no handler is running (after close(): once the last one has returned).
   whenIdle(): Promise<void> {
     if (!this.processing) return Promise.resolve();

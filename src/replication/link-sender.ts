@@ -29,6 +29,9 @@ export interface StartContext {
   readonly checksumAtPeerDurable: number | null; // our record at the peer's durableLsn (null: not in the log)
   readonly bitmapActive: boolean; // the link has a dirty bitmap to resync
   readonly bitmapCoveredLsn: bigint; // records through this LSN are in the bitmap
+  // The bitmap holds what the peer lacks beyond this LSN (it had everything through it when the
+  // bitmap began); null: the bitmap holds every allocated region (an initial sync).
+  readonly bitmapBaseLsn: bigint | null;
 }
 
 export type StartDecision =
@@ -87,7 +90,12 @@ export function helloRefusal(hello: Hello, expected: SenderExpectation): { reaso
 
 // Where the stream starts for a peer at hello.durableLsn.
 export function startChoose(hello: Hello, context: StartContext): StartDecision {
-  if (context.bitmapActive) return { start: "resync", resumeLsn: context.bitmapCoveredLsn + 1n, seedAllocated: false };
+  if (context.bitmapActive) {
+    // A peer that holds less than the bitmap assumes (its disks were replaced, say) needs all.
+    const peerBehindBase = context.bitmapBaseLsn !== null && hello.durableLsn < context.bitmapBaseLsn;
+    if (!peerBehindBase) return { start: "resync", resumeLsn: context.bitmapCoveredLsn + 1n, seedAllocated: false };
+    return { start: "resync", resumeLsn: context.headLsn + 1n, seedAllocated: true };
+  }
   const peerDurable = hello.durableLsn;
   const sameHistory =
     peerDurable <= context.headLsn &&

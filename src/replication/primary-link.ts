@@ -64,6 +64,7 @@ interface LinkProgress {
   peerAppliedLsn: bigint;
   bitmapActive: boolean;
   coveredLsn: bigint;
+  bitmapBaseLsn: bigint | null; // the peer had everything through it when the bitmap began; null: every allocated region
   resyncs: number;
 }
 
@@ -122,7 +123,7 @@ interface ResyncProgress {
 const bitmapPieceBytes = replicationRegionDataSizeMax;
 
 export class PrimaryLink {
-  private progress: LinkProgress = { peerDurableLsn: 0n, peerAppliedLsn: 0n, bitmapActive: false, coveredLsn: 0n, resyncs: 0 };
+  private progress: LinkProgress = { peerDurableLsn: 0n, peerAppliedLsn: 0n, bitmapActive: false, coveredLsn: 0n, bitmapBaseLsn: null, resyncs: 0 };
   private persisted: LinkProgress = { ...this.progress };
   private bitmap: DirtyBitmap | null = null;
   private bitmapMarks = 0; // marks since the bitmap was loaded: a resync clears it only if none came during it
@@ -157,7 +158,7 @@ export class PrimaryLink {
         for (const volume of group.volumeList()) {
           for await (const region of allocatedRegions(volume.file, volume.size)) link.bitmap.mark(volume.id, region.offset, region.length);
         }
-        link.progress = { ...link.progress, bitmapActive: true, coveredLsn: group.log.headLsn };
+        link.progress = { ...link.progress, bitmapActive: true, coveredLsn: group.log.headLsn, bitmapBaseLsn: null };
         await link.saveBitmap();
         await link.persistProgress();
       });
@@ -168,6 +169,7 @@ export class PrimaryLink {
         peerAppliedLsn: BigInt(raw.peerAppliedLsn as string),
         bitmapActive: raw.bitmapActive as boolean,
         coveredLsn: BigInt(raw.coveredLsn as string),
+        bitmapBaseLsn: raw.bitmapBaseLsn === null || raw.bitmapBaseLsn === undefined ? null : BigInt(raw.bitmapBaseLsn as string),
         resyncs: raw.resyncs as number,
       };
       link.persisted = { ...link.progress };
@@ -383,7 +385,7 @@ export class PrimaryLink {
         this.step(session, {
           kind: "hello",
           hello: message,
-          context: { tailLsn: usage.tailLsn, headLsn: usage.headLsn, checksumAtPeerDurable, bitmapActive: this.progress.bitmapActive, bitmapCoveredLsn: this.progress.coveredLsn },
+          context: { tailLsn: usage.tailLsn, headLsn: usage.headLsn, checksumAtPeerDurable, bitmapActive: this.progress.bitmapActive, bitmapCoveredLsn: this.progress.coveredLsn, bitmapBaseLsn: this.progress.bitmapBaseLsn },
         });
         return;
       }
@@ -566,7 +568,7 @@ export class PrimaryLink {
         for await (const region of allocatedRegions(volume.file, volume.size)) this.bitmap.mark(volume.id, region.offset, region.length);
       }
       this.bitmapMarks += 1;
-      this.progress = { ...this.progress, bitmapActive: true, coveredLsn: this.group.log.headLsn };
+      this.progress = { ...this.progress, bitmapActive: true, coveredLsn: this.group.log.headLsn, bitmapBaseLsn: null };
       await this.saveBitmap();
       await this.persistProgress();
     });
@@ -716,14 +718,15 @@ export class PrimaryLink {
     }
     this.bitmapMarks += 1;
     await this.saveBitmap();
-    this.progress = { ...this.progress, bitmapActive: true, coveredLsn: toLsn };
+    const bitmapBaseLsn = this.progress.bitmapActive ? this.progress.bitmapBaseLsn : fromLsn;
+    this.progress = { ...this.progress, bitmapActive: true, coveredLsn: toLsn, bitmapBaseLsn };
     await this.persistProgress();
   }
 
   // Marks regions that may differ (hot extents after a crash) for the next resync.
   async markRegions(regions: readonly VolumeRegion[]): Promise<void> {
     if (regions.length === 0) return;
-    if (!this.progress.bitmapActive) this.progress = { ...this.progress, coveredLsn: this.progress.peerDurableLsn };
+    if (!this.progress.bitmapActive) this.progress = { ...this.progress, coveredLsn: this.progress.peerDurableLsn, bitmapBaseLsn: this.progress.peerDurableLsn };
     this.bitmap ??= this.emptyBitmap();
     for (const region of regions) this.markClipped(this.bitmap, region);
     this.bitmapMarks += 1;

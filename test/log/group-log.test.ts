@@ -323,6 +323,27 @@ describe("group log", () => {
     assert.throws(() => log.append(write(0, 0, Buffer.alloc(512))), isCode("DISK_IO"));
   });
 
+  // Found by the replica crash tests: a replica closing after a power cut waited forever for
+  // its log's close(). The checkpoint requests a writer round takes for its superblock were
+  // neither resolved nor rejected when that superblock's write or datasync failed.
+  for (const on of ["write", "sync"] as const) {
+    it(`a checkpoint whose superblock ${on} fails is rejected, not left waiting; so is close()`, async () => {
+      const { disk, log } = await newLog(256 * KiB);
+      log.append(write(0, 0, Buffer.alloc(512)));
+      await log.sync(); // nothing queued: the next write is the superblock's
+      disk.injectFault("EIO", on);
+      const pending = Symbol("pending");
+      const outcome = (promise: Promise<void>) =>
+        Promise.race([promise.then(() => "resolved", (error: unknown) => error), new Promise((resolve) => setTimeout(() => resolve(pending), 2000))]);
+      const checkpointOutcome = await outcome(log.checkpoint());
+      assert.notEqual(checkpointOutcome, pending, "checkpoint() never settled");
+      assert.ok(isCode("DISK_IO")(checkpointOutcome), `checkpoint() gave ${String(checkpointOutcome)}`);
+      assert.equal(log.health.state, "failed");
+      const closeOutcome = await outcome(log.close());
+      assert.ok(isCode("DISK_IO")(closeOutcome), `close() gave ${String(closeOutcome)}`);
+    });
+  }
+
   it("refuses a bad size or group id, and a record that can never fit", async () => {
     const disk = new SimDisk("log", 1 << 20);
     await assert.rejects(GroupLog.create(disk, { sizeBytes: 1 << 20, groupId: "g" }), isCode("CONFIG_INVALID")); // < logSizeMin

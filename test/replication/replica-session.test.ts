@@ -1,0 +1,155 @@
+// A replica session (src/replication/replica-session.ts) driven by a scripted primary over a
+// real TCP connection on 127.0.0.1, with a real replica on simulated disks behind it: an initial
+// sync whose records follow the accept at once (while the replica is still restarting its log
+// copy on disk), a reconnect that continues the log, and an accept that does not continue it.
+
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Replica } from "../../src/group/replica.js";
+import { systemClock } from "../../src/log/group-log.js";
+import { silentLogger } from "../../src/logger.js";
+import { FrameStream } from "../../src/replication/frame-stream.js";
+import type { Hello } from "../../src/replication/handshake.js";
+import type { Message, MessageToSend } from "../../src/replication/message.js";
+import { ReplicaSession } from "../../src/replication/replica-session.js";
+import { type Primary, primaryLogId, primaryWith, ReplicaDisks, volumeImage, volumeSize } from "../group/replica-fixture.js";
+
+async function socketPair(): Promise<[Socket, Socket]> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const accepted = once(server, "connection") as Promise<[Socket]>;
+  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  await once(client, "connect");
+  const [serverSide] = await accepted;
+  server.close();
+  return [client, serverSide];
+}
+
+async function waitFor(condition: () => boolean, what: string, msMax = 10_000): Promise<void> {
+  const startMs = Date.now();
+  while (!condition()) {
+    if (Date.now() - startMs > msMax) assert.fail(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+// The primary's end of one connection, scripted by the test.
+class ScriptedPrimary {
+  readonly messages: Message[] = [];
+  readonly stream: FrameStream;
+  closedWith: Error | null | undefined = undefined;
+
+  constructor(socket: Socket) {
+    this.stream = new FrameStream(socket, { message: (message) => void this.messages.push(message), closed: (error) => (this.closedWith = error) }, { messagesBytesMax: 1 << 20, nowMs: () => Date.now() });
+  }
+
+  // Buffered by the socket when its buffer is full (the test sends little; no need to wait).
+  send(message: MessageToSend): void {
+    this.stream.send(message);
+  }
+
+  async peerHello(): Promise<Hello> {
+    await waitFor(() => this.messages.length > 0 || this.closedWith !== undefined, "the peer's hello");
+    assert.equal(this.messages[0]?.kind, "hello", `the peer answered ${this.messages[0]?.kind ?? String(this.closedWith)}`);
+    return this.messages[0] as Hello;
+  }
+
+  // What the peer sent, for failure messages.
+  said(): string {
+    return this.messages.map((message) => (message.kind === "reject" ? `reject ${message.reason} ${message.text}` : message.kind)).join(", ");
+  }
+
+  lastAck(): { durableLsn: bigint; appliedLsn: bigint } | null {
+    const acks = this.messages.filter((message) => message.kind === "ack");
+    return (acks.at(-1) as { durableLsn: bigint; appliedLsn: bigint } | undefined) ?? null;
+  }
+
+  sendRecords(primary: Primary, fromLsn: number, toLsn: number, batch: number, ackNow = false): void {
+    for (let lsn = fromLsn; lsn <= toLsn; lsn += batch) {
+      const last = Math.min(toLsn, lsn + batch - 1);
+      this.send({ kind: "records", records: primary.records.slice(lsn - 1, last), ackNow: ackNow && last === toLsn, intervalEnd: false });
+    }
+  }
+}
+
+const disksMade: ReplicaDisks[] = [];
+after(async () => {
+  for (const disks of disksMade) await disks.remove();
+});
+
+async function connectSession(replica: Replica): Promise<{ primary: ScriptedPrimary; session: ReplicaSession }> {
+  const [primarySocket, replicaSocket] = await socketPair();
+  const session = new ReplicaSession(replicaSocket, { node: "site-b", replica, expected: { group: "g", primary: "site-a", generation: 1n }, logger: silentLogger, clock: systemClock });
+  const primary = new ScriptedPrimary(primarySocket);
+  return { primary, session };
+}
+
+function primaryHello(durableLsn: bigint, durableChecksum: number): MessageToSend {
+  return { kind: "hello", versionMin: 1, versionMax: 1, role: "primary", generation: 1n, durableLsn, appliedLsn: durableLsn, durableChecksum, node: "site-a", group: "g" };
+}
+
+describe("replica session", () => {
+  it("initial sync with records right behind the accept, then a reconnect that continues the log", async () => {
+    const log = await primaryWith(120, 21);
+    const disks = await ReplicaDisks.make();
+    disksMade.push(disks);
+    const { replica, volume } = await disks.open(true);
+    replica.start();
+
+    // Connection 1: resync from LSN 1; everything is sent at once behind the accept.
+    const first = await connectSession(replica);
+    first.primary.send(primaryHello(80n, log.records[79]!.checksum));
+    const hello = await first.primary.peerHello();
+    assert.deepEqual([hello.role, hello.node, hello.group, hello.durableLsn, hello.durableChecksum], ["secondary", "site-b", "g", 0n, 0]);
+    first.primary.send({ kind: "accept", protocolVersion: 1, start: "resync", resumeLsn: 1n, previousChecksum: 0, logId: primaryLogId, intervals: false });
+    // The primary's log also writes to a volume 2 that this replica's host never attached.
+    first.primary.send({ kind: "volumeTable", atLsn: 0n, volumes: [{ volumeId: 1, name: "disk0", size: volumeSize }, { volumeId: 2, name: "disk1", size: volumeSize }] });
+    first.primary.send({ kind: "bitmapRegions", regions: [{ volumeId: 1, offset: 0, length: volumeSize }] });
+    first.primary.sendRecords(log, 1, 50, 7);
+    first.primary.send({ kind: "regionData", volumeId: 1, offset: 0, length: volumeSize, data: log.images[50]! });
+    await waitFor(() => replica.log.logId === primaryLogId, "the replica's log copy to restart");
+    await sleep(20); // the rest comes after the accept has been acted on
+    first.primary.sendRecords(log, 51, 80, 9, true);
+    first.primary.send({ kind: "resyncEnd", consistentLsn: 80n });
+    await waitFor(() => (first.primary.lastAck()?.durableLsn ?? 0n) >= 80n || first.primary.closedWith !== undefined, "the ack of LSN 80");
+    assert.equal(first.primary.closedWith, undefined, `the session dropped a correct stream (it sent: ${first.primary.said()})`);
+    await waitFor(() => replica.consistent && replica.appliedLsn === 80n, "the end of the resync");
+    assert.ok((await volumeImage(volume)).equals(log.images[80]!));
+    assert.equal(disks.tables.length, 1);
+    first.primary.stream.close();
+    await first.session.closed;
+
+    // Connection 2: the replica says where it is; the primary continues its log.
+    const second = await connectSession(replica);
+    second.primary.send(primaryHello(120n, log.records[119]!.checksum));
+    const again = await second.primary.peerHello();
+    assert.deepEqual([again.durableLsn, again.durableChecksum], [80n, log.records[79]!.checksum]);
+    second.primary.send({ kind: "accept", protocolVersion: 1, start: "log", resumeLsn: 81n, previousChecksum: log.records[79]!.checksum, logId: primaryLogId, intervals: false });
+    second.primary.send({ kind: "volumeTable", atLsn: 80n, volumes: [{ volumeId: 1, name: "disk0", size: volumeSize }, { volumeId: 2, name: "disk1", size: volumeSize }] }); // every stream starts with one
+    second.primary.sendRecords(log, 81, 120, 11, true);
+    await waitFor(() => (second.primary.lastAck()?.appliedLsn ?? 0n) >= 120n || second.primary.closedWith !== undefined, "the ack of LSN 120 applied");
+    assert.equal(second.primary.closedWith, undefined, `the session dropped a correct stream (it sent: ${second.primary.said()})`);
+    assert.ok((await volumeImage(volume)).equals(log.images[120]!));
+    second.primary.stream.close();
+    await second.session.closed;
+
+    // Connection 3: a log accept that does not continue the copy is refused.
+    const third = await connectSession(replica);
+    third.primary.send(primaryHello(120n, log.records[119]!.checksum));
+    await third.primary.peerHello();
+    third.primary.send({ kind: "accept", protocolVersion: 1, start: "log", resumeLsn: 100n, previousChecksum: log.records[98]!.checksum, logId: primaryLogId, intervals: false });
+    const reason = await third.session.closed;
+    assert.match(reason, /resumeLsn|field/);
+    await waitFor(() => third.primary.closedWith !== undefined, "the primary's end");
+    assert.deepEqual(
+      third.primary.messages.find((message) => message.kind === "reject"),
+      { kind: "reject", reason: "protocolError", text: "field" },
+    );
+    assert.equal(replica.log.headLsn, 120n, "nothing appended");
+    await replica.close();
+  });
+});
