@@ -78,6 +78,7 @@ export const linksPerGroupMax = 8;
 export const linkCloseMsMax = 1_000; // a closing link gets this long to deliver its last frame (a reject)
 export const replicationMessagesBytesMax = 48 * MiB; // decoded frames waiting for their handler, per connection; the socket is paused beyond
 export const replicaPendingBytesMax = 64 * MiB; // region data and items received, not yet applied; the link is paused beyond
+export const replicaMemoryBytesMax = 32 * MiB; // received records kept in memory for the applier (beyond: read back from the log copy)
 export const replicaApplyCheckpointFillRatio = 0.5; // the applier syncs volumes and frees its log above this fill
 export const replicaRoomWaitMsMax = 120_000; // a receiver waits this long for log room, then drops the link
 export const resyncReadsInflightMax = 4; // region reads of a resync in flight at once

@@ -19,7 +19,7 @@
 // resync and `true` only after the volumes are synced at its end; status and promotion read it.
 
 import { assert } from "../assert.js";
-import { replicaApplyCheckpointFillRatio, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
+import { replicaApplyCheckpointFillRatio, replicaMemoryBytesMax, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
@@ -82,6 +82,12 @@ export class Replica {
   // periodic streams: apply only through the last interval boundary (null: all durable records)
   private intervalLsn: bigint | null = null;
   private logSwitch: Promise<void> | null = null; // set while beginResync replaces the log copy
+  // Records received and not yet applied, kept in memory (consecutive, at most
+  // replicaMemoryBytesMax) so that the applier need not read them back from the log copy;
+  // beyond that it reads them from disk.
+  private readonly received: LogRecord[] = [];
+  private receivedStart = 0;
+  private receivedBytes = 0;
   readonly stats = { appliedRecords: 0, appliedBytes: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
 
   private constructor(
@@ -179,8 +185,39 @@ export class Replica {
         await this.logValue.waitForRoom(record.payloadSize, replicaRoomWaitMsMax);
       }
       this.logValue.appendReceived(record);
+      this.keep(record);
     }
     this.wakeApplier();
+  }
+
+  private keep(record: LogRecord): void {
+    const last = this.received[this.received.length - 1];
+    const consecutive = this.received.length === this.receivedStart ? record.lsn === this.appliedLsnValue + 1n : last!.lsn + 1n === record.lsn;
+    if (!consecutive || this.receivedBytes + record.payloadSize > replicaMemoryBytesMax) return;
+    this.received.push(record);
+    this.receivedBytes += record.payloadSize;
+  }
+
+  // The next record to apply: from memory when kept there, else read back from the log copy.
+  private async nextRecord(): Promise<LogRecord | null> {
+    const lsn = this.appliedLsnValue + 1n;
+    while (this.receivedStart < this.received.length && this.received[this.receivedStart]!.lsn < lsn) this.dropKept();
+    const kept = this.received[this.receivedStart];
+    if (kept !== undefined && kept.lsn === lsn) {
+      this.dropKept();
+      return kept;
+    }
+    if (this.cursor.nextLsn !== lsn) this.cursor = this.logValue.cursor(lsn);
+    return this.cursor.next();
+  }
+
+  private dropKept(): void {
+    this.receivedBytes -= this.received[this.receivedStart]!.payloadSize;
+    this.receivedStart += 1;
+    if (this.receivedStart === this.received.length || this.receivedStart > 1024) {
+      this.received.splice(0, this.receivedStart);
+      this.receivedStart = 0;
+    }
   }
 
   // Places an item in the stream after the last record received so far.
@@ -258,6 +295,9 @@ export class Replica {
       });
       this.appliedLsnValue = accept.resumeLsn - 1n;
       this.cursor = this.logValue.cursor(accept.resumeLsn);
+      this.received.length = 0;
+      this.receivedStart = 0;
+      this.receivedBytes = 0;
     } finally {
       this.logSwitch = null;
       switched();
@@ -341,7 +381,7 @@ export class Replica {
 
   private async applyThrough(targetLsn: bigint): Promise<void> {
     while (this.appliedLsnValue < targetLsn) {
-      const record = await this.cursor.next();
+      const record = await this.nextRecord();
       assert(record !== null && record.lsn === this.appliedLsnValue + 1n, `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
       const volume = this.volumes.get(record.volumeId);
       // A volume the table removed, or a range a shrink cut off: nothing left to change.

@@ -406,8 +406,8 @@ export class GroupLog {
       this.wantRoom();
       throw new OperatingError("LOG_FULL", { recordBytes: diskBytes, freeBytes: this.space.freeBytes, tailLsn: this.releasedLsn + 1n });
     }
-    const { header, checksum } = recordHeaderEncode(record, record.payload);
-    assert(checksum === record.checksum, `appendReceived: record ${record.lsn} changed`);
+    // The decoder verified record.checksum over these fields and payload: not computed again.
+    const { header, checksum } = recordHeaderEncode(record, record.payloadSize > 0 ? record.payload : undefined, undefined, record.checksum);
     const placement = this.space.reserve(record.lsn, diskBytes, this.chain);
     if (placement.wrapPosition !== null) this.enqueue(this.wrapMarker(record.lsn, placement.wrapPosition));
     this.enqueue({ lsn: record.lsn, isRecord: true, position: placement.position, diskBytes, header, payload: record.payloadSize > 0 ? record.payload : null });

@@ -139,7 +139,9 @@ function isU64(value: bigint): boolean {
 // Writes the header of a record into `target` (recordHeaderSize bytes, allocated when not
 // given) and returns it with the record's checksum. The payload is only read (for the
 // checksum), never copied: write [header, payload, padding] with one writev.
-export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undefined, target?: Buffer): { header: Buffer; checksum: number } {
+// knownChecksum: the record's checksum as already verified over these very fields and payload
+// (a record received and decoded): not computed again.
+export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undefined, target?: Buffer, knownChecksum?: number): { header: Buffer; checksum: number } {
   const payloadSize = payload?.length ?? 0;
   assert(payloadSize <= logRecordPayloadSizeMax, "record payload exceeds the limit");
   assert(isU32(fields.volumeId) && isU32(fields.length) && isU32(fields.previousChecksum), "record u32 field out of range");
@@ -164,7 +166,7 @@ export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undef
   writeU64(header, fields.offset, 64);
   header.writeUInt32LE(0, 72);
   header.writeUInt32LE(0, 76);
-  const checksum = recordChecksum(header, payload);
+  const checksum = knownChecksum ?? recordChecksum(header, payload);
   header.writeUInt32LE(checksum, 0);
   return { header, checksum };
 }
