@@ -3,13 +3,15 @@
 // Server CPU is utime + stime (+ reaped children) of the server's process tree from
 // /proc/PID/stat, sampled when fio's ramp ends and when fio exits; fio's figures cover the
 // same window (it excludes the ramp). The window also holds fio's exit and disconnect, a
-// few milliseconds. CPU per I/O divides by the data I/Os, flushes not counted.
+// few milliseconds. CPU per I/O divides by the data I/Os, flushes not counted. A target's
+// other processes (a replicated target's secondary) are sampled in the same window.
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fioFiguresParse, fioRowArgs, fioTargetArgs, type FioFigures, type Row } from "./fio-job.js";
 import { pageCacheReset, type CacheResetMethod, type CacheResetResult } from "./page-cache.js";
 import { commandRun, processTreeCpuSeconds, processTreeRssBytes } from "./process-tree.js";
+import type { LinkCatchUp } from "./node-pair.js";
 import type { RunningTarget } from "./target.js";
 
 const fioSlackMs = 120_000; // beyond runtime + ramp: start, connect, exit
@@ -24,16 +26,24 @@ export interface MeasureContext {
   readonly fincoreAvailable: boolean;
 }
 
+interface CpuSample {
+  readonly cpuSeconds: number;
+  readonly peerCpuSeconds: number;
+  readonly atMs: number;
+}
+
 export interface RowResult {
   readonly row: string;
   readonly figures: FioFigures;
   readonly serverCpuSeconds: number | null;
   readonly serverCpuPercent: number | null; // of one core
   readonly serverCpuUsPerIo: number | null;
+  readonly peerCpuPercent: number | null; // other processes of the target (a secondary), same window; null: none
   readonly cacheReset: CacheResetResult;
+  readonly linkCatchUp?: LinkCatchUp | null; // replicated targets (RunningTarget.afterRow)
 }
 
-async function fioRun(args: string[], outputPath: string, timeoutMs: number, onStart?: (pid: number) => void): Promise<string> {
+export async function fioRun(args: string[], outputPath: string, timeoutMs: number, onStart?: (pid: number) => void): Promise<string> {
   const result = await commandRun("fio", args, { timeoutMs, onStart });
   if (result.timedOut) throw new Error(`fio timed out after ${timeoutMs} ms: fio ${args.join(" ")}`);
   if (result.code !== 0) {
@@ -52,9 +62,14 @@ export async function rowMeasure(
   const outputPath = join(context.workDir, `fio-${row.name}.json`);
   const args = [...fioRowArgs(row, timing, outputPath), ...fioTargetArgs(target.fio)];
   const serverPid = target.serverPid;
-  let windowStart: { cpuSeconds: number; atMs: number } | null = null;
+  const peerPids = target.peerPids?.() ?? [];
+  let windowStart: CpuSample | null = null;
   let rampTimer: NodeJS.Timeout | undefined;
-  const sample = () => serverPid === null ? null : { cpuSeconds: processTreeCpuSeconds(serverPid), atMs: performance.now() };
+  const sample = (): CpuSample | null => serverPid === null ? null : {
+    cpuSeconds: processTreeCpuSeconds(serverPid),
+    peerCpuSeconds: peerPids.reduce((sum, pid) => sum + processTreeCpuSeconds(pid), 0),
+    atMs: performance.now(),
+  };
   try {
     const text = await fioRun(args, outputPath, (timing.runtimeSeconds + timing.rampSeconds) * 1000 + fioSlackMs, () => {
       windowStart = sample();
@@ -62,9 +77,9 @@ export async function rowMeasure(
     });
     const windowEnd = sample();
     const figures = fioFiguresParse(text, row);
-    const start = windowStart as { cpuSeconds: number; atMs: number } | null;
+    const start = windowStart as CpuSample | null;
     if (start === null || windowEnd === null) {
-      return { row: row.name, figures, serverCpuSeconds: null, serverCpuPercent: null, serverCpuUsPerIo: null, cacheReset };
+      return { row: row.name, figures, serverCpuSeconds: null, serverCpuPercent: null, serverCpuUsPerIo: null, peerCpuPercent: null, cacheReset };
     }
     const cpuSeconds = windowEnd.cpuSeconds - start.cpuSeconds;
     const wallSeconds = (windowEnd.atMs - start.atMs) / 1000;
@@ -74,6 +89,7 @@ export async function rowMeasure(
       serverCpuSeconds: cpuSeconds,
       serverCpuPercent: wallSeconds > 0 ? (100 * cpuSeconds) / wallSeconds : null,
       serverCpuUsPerIo: figures.ios > 0 ? (cpuSeconds * 1e6) / figures.ios : null,
+      peerCpuPercent: peerPids.length > 0 && wallSeconds > 0 ? (100 * (windowEnd.peerCpuSeconds - start.peerCpuSeconds)) / wallSeconds : null,
       cacheReset,
     };
   } finally {

@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import type { CacheResetMethod } from "./page-cache.js";
 import { rowsAll, rowsDefault } from "./fio-job.js";
+import { syncRowsAll } from "./link-sync.js";
 import { targetsAll, targetsDefault } from "./target-registry.js";
 
 export interface BenchOptions {
@@ -23,12 +24,17 @@ export interface BenchOptions {
   readonly resultPath: string | null; // null: bench/results/latest.json
 }
 
+const rowNamesKnown = [...rowsAll.map((row) => row.name), ...syncRowsAll.map((row) => row.name)];
+const rowsKnownDefault = [...rowsDefault, ...syncRowsAll.map((row) => row.name)];
+
 export const usage = `usage: npm run bench -- [options]
 
   --targets LIST       comma-separated, default ${targetsDefault.join(",")}
                        known: ${targetsAll.map((target) => target.name).join(", ")}
-  --rows LIST          comma-separated, default ${rowsDefault.join(",")}
-                       known: ${rowsAll.map((row) => row.name).join(", ")}
+  --rows LIST          comma-separated, default ${rowsKnownDefault.join(",")}
+                       known: ${rowNamesKnown.join(", ")}
+                       (fio rows run on every target that runs them; ${syncRowsAll.map((row) => row.name).join(" and ")}
+                       only on lockstep-link; lockstep-async/-sync run randwrite-4k-qd16 only)
   --runtime SECONDS    measured time per job (default 15; --quick: 5)
   --ramp SECONDS       ramp time per job, not measured (default 3; --quick: 1)
   --quick              short jobs, 1 GiB memory check, docs/BENCHMARKS.md left alone
@@ -39,7 +45,9 @@ export const usage = `usage: npm run bench -- [options]
   --raw-engine E       fio engine for the raw target (default io_uring; libaio, psync)
   --uv-io-uring M      default | on | off: UV_USE_IO_URING for lockstep targets
   --tmp DIR            parent of the temp dir (default /var/tmp)
-  --docs / --no-docs   regenerate docs/BENCHMARKS.md figures (default: yes unless --quick)
+  --docs / --no-docs   regenerate docs/BENCHMARKS.md figures (default: yes unless --quick); a run
+                       of only lockstep and lockstep-async/-sync/-link rewrites only the
+                       replication block of the figures and keeps the data-path block
   --out PATH           JSON result file (default bench/results/latest.json)
 `;
 
@@ -110,7 +118,7 @@ export function optionsParse(argv: readonly string[]): BenchOptions | "help" {
   const runtimeSeconds = numberParse(values.runtime, quick ? 5 : 15, "runtime", 1, 3600);
   return {
     targets: listParse(values.targets, targetsDefault, targetsAll.map((target) => target.name), "target"),
-    rows: listParse(values.rows, rowsDefault, rowsAll.map((row) => row.name), "row"),
+    rows: listParse(values.rows, rowsKnownDefault, rowNamesKnown, "row"),
     runtimeSeconds,
     rampSeconds: numberParse(values.ramp, quick ? 1 : 3, "ramp", 0, 600),
     quick,

@@ -1,24 +1,28 @@
 // `npm run bench`: the NBD data-path benchmark.
 //
 // One fresh, fully written image in a temp dir on the real disk; every target serves it in
-// turn (lockstep, lockstep-wal, nbdkit, qemu-nbd, then fio on the file itself) and runs the
-// same fio jobs, the page cache reset before each. Prints a table with ratios against the
-// peers measured in the same run, writes bench/results/latest.json and the figures section of
-// docs/BENCHMARKS.md. Exit 0 when every target ran, 1 when one failed, 2 on a usage or setup
-// error. Methodology and caveats: docs/BENCHMARKS.md.
+// turn (lockstep, lockstep-wal, lockstep with an async and a sync secondary, nbdkit,
+// qemu-nbd, then fio on the file itself) and runs the same fio jobs, the page cache reset
+// before each; a replicated target then drains its link. lockstep-link measures a link's
+// initial sync and resync on an image of its own (link-sync.ts). Prints a table with ratios
+// against the peers measured in the same run, writes bench/results/latest.json and the
+// figures section of docs/BENCHMARKS.md. Exit 0 when every target ran, 1 when one failed, 2
+// on a usage or setup error. Methodology and caveats: docs/BENCHMARKS.md.
 
 import { mkdirSync, mkdtempSync, rmSync, statfsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { rowsAll } from "./fio-job.js";
 import { machineDescribe, toolAvailable, toolPackages } from "./machine.js";
-import { memoryCheck, rowMeasure, type MeasureContext } from "./measurement.js";
+import { syncRowsAll } from "./link-sync.js";
+import { memoryCheck, rowMeasure, type MeasureContext, type RowResult } from "./measurement.js";
+import type { LinkCatchUp } from "./node-pair.js";
 import { optionsParse, usage, UsageError, type BenchOptions } from "./options.js";
 import { dropCachesWritable } from "./page-cache.js";
 import { childrenKillAll, clockTicksPerSecond, commandCheck } from "./process-tree.js";
 import { docsFiguresWrite, jsonWrite, ratiosCompute, textReport, type BenchResult, type TargetResult } from "./report.js";
 import { TargetUnavailableError, type RunningTarget, type TargetDefinition } from "./target.js";
-import { ratioPairs, targetsAll } from "./target-registry.js";
+import { ratioPairs, replicationTargetNames, targetsAll } from "./target-registry.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const imageCreateTimeoutMs = 600_000;
@@ -44,10 +48,12 @@ async function toolsCheck(targets: readonly TargetDefinition[]): Promise<boolean
   return fincoreAvailable;
 }
 
-function spaceCheck(tempDir: string, options: BenchOptions): void {
+function spaceCheck(tempDir: string, options: BenchOptions, targets: readonly TargetDefinition[]): void {
   const stats = statfsSync(tempDir);
   const freeBytes = stats.bavail * stats.bsize;
-  const neededBytes = options.imageSizeBytes + lockstepLogBytes + spaceMarginBytes;
+  // Targets run one at a time and their directories go when they stop: the largest counts.
+  const extraBytes = Math.max(0, ...targets.map((target) => target.extraDiskBytes?.(options.imageSizeBytes) ?? 0));
+  const neededBytes = options.imageSizeBytes + lockstepLogBytes + spaceMarginBytes + extraBytes;
   if (freeBytes < neededBytes) {
     throw new SetupError(`${tempDir}: ${(freeBytes / 1024 ** 3).toFixed(1)} GiB free, the bench needs ${(neededBytes / 1024 ** 3).toFixed(1)} GiB`);
   }
@@ -65,6 +71,43 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** A target with no selected row it runs and no memory check to do (e.g. lockstep-link with --rows randread-4k-qd16). */
+function nothingToRun(definition: TargetDefinition, options: BenchOptions): boolean {
+  const fioRows = rowsAll.filter((row) => options.rows.includes(row.name) && (definition.fioRows?.includes(row.name) ?? true));
+  const ownRows = (definition.ownRows ?? []).filter((row) => options.rows.includes(row));
+  return fioRows.length === 0 && ownRows.length === 0 && !(options.memoryCheck && definition.memoryCheck !== false);
+}
+
+function catchUpText(catchUp: LinkCatchUp | null): string {
+  if (catchUp === null) return "";
+  const drain = catchUp.drainSeconds === null ? `failed: ${catchUp.error}` : `${catchUp.drainSeconds.toFixed(2)} s`;
+  return `; link at the end: ${catchUp.stateAtEnd}, lag ${(catchUp.lagBytesAtEnd / 2 ** 20).toFixed(1)} MiB, drain ${drain}`;
+}
+
+/** The fio rows selected that the target runs; a replicated target drains its link after each. */
+async function fioRowsRun(definition: TargetDefinition, running: RunningTarget, options: BenchOptions, context: MeasureContext, result: TargetResult): Promise<void> {
+  for (const row of rowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.fioRows?.includes(candidate.name) ?? true))) {
+    const measured: RowResult = await rowMeasure(row, running, options, context);
+    const linkCatchUp = running.afterRow === undefined ? null : await running.afterRow();
+    result.rows.push({ ...measured, linkCatchUp });
+    progress(`${definition.name} ${row.name}: ${Math.round(measured.figures.iops)} IOPS, ` +
+      `p99 ${measured.figures.latencyP99Us.toFixed(0)} µs, server CPU ${measured.serverCpuPercent?.toFixed(0) ?? "-"} %` +
+      ` (image resident after reset: ${measured.cacheReset.residentBytesAfter ?? "?"} B)${catchUpText(linkCatchUp)}`);
+  }
+}
+
+/** The selected rows the target measures itself (lockstep-link: initial sync, resync). */
+async function ownRowsRun(definition: TargetDefinition, running: RunningTarget, options: BenchOptions, result: TargetResult): Promise<void> {
+  for (const row of syncRowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.ownRows?.includes(candidate.name) ?? false))) {
+    if (running.ownRowMeasure === undefined) throw new Error(`${definition.name} lists row ${row.name} but cannot measure it`);
+    const measured = await running.ownRowMeasure(row.name);
+    result.syncRows.push(measured);
+    progress(`${definition.name} ${row.name}: ${(measured.bytes / 2 ** 20).toFixed(0)} MiB in ${measured.seconds.toFixed(2)} s = ` +
+      `${(measured.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s (raw read ${(measured.rawReadBytesPerSecond / 2 ** 20).toFixed(0)} MiB/s)` +
+      `${measured.nudges > 0 ? `, ${measured.nudges} nudge(s)` : ""}; ${measured.observations.join("; ")}`);
+  }
+}
+
 async function targetRun(
   definition: TargetDefinition,
   options: BenchOptions,
@@ -74,6 +117,7 @@ async function targetRun(
 ): Promise<TargetResult> {
   const result: TargetResult = {
     name: definition.name, description: definition.description, command: null, error: null, rows: [], memory: null, memoryError: null,
+    notes: [], syncRows: [],
   };
   const workDir = join(tempDir, definition.name);
   mkdirSync(workDir);
@@ -83,16 +127,13 @@ async function targetRun(
     progress(`${definition.name}: starting`);
     running = await definition.start({
       repoRoot, workDir, imagePath, imageSizeBytes: options.imageSizeBytes, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring,
+      cacheReset: options.cacheReset, fincoreAvailable,
     });
     result.command = running.command.split(tempDir).join("$BENCH_DIR");
-    for (const row of rowsAll.filter((candidate) => options.rows.includes(candidate.name))) {
-      const measured = await rowMeasure(row, running, options, context);
-      result.rows.push(measured);
-      progress(`${definition.name} ${row.name}: ${Math.round(measured.figures.iops)} IOPS, ` +
-        `p99 ${measured.figures.latencyP99Us.toFixed(0)} µs, server CPU ${measured.serverCpuPercent?.toFixed(0) ?? "-"} %` +
-        ` (image resident after reset: ${measured.cacheReset.residentBytesAfter ?? "?"} B)`);
-    }
-    if (options.memoryCheck && running.serverPid !== null) {
+    result.notes.push(...(running.notes ?? []));
+    await fioRowsRun(definition, running, options, context, result);
+    await ownRowsRun(definition, running, options, result);
+    if (options.memoryCheck && running.serverPid !== null && definition.memoryCheck !== false) {
       try {
         result.memory = await memoryCheck(running, options.memoryWriteBytes, options.memoryRandomSecondsMax, context);
         progress(`${definition.name} memory: RSS ${(result.memory.rssStartBytes / 2 ** 20).toFixed(0)} → peak ${(result.memory.rssPeakBytes / 2 ** 20).toFixed(0)} → ${(result.memory.rssEndBytes / 2 ** 20).toFixed(0)} MiB`);
@@ -142,11 +183,12 @@ async function main(argv: readonly string[]): Promise<number> {
   process.once("SIGINT", interrupted);
   process.once("SIGTERM", interrupted);
   try {
-    spaceCheck(tempDir, options);
+    spaceCheck(tempDir, options, definitions);
     const imagePath = join(tempDir, "bench.img");
     progress(`writing a ${options.imageSizeBytes / 2 ** 20} MiB image at ${imagePath}`);
     await imageCreate(imagePath, options.imageSizeBytes);
     const rows = rowsAll.filter((row) => options.rows.includes(row.name));
+    const syncRows = syncRowsAll.filter((row) => options.rows.includes(row.name));
     const result: BenchResult = {
       command: ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" "),
       startedAt: new Date().toISOString(),
@@ -159,10 +201,15 @@ async function main(argv: readonly string[]): Promise<number> {
       machine: await machineDescribe(tempDir, repoRoot),
       cacheResetNote: "",
       rows,
+      syncRows,
       targets: [],
       ratios: [],
     };
     for (const definition of definitions) {
+      if (nothingToRun(definition, options)) {
+        progress(`${definition.name}: none of the selected rows applies to it; skipped`);
+        continue;
+      }
       result.targets.push(await targetRun(definition, options, tempDir, imagePath, fincoreAvailable));
     }
     result.finishedAt = new Date().toISOString();
@@ -174,7 +221,9 @@ async function main(argv: readonly string[]): Promise<number> {
     jsonWrite(resultPath, result);
     progress(`wrote ${resultPath}`);
     if (options.docs) {
-      docsFiguresWrite(join(repoRoot, "docs", "BENCHMARKS.md"), result, "# Benchmarks\n");
+      const replicationOnly = options.targets.some((name) => replicationTargetNames.includes(name)) &&
+        options.targets.every((name) => replicationTargetNames.includes(name) || name === "lockstep");
+      docsFiguresWrite(join(repoRoot, "docs", "BENCHMARKS.md"), result, "# Benchmarks\n", { dataPath: !replicationOnly, replicationTargets: replicationTargetNames });
       progress("updated docs/BENCHMARKS.md");
     }
     return result.targets.some((target) => target.error !== null) ? 1 : 0;

@@ -1,17 +1,22 @@
 // The targets the bench knows, and which of them are compared.
 //
 // The list grows by adding a definition and, for a new comparison, a pair to `ratioPairs`.
-// The replication overhead rows of DESIGN.md §8 are meant to land this way: a
-// `lockstep-replicated` target (a primary with a live secondary) and the pair
-// ["lockstep-replicated", "lockstep"]; nothing is measured for them until that exists.
+// Replication (DESIGN.md §8): `lockstep-async` and `lockstep-sync` are the `lockstep` target
+// with one secondary, compared with it; `lockstep-link` measures a link's initial sync and
+// resync (rows of its own, link-sync.ts).
 
 import type { TargetDefinition } from "./target.js";
+import { linkSyncTarget } from "./link-sync.js";
 import { lockstepTargets } from "./target-lockstep.js";
 import { peerTargets } from "./target-peers.js";
+import { replicatedTargets } from "./target-replicated.js";
 
-export const targetsAll: readonly TargetDefinition[] = [...lockstepTargets, ...peerTargets];
+export const targetsAll: readonly TargetDefinition[] = [...lockstepTargets, ...replicatedTargets, linkSyncTarget, ...peerTargets];
 
-export const targetsDefault = ["lockstep", "lockstep-wal", "nbdkit", "qemu-nbd", "raw"];
+export const targetsDefault = ["lockstep", "lockstep-wal", "lockstep-async", "lockstep-sync", "lockstep-link", "nbdkit", "qemu-nbd", "raw"];
+
+/** The replication targets: a run of only these (and `lockstep`, their baseline) rewrites only the replication block of the docs. */
+export const replicationTargetNames: readonly string[] = [...replicatedTargets, linkSyncTarget].map((target) => target.name);
 
 /** [numerator, denominator]: printed as numerator/denominator of the headline figure. */
 export const ratioPairs: ReadonlyArray<readonly [string, string]> = [
@@ -19,5 +24,6 @@ export const ratioPairs: ReadonlyArray<readonly [string, string]> = [
   ["lockstep", "qemu-nbd"],
   ["lockstep-wal", "nbdkit"],
   ["lockstep-wal", "qemu-nbd"],
-  // ["lockstep-replicated", "lockstep"], // replication on vs off: when replication exists
+  ["lockstep-async", "lockstep"], // replication on vs off (target ≥ 0.85)
+  ["lockstep-sync", "lockstep"],
 ];

@@ -1,7 +1,13 @@
 // What the bench measures: a "target" serves the image and fio drives it.
 // The list of targets is in target-registry.ts.
+//
+// Most targets run the fio rows (fio-job.ts). A replicated target also waits for its
+// secondary after each row (afterRow), and a target may have rows of its own that are not fio
+// jobs (link-sync.ts: a link's initial sync and resync), which it measures itself.
 
 import type { FioTarget } from "./fio-job.js";
+import type { SyncRowResult } from "./link-sync.js";
+import type { LinkCatchUp } from "./node-pair.js";
 
 export interface TargetContext {
   readonly repoRoot: string;
@@ -10,14 +16,23 @@ export interface TargetContext {
   readonly imageSizeBytes: number;
   readonly rawEngine: string;
   readonly uvIoUring: "default" | "on" | "off";
+  readonly cacheReset: "auto" | "fadvise" | "drop";
+  readonly fincoreAvailable: boolean;
 }
 
 export interface RunningTarget {
   readonly fio: FioTarget;
   readonly serverPid: number | null; // null: no server (fio on the file itself)
   readonly command: string; // as documented in the results
+  readonly notes?: readonly string[]; // what setting it up showed (e.g. how long an initial sync took)
+  /** Other processes of the target whose CPU is measured beside the server's (a secondary). */
+  peerPids?(): number[];
   /** Files besides the image whose page cache is dropped before every job. */
   stateFiles(): string[];
+  /** Replicated targets: after each fio job, how far behind the secondary was and how long it took to catch up. */
+  afterRow?(): Promise<LinkCatchUp>;
+  /** Targets with rows of their own (TargetDefinition.ownRows): measures one. */
+  ownRowMeasure?(row: string): Promise<SyncRowResult>;
   stop(): Promise<void>;
 }
 
@@ -25,6 +40,10 @@ export interface TargetDefinition {
   readonly name: string;
   readonly description: string;
   readonly tools: readonly string[]; // executables it needs on PATH
+  readonly fioRows?: readonly string[]; // the fio rows it runs when selected; default: every one
+  readonly ownRows?: readonly string[]; // rows it measures itself (RunningTarget.ownRowMeasure)
+  readonly memoryCheck?: boolean; // default true (when it has a server)
+  readonly extraDiskBytes?: (imageSizeBytes: number) => number; // beyond the shared image and one log
   start(context: TargetContext): Promise<RunningTarget>;
 }
 

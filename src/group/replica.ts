@@ -282,6 +282,12 @@ export class Replica {
     this.stateValue = { version: 1, consistent: false, resyncing: true, primary };
     await this.persistState();
     await this.checkpoint();
+    if (this.continues(accept)) {
+      // An earlier resync already streamed records this copy holds: it goes on from there.
+      this.stats.resyncs += 1;
+      this.wakeApplier();
+      return;
+    }
     let switched!: () => void;
     this.logSwitch = new Promise((resolve) => (switched = resolve));
     try {

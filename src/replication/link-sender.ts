@@ -93,8 +93,15 @@ export function startChoose(hello: Hello, context: StartContext): StartDecision 
   if (context.bitmapActive) {
     // A peer that holds less than the bitmap assumes (its disks were replaced, say) needs all.
     const peerBehindBase = context.bitmapBaseLsn !== null && hello.durableLsn < context.bitmapBaseLsn;
-    if (!peerBehindBase) return { start: "resync", resumeLsn: context.bitmapCoveredLsn + 1n, seedAllocated: false };
-    return { start: "resync", resumeLsn: context.headLsn + 1n, seedAllocated: true };
+    if (peerBehindBase) return { start: "resync", resumeLsn: context.headLsn + 1n, seedAllocated: true };
+    // A peer that already holds records past the bitmap's coverage (an earlier resync streamed
+    // them) keeps its log copy and continues it; the bitmap's regions come alongside.
+    if (hello.durableLsn > context.bitmapCoveredLsn) {
+      const sameHistory = hello.durableLsn <= context.headLsn && context.checksumAtPeerDurable !== null && context.checksumAtPeerDurable === hello.durableChecksum;
+      if (!sameHistory) return { start: "resync", resumeLsn: context.headLsn + 1n, seedAllocated: true };
+      return { start: "resync", resumeLsn: hello.durableLsn + 1n, seedAllocated: false };
+    }
+    return { start: "resync", resumeLsn: context.bitmapCoveredLsn + 1n, seedAllocated: false };
   }
   const peerDurable = hello.durableLsn;
   const sameHistory =

@@ -340,6 +340,7 @@ export class PrimaryLink {
     }, linkHeartbeatMs);
     const cutter = this.settingsValue.mode === "periodic" ? setInterval(() => this.cut(session), this.settingsValue.intervalMs) : null;
     return closed.finally(() => {
+      this.stats.bytesSent += session.stream.bytesSent; // every byte of the connection's frames
       clearInterval(ticker);
       if (cutter !== null) clearInterval(cutter);
       if (this.session === session) this.session = null;
@@ -419,7 +420,7 @@ export class PrimaryLink {
   private async startStream(session: Session, protocolVersion: number, decision: StartDecision): Promise<void> {
     const log = this.group.log;
     if (decision.start === "resync" && decision.seedAllocated) await this.seedFullResync();
-    const resumeLsn = decision.start === "resync" && !decision.seedAllocated ? decision.resumeLsn : decision.start === "resync" ? this.progress.coveredLsn + 1n : decision.resumeLsn;
+    const resumeLsn = decision.start === "resync" && decision.seedAllocated ? this.progress.coveredLsn + 1n : decision.resumeLsn;
     const previousChecksum = await log.previousChecksumOf(resumeLsn);
     if (previousChecksum === null) throw new OperatingError("OUT_OF_RANGE", { what: "link resume point no longer in the log", lsn: resumeLsn });
     session.state = { ...session.state, sentLsn: resumeLsn - 1n, receivedLsn: decision.start === "log" ? session.state.receivedLsn : resumeLsn - 1n, durableLsn: decision.start === "log" ? session.state.durableLsn : resumeLsn - 1n };
@@ -428,6 +429,7 @@ export class PrimaryLink {
     this.streamedThisSession = true;
     session.cutLsn = resumeLsn - 1n;
     this.connectedAtMs = this.environment.clock.nowMs();
+    this.lastError = null;
     this.logger.info({ peer: this.peer, start: decision.start, resumeLsn: String(resumeLsn) }, "link streaming");
     // The peer holds every record before resumeLsn (log), or will once the bitmap's regions
     // are resent (resync: its log copy restarts at resumeLsn).
@@ -688,11 +690,14 @@ export class PrimaryLink {
   // share of the log passed the overflow ratio switches to its bitmap (policy `bitmap`).
   async releaseLimit(appliedLsn: bigint, logFill: number): Promise<bigint> {
     const streaming = this.session !== null && this.session.state.phase === "streaming";
+    // With a bitmap, the peer lacks the bitmap's regions and the records after the later of
+    // coveredLsn and its durable LSN (a resync streams records; the next one continues them).
+    const held = this.progress.bitmapActive && this.progress.coveredLsn > this.progress.peerDurableLsn ? this.progress.coveredLsn : this.progress.peerDurableLsn;
     if (this.progress.bitmapActive && !streaming) {
-      if (appliedLsn > this.progress.coveredLsn) await this.foldIntoBitmap(this.progress.coveredLsn, appliedLsn);
+      if (appliedLsn > held) await this.foldIntoBitmap(held, appliedLsn);
       return appliedLsn;
     }
-    const limit = this.progress.bitmapActive && this.progress.coveredLsn > this.progress.peerDurableLsn ? this.progress.coveredLsn : this.progress.peerDurableLsn;
+    const limit = held;
     if (limit >= appliedLsn) return appliedLsn;
     if (logFill > linkOverflowFillRatio && this.settingsValue.overflow === "bitmap") {
       this.stats.overflows += 1;

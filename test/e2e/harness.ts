@@ -46,6 +46,7 @@ export interface NodeOptions {
   readonly replicationPort?: number; // where a secondary listens for its primary
   readonly replicationHost?: string; // default 127.0.0.1
   readonly netns?: string; // run the node (and its CLI calls) in this network namespace
+  readonly logLevel?: string; // default warn (LOCKSTEP_TEST_LOG_LEVEL overrides)
 }
 
 // One lockstep node in its own directory; start()/kill()/stop() by PID.
@@ -81,7 +82,7 @@ export class TestNode {
         `    logSize: ${options.logSize ?? "128MiB"}`,
         `    durability: ${options.durability ?? "activity-map"}`,
         "log:",
-        `  level: ${process.env.LOCKSTEP_TEST_LOG_LEVEL ?? "warn"}`,
+        `  level: ${process.env.LOCKSTEP_TEST_LOG_LEVEL ?? options.logLevel ?? "warn"}`,
         "",
       ].join("\n"),
     );

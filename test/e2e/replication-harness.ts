@@ -40,7 +40,7 @@ export class Cluster {
     primaryOptions: NodeOptions = {},
   ) {
     mkdirSync(join(dir, "primary"), { recursive: true });
-    this.primary = new TestNode(join(dir, "primary"), { ...primaryOptions, name: "primary" });
+    this.primary = new TestNode(join(dir, "primary"), { logLevel: "info", ...primaryOptions, name: "primary" });
   }
 
   static async start(dir: string, secondaries: number, primaryOptions: NodeOptions = {}, secondaryOptions: NodeOptions = {}): Promise<Cluster> {
@@ -50,7 +50,7 @@ export class Cluster {
       const port = await freePort();
       cluster.ports.set(name, port);
       mkdirSync(join(dir, name), { recursive: true });
-      cluster.secondaries.push(new TestNode(join(dir, name), { ...secondaryOptions, name, role: "secondary", replicationPort: port }));
+      cluster.secondaries.push(new TestNode(join(dir, name), { logLevel: "info", ...secondaryOptions, name, role: "secondary", replicationPort: port }));
     }
     await Promise.all([cluster.primary, ...cluster.secondaries].map((node) => node.start()));
     return cluster;
@@ -94,7 +94,10 @@ export class Cluster {
     for (;;) {
       const links = await this.links();
       if (links.every((link) => link.consistent && link.state === "streaming")) return;
-      if (Date.now() > deadline) throw new Error(`links not consistent in ${msMax} ms: ${JSON.stringify(links.map((link) => [link.peer, link.state, link.consistent, link.lastError]))}\n${this.primary.logTail()}`);
+      if (Date.now() > deadline) {
+        const tails = this.secondaries.map((node) => `--- ${node.options.name}\n${node.logTail()}`).join("\n");
+        throw new Error(`links not consistent in ${msMax} ms: ${JSON.stringify(links)}\n--- primary\n${this.primary.logTail()}\n${tails}`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }

@@ -1,0 +1,144 @@
+// The replication part of the bench's output (targets lockstep-async, lockstep-sync and
+// lockstep-link), beside the per-row tables of report.ts:
+//
+//   overhead   per fio row a replicated target ran: IOPS and latency with no link
+//              (`lockstep`), an async and a sync secondary; the async/no-link ratio (target
+//              ≥ 0.85), the latency sync adds over async, the link's lag as fio ended and the
+//              drain that followed.
+//   sync       the link's initial sync and bitmap resync: MiB/s against fio's sequential read
+//              of the same image, and the bytes the link sent per byte it had to copy.
+
+import type { SyncRowResult } from "./link-sync.js";
+import type { RowResult } from "./measurement.js";
+import type { BenchResult } from "./report.js";
+import { fixed, grouped, markdownTable, mebibytes, textTable, type Table } from "./table.js";
+
+const baselineTarget = "lockstep";
+const asyncTarget = "lockstep-async";
+const asyncRatioGoal = 0.85;
+const mebibyte = 1024 ** 2;
+
+interface TitledTable {
+  readonly title: string;
+  readonly table: Table;
+  readonly notes: string[];
+}
+
+function rowOf(result: BenchResult, target: string, row: string): RowResult | undefined {
+  return result.targets.find((candidate) => candidate.name === target)?.rows.find((entry) => entry.row === row);
+}
+
+function signed(value: number, digits: number): string {
+  return `${value >= 0 ? "+" : ""}${value.toFixed(digits)}`;
+}
+
+function overheadLine(result: BenchResult, target: string, rowName: string, measured: RowResult): string[] {
+  const baseline = rowOf(result, baselineTarget, rowName);
+  const asynchronous = rowOf(result, asyncTarget, rowName);
+  const figures = measured.figures;
+  const catchUp = measured.linkCatchUp ?? null;
+  const againstAsync = asynchronous !== undefined && target !== asyncTarget && catchUp !== null;
+  return [
+    target,
+    grouped(figures.iops),
+    baseline === undefined ? "-" : (figures.iops / baseline.figures.iops).toFixed(2),
+    fixed(figures.latencyMeanUs, 1),
+    fixed(figures.latencyP99Us, 0),
+    againstAsync ? signed(figures.latencyMeanUs - asynchronous.figures.latencyMeanUs, 1) : "",
+    againstAsync ? signed(figures.latencyP99Us - asynchronous.figures.latencyP99Us, 0) : "",
+    fixed(measured.serverCpuPercent, 0),
+    fixed(measured.serverCpuUsPerIo, 1),
+    fixed(measured.peerCpuPercent, 0),
+    catchUp === null ? "" : `${mebibytes(catchUp.lagBytesAtEnd)} MiB, ${grouped(catchUp.lagRecordsAtEnd)} rec, ${fixed(catchUp.lagSecondsAtEnd, 2)} s`,
+    catchUp === null ? "" : fixed(catchUp.drainSeconds, 2),
+    catchUp === null ? "" : String(catchUp.overflows),
+    catchUp === null ? "" : String(catchUp.nudges),
+  ];
+}
+
+/** One table per fio row that a replicated target ran. */
+export function linkOverheadTables(result: BenchResult): TitledTable[] {
+  const tables: TitledTable[] = [];
+  for (const row of result.rows) {
+    const replicated = result.targets.filter((target) => target.rows.some((entry) => entry.row === row.name && (entry.linkCatchUp ?? null) !== null));
+    if (replicated.length === 0) continue;
+    const lines: string[][] = [];
+    for (const target of [result.targets.find((candidate) => candidate.name === baselineTarget), ...replicated]) {
+      const measured = target?.rows.find((entry) => entry.row === row.name);
+      if (target !== undefined && measured !== undefined) lines.push(overheadLine(result, target.name, row.name, measured));
+    }
+    const asyncRatio = ratioOf(result, asyncTarget, row.name);
+    const notes = asyncRatio === null ? [] : [`async / no link: ${asyncRatio.toFixed(2)} (goal ≥ ${asyncRatioGoal}: ${asyncRatio >= asyncRatioGoal ? "met" : "NOT met"})`];
+    for (const target of replicated) {
+      const error = target.rows.find((entry) => entry.row === row.name)?.linkCatchUp?.error ?? null;
+      if (error !== null) notes.push(`${target.name}: drain failed: ${error}`);
+    }
+    tables.push({
+      title: `Replication overhead: ${row.title} (\`${row.name}\`)`,
+      table: {
+        header: ["target", "IOPS", `×${baselineTarget}`, "lat mean µs", "lat p99 µs", "mean vs async µs", "p99 vs async µs",
+          "primary CPU %", "primary CPU µs/IO", "secondary CPU %", "lag at fio's end", "drain s", "overflows", "nudges"],
+        lines,
+        leftColumns: ["lag at fio's end"],
+      },
+      notes,
+    });
+  }
+  return tables;
+}
+
+function ratioOf(result: BenchResult, target: string, row: string): number | null {
+  const top = rowOf(result, target, row);
+  const bottom = rowOf(result, baselineTarget, row);
+  return top === undefined || bottom === undefined ? null : top.figures.iops / bottom.figures.iops;
+}
+
+function syncLine(measured: SyncRowResult): string[] {
+  return [
+    measured.row,
+    measured.method,
+    mebibytes(measured.bytes),
+    fixed(measured.seconds, 2),
+    fixed(measured.bytesPerSecond / mebibyte, 0),
+    fixed(measured.rawReadBytesPerSecond / mebibyte, 0),
+    fixed(measured.bytesPerSecond / measured.rawReadBytesPerSecond, 2),
+    mebibytes(measured.regionBytesSent),
+    fixed(measured.regionBytesSent / measured.bytes, 3),
+    mebibytes(measured.recordBytesSent),
+    fixed(measured.secondsFromCommand, 2),
+    fixed(measured.primaryConsistentSeconds, 2),
+    `${fixed(measured.cpuSecondsPrimary, 1)} / ${fixed(measured.cpuSecondsSecondary, 1)}`,
+    String(measured.nudges),
+  ];
+}
+
+export function linkSyncTable(result: BenchResult): TitledTable | null {
+  const measured = result.targets.flatMap((target) => target.syncRows);
+  if (measured.length === 0) return null;
+  return {
+    title: "Replication: initial sync and resync (`lockstep-link`)",
+    table: {
+      header: ["row", "how", "MiB to copy", "s", "MiB/s", "raw read MiB/s", "×raw", "region MiB sent", "sent / to copy", "record MiB sent",
+        "s from command", "primary consistent s", "CPU s prim / sec", "nudges"],
+      lines: measured.map(syncLine),
+      leftColumns: ["how"],
+    },
+    notes: measured.flatMap((entry) => entry.observations.map((text) => `${entry.row}: ${text}`)),
+  };
+}
+
+function sections(result: BenchResult): TitledTable[] {
+  const sync = linkSyncTable(result);
+  return [...linkOverheadTables(result), ...(sync === null ? [] : [sync])];
+}
+
+export function replicationText(result: BenchResult): string[] {
+  return sections(result).map((section) =>
+    [`\n${section.title.replace(/`/g, "")}`, textTable(section.table), ...section.notes].join("\n"));
+}
+
+export function replicationMarkdown(result: BenchResult): string[] {
+  return sections(result).flatMap((section) => [
+    "", `#### ${section.title}`, "", markdownTable(section.table), ...(section.notes.length > 0 ? ["", ...section.notes.map((note) => `- ${note}`)] : []),
+  ]);
+}
