@@ -75,6 +75,7 @@ export const linkOverflowFillRatio = 0.75; // a lagging link that holds more of 
 export const linkPeriodicIntervalMsDefault = 5_000;
 export const linkPeriodicIntervalMsMin = 100;
 export const linksPerGroupMax = 8;
+export const logShipCacheBytesMax = 32 * MiB; // newest appended records kept for links to ship from memory (per group with links)
 export const linkCloseMsMax = 1_000; // a closing link gets this long to deliver its last frame (a reject)
 export const replicationMessagesBytesMax = 48 * MiB; // decoded frames waiting for their handler, per connection; the socket is paused beyond
 export const replicaPendingBytesMax = 64 * MiB; // region data and items received, not yet applied; the link is paused beyond

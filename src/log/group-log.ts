@@ -122,6 +122,11 @@ export interface LogUsage {
   readonly superblockWrites: number;
 }
 
+// A record as appended, with its encoded header: what a link ships from memory.
+export type ShippedRecord = LogRecord & { readonly header: Buffer };
+
+const emptyPayload = Buffer.alloc(0);
+
 export const systemClock: LogClock = {
   nowMs: () => Date.now(),
   setTimeout: (callback, ms) => {
@@ -211,6 +216,12 @@ export class GroupLog {
   private checkpointRequests: Deferred[] = [];
   private checkpointsInFlight: Deferred[] = []; // taken by the superblock being written: fail() rejects them too
   private appendWaiters: { lsn: bigint; resolve: () => void }[] = [];
+  // The newest records as appended (fields, header, payload reference), for replication links
+  // to ship without reading them back; off (0) unless a link asks for it. Bounded in bytes.
+  private shipCacheBytesMax = 0;
+  private readonly shipCache: ShippedRecord[] = [];
+  private shipCacheStart = 0;
+  private shipCacheBytes = 0;
   private roomWanted = false; // an append found no room: persist a pending tail soon
 
   private state: LogState = "open";
@@ -387,6 +398,13 @@ export class GroupLog {
     const placement = this.space.reserve(lsn, diskBytes, this.chain);
     if (placement.wrapPosition !== null) this.enqueue(this.wrapMarker(lsn, placement.wrapPosition));
     this.enqueue({ lsn, isRecord: true, position: placement.position, diskBytes, header, payload: entry.payload ?? null });
+    if (this.shipCacheBytesMax > 0) {
+      this.shipCacheAdd({
+        kind: entry.kind, flags: entry.flags, volumeId: entry.volumeId, offset: entry.offset, length: entry.length, lsn,
+        generation: this.generationValue, logId: this.logId, timestampMs: header.readUInt32LE(56) + header.readUInt32LE(60) * 0x1_0000_0000,
+        previousChecksum: this.chain, checksum, payloadSize, payload: entry.payload ?? emptyPayload, header,
+      });
+    }
     this.chain = checksum;
     this.nextLsn = lsn + 1n;
     this.kick();
@@ -416,6 +434,37 @@ export class GroupLog {
     this.kick();
     if (this.appendWaiters.length > 0) this.appendNotify();
     return record.lsn;
+  }
+
+  // Keeps the newest appended records in memory, up to bytesMax of payload (0: off).
+  shipCacheUse(bytesMax: number): void {
+    this.shipCacheBytesMax = bytesMax;
+    if (bytesMax === 0) {
+      this.shipCache.length = 0;
+      this.shipCacheStart = 0;
+      this.shipCacheBytes = 0;
+    }
+  }
+
+  // Record lsn as appended, if the ship cache still holds it.
+  recent(lsn: bigint): ShippedRecord | undefined {
+    const first = this.shipCache[this.shipCacheStart];
+    if (first === undefined || lsn < first.lsn) return undefined;
+    return this.shipCache[this.shipCacheStart + Number(lsn - first.lsn)];
+  }
+
+  private shipCacheAdd(record: ShippedRecord): void {
+    this.shipCache.push(record);
+    this.shipCacheBytes += record.payloadSize + record.header.length;
+    while (this.shipCacheBytes > this.shipCacheBytesMax && this.shipCacheStart < this.shipCache.length) {
+      const dropped = this.shipCache[this.shipCacheStart]!;
+      this.shipCacheBytes -= dropped.payloadSize + dropped.header.length;
+      this.shipCacheStart += 1;
+    }
+    if (this.shipCacheStart > 4096 && this.shipCacheStart * 2 > this.shipCache.length) {
+      this.shipCache.splice(0, this.shipCacheStart);
+      this.shipCacheStart = 0;
+    }
   }
 
   // The checksum of the last record appended (0 before the first): what the next record's

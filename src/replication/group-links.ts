@@ -7,7 +7,7 @@
 
 import { promises as fsp } from "node:fs";
 import { join } from "node:path";
-import { linksPerGroupMax } from "../constants.js";
+import { linksPerGroupMax, logShipCacheBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Group, GroupReplication } from "../group/group.js";
@@ -58,7 +58,13 @@ export class GroupLinks implements GroupReplication {
   }
 
   start(): void {
+    this.useShipCache();
     for (const link of this.links.values()) link.start();
+  }
+
+  // Links ship the newest records from memory; a group without links keeps none.
+  private useShipCache(): void {
+    this.group.log.shipCacheUse(this.links.size > 0 ? logShipCacheBytesMax : 0);
   }
 
   async stop(): Promise<void> {
@@ -77,6 +83,7 @@ export class GroupLinks implements GroupReplication {
     const link = await PrimaryLink.open(this.group, full, files, this.environment);
     await writeFileAtomic(files.settings, settingsSerialize(full));
     this.links.set(settings.peer, link);
+    this.useShipCache();
     link.start();
     return link;
   }
@@ -90,6 +97,7 @@ export class GroupLinks implements GroupReplication {
     const link = this.link(peer);
     await link.stop();
     this.links.delete(peer);
+    this.useShipCache();
     const files = this.filesOf(peer);
     for (const path of [files.settings, files.state, files.bitmap]) await fsp.rm(path, { force: true });
     await this.group.checkpoint(); // the log no longer waits for it

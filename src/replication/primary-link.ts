@@ -99,6 +99,7 @@ interface Session {
   accepted: boolean; // the accept went out: heartbeats may follow it
   peerConsistent: boolean; // the peer's last ack said its volumes are a consistent image
   carry: LogRecord | null; // read from the cursor but left for the next batch (it would overfill a frame)
+  cursor: LogCursor | null; // reads records back from the log when the ship cache no longer holds them
 }
 
 interface Control {
@@ -300,6 +301,7 @@ export class PrimaryLink {
       accepted: false,
       peerConsistent: false,
       carry: null,
+      cursor: null,
     };
     let closeReason = "closed";
     (session as { stream: FrameStream }).stream = new FrameStream(
@@ -435,14 +437,14 @@ export class PrimaryLink {
     // are resent (resync: its log copy restarts at resumeLsn).
     this.progress.peerDurableLsn = resumeLsn - 1n;
     if (decision.start === "resync") this.progress.peerAppliedLsn = resumeLsn - 1n;
-    const cursor = log.cursor(resumeLsn);
+    session.cursor = log.cursor(resumeLsn);
     session.controls.push({ atLsn: resumeLsn - 1n, message: this.volumeTable(resumeLsn - 1n) });
     if (decision.start === "resync") {
       this.stateName = "resyncing";
-      await this.runResync(session, cursor);
+      await this.runResync(session);
     }
     this.stateName = "streaming";
-    await this.pumpRecords(session, cursor, null);
+    await this.pumpRecords(session, null);
   }
 
   private volumeTable(atLsn: bigint): VolumeTable {
@@ -461,7 +463,7 @@ export class PrimaryLink {
 
   // Sends records (and queued volume tables at their places) until throughLsn has been sent;
   // null: forever, waiting for new records (and, periodic, sending at interval cuts only).
-  private async pumpRecords(session: Session, cursor: LogCursor, throughLsn: bigint | null): Promise<void> {
+  private async pumpRecords(session: Session, throughLsn: bigint | null): Promise<void> {
     const log = this.group.log;
     for (;;) {
       if (session.state.phase !== "streaming") return;
@@ -484,7 +486,7 @@ export class PrimaryLink {
       if (table !== undefined && table.atLsn < limit) limit = table.atLsn;
       if (sent < limit) {
         await log.written(sent + 1n);
-        await this.sendBatch(session, cursor, limit, periodic && limit === session.cutLsn);
+        await this.sendBatch(session, limit, periodic && limit === session.cutLsn);
         continue;
       }
       await new Promise<void>((resolve) => {
@@ -501,12 +503,21 @@ export class PrimaryLink {
     session.wake?.();
   }
 
-  private async sendBatch(session: Session, cursor: LogCursor, limitLsn: bigint, closesInterval: boolean): Promise<void> {
+  // The record after `lsn − 1`: from the log's ship cache when it still holds it, else read back.
+  private async recordAt(session: Session, lsn: bigint): Promise<LogRecord | null> {
+    const cached = this.group.log.recent(lsn);
+    if (cached !== undefined) return cached;
+    if (session.cursor === null || session.cursor.nextLsn !== lsn) session.cursor = this.group.log.cursor(lsn);
+    return session.cursor.next();
+  }
+
+  private async sendBatch(session: Session, limitLsn: bigint, closesInterval: boolean): Promise<void> {
     const writtenLsn = this.group.log.usage().writtenLsn;
     const records: LogRecord[] = [];
     let bytes = 0;
     while (records.length < replicationBatchRecordsMax && bytes < linkBatchBytesMax) {
-      const record = session.carry ?? (cursor.nextLsn <= limitLsn && cursor.nextLsn <= writtenLsn ? await cursor.next() : null);
+      const nextLsn = session.state.sentLsn + 1n + BigInt(records.length);
+      const record = session.carry ?? (nextLsn <= limitLsn && nextLsn <= writtenLsn ? await this.recordAt(session, nextLsn) : null);
       session.carry = null;
       if (record === null) break;
       if (record.lsn > limitLsn || (records.length > 0 && recordsPayloadSize([...records.map((kept) => kept.payloadSize), record.payloadSize]) > replicationFramePayloadSizeMax)) {
@@ -576,7 +587,7 @@ export class PrimaryLink {
     });
   }
 
-  private async runResync(session: Session, cursor: LogCursor): Promise<void> {
+  private async runResync(session: Session): Promise<void> {
     const bitmap = this.bitmap;
     assert(bitmap !== null, "resync without a bitmap");
     session.resyncMarks = this.bitmapMarks;
@@ -594,7 +605,7 @@ export class PrimaryLink {
       announced = [];
       const data = Buffer.allocUnsafe(length);
       const atLsn = await this.group.readOrdered(volume, piece.offset, data);
-      await this.pumpRecords(session, cursor, atLsn);
+      await this.pumpRecords(session, atLsn);
       if (session.state.phase !== "streaming") return;
       const zero = isZero(data);
       const ok = session.stream.send({ kind: "regionData", volumeId: piece.volumeId, offset: piece.offset, length, data: zero ? null : data });
@@ -603,7 +614,7 @@ export class PrimaryLink {
       if (!ok) await session.stream.drained();
     }
     if (session.state.phase !== "streaming") return;
-    await this.pumpRecords(session, cursor, session.state.sentLsn); // volume tables queued at this point go first
+    await this.pumpRecords(session, session.state.sentLsn); // volume tables queued at this point go first
     if (session.state.phase !== "streaming") return;
     session.resyncEndLsn = session.state.sentLsn;
     session.stream.send({ kind: "resyncEnd", consistentLsn: session.state.sentLsn });

@@ -25,7 +25,8 @@ export const recordsSizeMax = replicationFramePayloadSizeMax;
 
 // A record to send: its fields and payload; `checksum`, when given (a record read back from
 // the log), must equal the checksum the encoder computes.
-export type RecordToSend = RecordFields & { readonly payload: Buffer; readonly checksum?: number };
+// `header`, when given with `checksum` (a record as the log encoded it), is sent as it is.
+export type RecordToSend = RecordFields & { readonly payload: Buffer; readonly checksum?: number; readonly header?: Buffer };
 
 // What the receiver knows about the batch that must come next (each part optional).
 export interface RecordsExpectation {
@@ -62,7 +63,7 @@ export function recordsEncode(records: readonly RecordToSend[]): Buffer[] {
     assert(record.kind !== RecordKind.wrap, "a wrap marker is never sent");
     assert(record.lsn === first.lsn + BigInt(index) && record.logId === first.logId, "records are consecutive records of one log");
     assert(previous === undefined || record.previousChecksum === previous, "records are chained");
-    const { header, checksum } = recordHeaderEncode(record, record.payload);
+    const { header, checksum } = record.header !== undefined && record.checksum !== undefined ? { header: record.header, checksum: record.checksum } : recordHeaderEncode(record, record.payload);
     assert(record.checksum === undefined || record.checksum === checksum, `record ${record.lsn} changed since it was read`);
     parts.push(header);
     if (record.payload.length > 0) parts.push(record.payload);
