@@ -88,6 +88,7 @@ export class Replica {
   private readonly received: LogRecord[] = [];
   private receivedStart = 0;
   private receivedBytes = 0;
+  private lastKeptLsn: bigint | null = null; // null: nothing kept since the last gap
   readonly stats = { appliedRecords: 0, appliedBytes: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
 
   private constructor(
@@ -190,12 +191,17 @@ export class Replica {
     this.wakeApplier();
   }
 
+  // Kept only while consecutive with what was kept before (or, after a gap, with what the
+  // applier needs next): a record not kept is read back from the log copy, in order.
   private keep(record: LogRecord): void {
-    const last = this.received[this.received.length - 1];
-    const consecutive = this.received.length === this.receivedStart ? record.lsn === this.appliedLsnValue + 1n : last!.lsn + 1n === record.lsn;
-    if (!consecutive || this.receivedBytes + record.payloadSize > replicaMemoryBytesMax) return;
+    const consecutive = this.lastKeptLsn === null ? record.lsn === this.appliedLsnValue + 1n : record.lsn === this.lastKeptLsn + 1n;
+    if (!consecutive || this.receivedBytes + record.payloadSize > replicaMemoryBytesMax) {
+      this.lastKeptLsn = null;
+      return;
+    }
     this.received.push(record);
     this.receivedBytes += record.payloadSize;
+    this.lastKeptLsn = record.lsn;
   }
 
   // The next record to apply: from memory when kept there, else read back from the log copy.
@@ -304,6 +310,7 @@ export class Replica {
       this.received.length = 0;
       this.receivedStart = 0;
       this.receivedBytes = 0;
+      this.lastKeptLsn = null;
     } finally {
       this.logSwitch = null;
       switched();

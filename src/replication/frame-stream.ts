@@ -73,10 +73,14 @@ export class FrameStream {
     if (this.ended) return false;
     const parts = this.encoder.encode(messageEncode(message));
     let ok = true;
+    // One frame is many parts (headers, record payloads): corked, TLS seals them into as few
+    // records as it can and the kernel sends them as one write, not one packet per part.
+    this.socket.cork();
     for (const part of parts) {
       this.bytesSent += part.length;
       ok = this.socket.write(part);
     }
+    this.socket.uncork();
     this.sentAtMs = this.options.nowMs();
     return ok;
   }
