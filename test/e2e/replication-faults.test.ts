@@ -142,6 +142,36 @@ describe("replication through faults", () => {
     }
   });
 
+  it("overflow policy stall: a down link keeps its records, writes wait and then get ENOSPC, nothing is lost", async () => {
+    const dir = tempDir("stall");
+    dirs.push(dir);
+    const fioDir = tempDir("stall-fio");
+    dirs.push(fioDir);
+    const cluster = await Cluster.start(dir, 1, { logSize: "128MiB" });
+    try {
+      await cluster.primary.createVolume("disk0", "64MiB");
+      await cluster.link("secondary1", "async", { overflow: "stall" });
+      await cluster.waitConsistent();
+      assert.equal((await cluster.primary.cli(["link", "pause", "g", "secondary1"])).code, 0);
+      const fio = await run("fio", ["--name=stall", "--ioengine=nbd", `--uri=${cluster.primary.uri("disk0")}`, "--rw=randwrite", "--bs=64k", "--iodepth=4", "--size=32M", "--io_size=200M", "--continue_on_error=none"], { cwd: fioDir, timeoutMs: 120_000 });
+      assert.notEqual(fio.code, 0, "writes beyond what the log holds fail once the stall times out");
+      assert.match(fio.stdout + fio.stderr, /No space left on device|error=28|ENOSPC/i);
+      const [link] = await cluster.links();
+      assert.equal(link!.bitmap, null, "policy stall never switches to a bitmap");
+      assert.equal(link!.stats.overflows, 0);
+      const status = JSON.parse((await cluster.primary.cli(["--json", "status"])).stdout) as { groups: { stats: { logFullErrors: number } }[] };
+      assert.ok(status.groups[0]!.stats.logFullErrors >= 1);
+      // Resumed, the link streams what the log kept; the replica converges without a resync.
+      assert.equal((await cluster.primary.cli(["link", "resume", "g", "secondary1"])).code, 0);
+      await cluster.drain();
+      await cluster.compareImages("disk0");
+      const [after] = await cluster.links();
+      assert.equal(after!.stats.regionBytesSent, 0, "no resync: every record came from the log");
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   it("kill -9 of the secondary and of the primary in the middle of writing: every replica converges", async () => {
     const dir = tempDir("kill");
     dirs.push(dir);

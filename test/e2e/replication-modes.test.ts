@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
 import { children } from "../child-process.js";
+import { join } from "node:path";
 import { cleanup, lockstep, lockstepBin, run, runOk, tempDir } from "./harness.js";
 
 interface Ready {
@@ -86,6 +87,43 @@ describe("replication in each mode (demo --secondaries 2)", () => {
       }
     });
   }
+
+  it("volumes created, resized and deleted on the primary follow on every secondary, in write order", async () => {
+    const dir = tempDir("repl-volumes");
+    dirs.push(dir);
+    const { child, ready } = await startDemo(dir, "async");
+    try {
+      const primary = ready.nodes.primary!;
+      const created = await lockstep(["--node", primary.node, "volume", "create", "disk1", "--group", "demo", "--size", "32MiB"]);
+      assert.equal(created.code, 0, created.stderr);
+      const disk1 = primary.nbd.replace("/disk0?", "/disk1?");
+      await runOk("qemu-io", ["-f", "raw", disk1, "-c", "write -P 0x71 0 2M", "-c", "write -P 0x72 30M 2M"]);
+      const grown = await lockstep(["--node", primary.node, "volume", "resize", "disk0", "96MiB"]);
+      assert.equal(grown.code, 0, grown.stderr);
+      await runOk("qemu-io", ["-f", "raw", primary.nbd, "-c", "write -P 0x73 90M 1M"]); // only exists after the grow
+      assert.equal((await lockstep(["--node", primary.node, "drain"])).code, 0);
+      for (const name of ["secondary1", "secondary2"]) {
+        const secondary = ready.nodes[name]!;
+        const listing = JSON.parse((await lockstep(["--node", secondary.node, "--json", "volume", "list"])).stdout) as { volumes: { name: string; size: number; path: string }[] };
+        const sizes = Object.fromEntries(listing.volumes.map((volume) => [volume.name, volume.size]));
+        assert.deepEqual(sizes, { disk0: 96 * 1024 * 1024, disk1: 32 * 1024 * 1024 });
+        for (const volume of ["disk0", "disk1"]) {
+          await runOk("qemu-img", ["compare", "-f", "raw", "-F", "raw", join(primary.node, "volumes", `${volume}.img`), listing.volumes.find((entry) => entry.name === volume)!.path]);
+        }
+        // A secondary's volumes change only through its primary.
+        const refused = await lockstep(["--node", secondary.node, "volume", "resize", "disk0", "128MiB"]);
+        assert.match(refused.stderr, /^error ROLE_CONFLICT: /m);
+      }
+      assert.equal((await lockstep(["--node", primary.node, "volume", "delete", "disk1"])).code, 0);
+      await runOk("qemu-io", ["-f", "raw", primary.nbd, "-c", "write -P 0x74 0 4k"]);
+      assert.equal((await lockstep(["--node", primary.node, "drain"])).code, 0);
+      const after = JSON.parse((await lockstep(["--node", ready.nodes.secondary1!.node, "--json", "volume", "list"])).stdout) as { volumes: { name: string }[] };
+      assert.deepEqual(after.volumes.map((volume) => volume.name), ["disk0"]);
+      assert.equal((await lockstep(["--node", primary.node, "verify"])).code, 0);
+    } finally {
+      await stopDemo(child);
+    }
+  });
 
   it("verify finds a region changed behind the replica's back, and says how much a repair sends", async () => {
     const dir = tempDir("repl-verify");
