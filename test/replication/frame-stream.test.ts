@@ -5,8 +5,7 @@
 // is paused while too many decoded bytes wait for the handler, and resumed after.
 
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OperatingError } from "../../src/errors.js";
@@ -16,19 +15,8 @@ import { FrameError } from "../../src/replication/frame-error.js";
 import { FrameStream, type FrameStreamOptions } from "../../src/replication/frame-stream.js";
 import { type Message, type MessageToSend, messageEncode } from "../../src/replication/message.js";
 import type { RecordToSend } from "../../src/replication/records-batch.js";
-import { chainedRecords } from "./generators.js";
+import { chainedRecords, socketPair } from "./generators.js";
 
-async function socketPair(): Promise<[Socket, Socket]> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const accepted = once(server, "connection") as Promise<[Socket]>;
-  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-  await once(client, "connect");
-  const [serverSide] = await accepted;
-  server.close();
-  return [client, serverSide];
-}
 
 // One side: a FrameStream that records what it was handed and how it ended.
 class Side {

@@ -6,6 +6,8 @@
 export { allocationSizes } from "../allocations.js";
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { sectorSize, volumeIdMax, volumeSizeMax } from "../../src/constants.js";
 import { type RecordFields, RecordKind, recordHeaderEncode } from "../../src/log/record.js";
 import { type Frame, FrameEncoder, frameEncode } from "../../src/replication/frame.js";
@@ -239,3 +241,16 @@ export function frameErrorOrNothing(action: () => unknown): FrameErrorReason | n
   }
 }
 
+
+// Two connected TCP sockets on 127.0.0.1: the two ends of a link, for stream tests.
+export async function socketPair(): Promise<[Socket, Socket]> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const accepted = once(server, "connection") as Promise<[Socket]>;
+  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  await once(client, "connect");
+  const [serverSide] = await accepted;
+  server.close();
+  return [client, serverSide];
+}

@@ -4,8 +4,7 @@
 // copy on disk), a reconnect that continues the log, and an accept that does not continue it.
 
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Replica } from "../../src/group/replica.js";
@@ -16,18 +15,8 @@ import type { Hello } from "../../src/replication/handshake.js";
 import type { Message, MessageToSend } from "../../src/replication/message.js";
 import { ReplicaSession } from "../../src/replication/replica-session.js";
 import { type Primary, primaryLogId, primaryWith, ReplicaDisks, volumeImage, volumeSize } from "../group/replica-fixture.js";
+import { socketPair } from "./generators.js";
 
-async function socketPair(): Promise<[Socket, Socket]> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const accepted = once(server, "connection") as Promise<[Socket]>;
-  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-  await once(client, "connect");
-  const [serverSide] = await accepted;
-  server.close();
-  return [client, serverSide];
-}
 
 async function waitFor(condition: () => boolean, what: string, msMax = 10_000): Promise<void> {
   const startMs = Date.now();
