@@ -89,6 +89,11 @@ export class Replica {
   private receivedStart = 0;
   private receivedBytes = 0;
   private lastKeptLsn: bigint | null = null; // null: nothing kept since the last gap
+  // Periodic streams: while an interval is being applied, reads of the exports wait, so that
+  // a reader sees the volumes only at interval boundaries.
+  private readHold: Promise<void> | null = null;
+  private readsInFlight = 0;
+  private readsIdle: (() => void) | null = null;
   readonly stats = { appliedRecords: 0, appliedBytes: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
 
   private constructor(
@@ -321,8 +326,29 @@ export class Replica {
 
   // ---- As the owner of read-only exports (node/volume-export.ts) ----
 
-  read(volume: Volume, offset: number, target: Buffer): Promise<void> {
-    return volume.read(target, offset);
+  async read(volume: Volume, offset: number, target: Buffer): Promise<void> {
+    while (this.readHold !== null) await this.readHold;
+    this.readsInFlight += 1;
+    try {
+      await volume.read(target, offset);
+    } finally {
+      this.readsInFlight -= 1;
+      if (this.readsInFlight === 0) this.readsIdle?.();
+    }
+  }
+
+  // Applies an interval with the exports' reads held back (reads in flight finish first).
+  private async applyInterval(targetLsn: bigint): Promise<void> {
+    let release!: () => void;
+    this.readHold = new Promise((resolve) => (release = resolve));
+    try {
+      if (this.readsInFlight > 0) await new Promise<void>((resolve) => (this.readsIdle = resolve));
+      this.readsIdle = null;
+      await this.applyThrough(targetLsn);
+    } finally {
+      this.readHold = null;
+      release();
+    }
   }
 
   flush(volume: Volume): Promise<void> {
@@ -374,7 +400,8 @@ export class Replica {
       const durableLsn = bounded && this.intervalLsn! < durable ? this.intervalLsn! : durable;
       const target = item !== undefined && item.afterLsn < durableLsn ? item.afterLsn : durableLsn;
       if (this.appliedLsnValue < target) {
-        await this.applyThrough(target);
+        if (bounded) await this.applyInterval(target);
+        else await this.applyThrough(target);
         if (this.logValue.fill > replicaApplyCheckpointFillRatio) await this.checkpoint();
         continue;
       }
@@ -428,9 +455,10 @@ export class Replica {
         // make them durable, then say so.
         assert(this.appliedLsnValue === item.consistentLsn, "resyncEnd applied at its LSN");
         await Promise.all(this.volumeList().map((volume) => volume.flush()));
-        this.stateValue = { ...this.stateValue, consistent: true, resyncing: false };
-        await this.persistState();
-        if (this.intervalLsn !== null) this.intervalLsn = this.appliedLsnValue;
+        // Said (status, acks) only once it is durable.
+        await this.persistState({ ...this.stateValue, consistent: true, resyncing: false });
+        // The resync's records were applied past any interval end: intervals go on from here.
+        if (this.intervalLsn !== null && this.intervalLsn < this.appliedLsnValue) this.intervalLsn = this.appliedLsnValue;
         this.options.logger.info({ group: this.name, consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
         return;
       case "task":
@@ -453,8 +481,10 @@ export class Replica {
     if (this.closing) throw new OperatingError("SHUTTING_DOWN", { group: this.name });
   }
 
-  private async persistState(): Promise<void> {
-    await writeFileAtomic(this.options.statePath, `${JSON.stringify(this.stateValue)}\n`);
+  // Persists a new state, and only then makes it the current one.
+  private async persistState(state: ReplicaStateFile = this.stateValue): Promise<void> {
+    await writeFileAtomic(this.options.statePath, `${JSON.stringify(state)}\n`);
+    this.stateValue = state;
   }
 
   async close(): Promise<void> {

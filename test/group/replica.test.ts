@@ -194,6 +194,32 @@ describe("replica: applying a primary's log", () => {
     await replica.close();
   });
 
+  it("a periodic stream's readers see the volume only at interval boundaries", async () => {
+    const primary = await primaryWith(300, 6);
+    const { replica, volume } = await freshReplica();
+    replica.enqueue({ kind: "resyncEnd", consistentLsn: 0n });
+    await waitFor(() => replica.consistent, "the empty resync's end");
+    replica.useIntervals(true);
+    await replica.appendRecords(primary.records.slice(0, 300));
+    await replica.log.durable(300n);
+    const boundaries = [primary.images[0]!, primary.images[150]!, primary.images[300]!];
+    replica.intervalEnd(150n);
+    let reads = 0;
+    const reader = (async () => {
+      while (replica.appliedLsn < 300n) {
+        const image = Buffer.alloc(volume.size);
+        await replica.read(volume, 0, image);
+        assert.ok(boundaries.some((boundary) => boundary.equals(image)), `read ${reads} saw a state between interval boundaries (applied ${replica.appliedLsn})`);
+        reads += 1;
+        if (replica.appliedLsn === 150n) replica.intervalEnd(300n);
+      }
+    })();
+    await reader;
+    assert.ok(reads >= 2, `only ${reads} reads`);
+    assert.ok((await volumeImage(volume)).equals(primary.images[300]!));
+    await replica.close();
+  });
+
   it("continues(accept): only a log accept that continues exactly this copy", async () => {
     const primary = await primaryWith(10, 5);
     const disks = await disksMake();
