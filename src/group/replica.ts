@@ -166,7 +166,7 @@ export class Replica {
     const replayed = Number(headLsn - this.appliedLsnValue);
     await this.applyThrough(headLsn);
     await this.checkpoint();
-    this.options.logger.info({ group: this.name, replayed, headLsn: String(headLsn), consistent: this.consistent }, "replica recovered");
+    this.options.logger.info({ replayed, headLsn: String(headLsn), consistent: this.consistent }, "replica recovered");
     return { replayedRecords: replayed };
   }
 
@@ -174,7 +174,7 @@ export class Replica {
     assert(this.running === null, "replica started twice");
     this.running = this.run().catch((error: unknown) => {
       this.failure = error as Error;
-      this.options.logger.error({ group: this.name, err: error }, "replica applier stopped");
+      this.options.logger.error({ err: error }, "replica applier stopped");
       for (const wake of this.idleWaiters.splice(0)) wake();
     });
   }
@@ -459,7 +459,7 @@ export class Replica {
         await this.persistState({ ...this.stateValue, consistent: true, resyncing: false });
         // The resync's records were applied past any interval end: intervals go on from here.
         if (this.intervalLsn !== null && this.intervalLsn < this.appliedLsnValue) this.intervalLsn = this.appliedLsnValue;
-        this.options.logger.info({ group: this.name, consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
+        this.options.logger.info({ consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
         return;
       case "task":
         await item.run();
@@ -495,7 +495,7 @@ export class Replica {
     try {
       await this.checkpoint();
     } catch (error) {
-      this.options.logger.error({ group: this.name, err: error }, "replica did not stop cleanly; the next start redoes its log");
+      this.options.logger.error({ err: error }, "replica did not stop cleanly; the next start redoes its log");
     }
     await this.logValue.close().catch(() => undefined);
   }

@@ -41,7 +41,9 @@ import type { Logger } from "../logger.js";
 import { type LinkCredential, type LinkPeerProblem, linkPeerProblem } from "../replication/link-credential.js";
 import { isNameString } from "../replication/payload-codec.js";
 
-const tlsVersions = { minVersion: "TLSv1.3", maxVersion: "TLSv1.3" } as const;
+// TLS 1.3 only; AES-128-GCM first: as strong as a link needs, and cheaper per byte than
+// AES-256 on the write path (replication data is sealed on the primary's event loop).
+const tlsVersions = { minVersion: "TLSv1.3", maxVersion: "TLSv1.3", ciphersuites: "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256" } as const;
 const keyAlgorithm = { name: "ECDSA", namedCurve: "P-256" } as const;
 const signingAlgorithm = { name: "ECDSA", hash: "SHA-256" } as const;
 const dayMs = 24 * 60 * 60 * 1000;

@@ -147,7 +147,7 @@ export class NodeReplication {
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const listener = new LinkListener(this.logger.child({ subsystem: "link-listener" }));
+    const listener = new LinkListener(this.logger);
     listener.setCredentials([...this.accepted.values()]);
     listener.onLink((socket, credential) => void this.onLink(socket, credential));
     this.listenAddress = await listener.listen(host, port);

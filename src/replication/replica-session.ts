@@ -123,7 +123,7 @@ export class ReplicaSession {
         }
         this.replica.useIntervals(accept.intervals);
         this.streamReady = true;
-        this.context.logger.info({ group: this.replica.name, start: accept.start, resumeLsn: String(accept.resumeLsn) }, "replica streaming");
+        this.context.logger.info({ start: accept.start, resumeLsn: String(accept.resumeLsn) }, "replica streaming");
         return;
       }
       case "records": {
@@ -150,7 +150,7 @@ export class ReplicaSession {
         this.stream.reject(effect.reason, effect.text, new OperatingError("LINK_REJECTED", { group: this.replica.name, reason: effect.reason, text: effect.text }));
         return;
       case "close":
-        this.context.logger.warn({ group: this.replica.name, reason: effect.reason }, "replica link closing");
+        this.context.logger.warn({ reason: effect.reason }, "replica link closing");
         this.stream.close(new OperatingError("PEER_UNREACHABLE", { what: effect.reason }));
         return;
     }
