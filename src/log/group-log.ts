@@ -127,6 +127,24 @@ export type ShippedRecord = LogRecord & { readonly header: Buffer };
 
 const emptyPayload = Buffer.alloc(0);
 
+// Calls fn every ms on the clock until the returned function is called.
+export function clockRepeat(clock: LogClock, ms: number, fn: () => void): () => void {
+  let cancel = () => {};
+  let stopped = false;
+  const schedule = () => {
+    cancel = clock.setTimeout(() => {
+      if (stopped) return;
+      schedule();
+      fn();
+    }, ms);
+  };
+  schedule();
+  return () => {
+    stopped = true;
+    cancel();
+  };
+}
+
 export const systemClock: LogClock = {
   nowMs: () => Date.now(),
   setTimeout: (callback, ms) => {

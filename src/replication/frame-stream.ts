@@ -14,6 +14,7 @@
 
 import type { Duplex } from "node:stream";
 import { linkCloseMsMax } from "../constants.js";
+import { type LogClock, systemClock } from "../log/group-log.js";
 import { OperatingError } from "../errors.js";
 import { FrameDecoder } from "./frame-decoder.js";
 import { FrameEncoder } from "./frame.js";
@@ -31,6 +32,8 @@ export interface FrameStreamOptions {
   readonly payloadSizeMax?: number;
   readonly messagesBytesMax: number;
   readonly nowMs: () => number;
+  // Timers come from the injected clock (a simulation controls them); default: the system's.
+  readonly clock?: LogClock;
 }
 
 export class FrameStream {
@@ -170,7 +173,7 @@ export class FrameStream {
     this.queueBytes = 0;
     if (graceful) {
       this.socket.end();
-      setTimeout(() => this.socket.destroy(), linkCloseMsMax).unref();
+      (this.options.clock ?? systemClock).setTimeout(() => this.socket.destroy(), linkCloseMsMax);
     } else {
       this.socket.destroy();
     }

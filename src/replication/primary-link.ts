@@ -27,7 +27,7 @@ import { linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowF
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
-import type { LogClock, LogCursor } from "../log/group-log.js";
+import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
 import { type LogRecord, RecordKind } from "../log/record.js";
 import type { Group } from "../group/group.js";
 import type { LinkMetricsView } from "../api/metrics.js";
@@ -318,7 +318,7 @@ export class PrimaryLink {
           finish(closeReason);
         },
       },
-      { messagesBytesMax: replicationMessagesBytesMax, nowMs: () => clock.nowMs() },
+      { messagesBytesMax: replicationMessagesBytesMax, nowMs: () => clock.nowMs(), clock },
     );
     this.session = session;
     this.stateName = "handshaking";
@@ -335,16 +335,16 @@ export class PrimaryLink {
       node: this.environment.node,
       group: this.group.name,
     });
-    const ticker = setInterval(() => {
+    const stopTicker = clockRepeat(clock, linkHeartbeatMs, () => {
       // Silence counts from the last bytes received (a peer busy applying still talks TCP).
       if (session.stream.heardAtMs > session.state.heardAtMs) session.state = { ...session.state, heardAtMs: session.stream.heardAtMs };
       this.step(session, { kind: "tick" });
-    }, linkHeartbeatMs);
-    const cutter = this.settingsValue.mode === "periodic" ? setInterval(() => this.cut(session), this.settingsValue.intervalMs) : null;
+    });
+    const stopCutter = this.settingsValue.mode === "periodic" ? clockRepeat(clock, this.settingsValue.intervalMs, () => this.cut(session)) : null;
     return closed.finally(() => {
       this.stats.bytesSent += session.stream.bytesSent; // every byte of the connection's frames
-      clearInterval(ticker);
-      if (cutter !== null) clearInterval(cutter);
+      stopTicker();
+      stopCutter?.();
       if (this.session === session) this.session = null;
     });
   }

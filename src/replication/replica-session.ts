@@ -12,7 +12,7 @@ import type { Duplex } from "node:stream";
 import { linkAckIntervalMs, linkHeartbeatMs, linkSilenceMsMax, replicaPendingBytesMax, replicationMessagesBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { LogClock } from "../log/group-log.js";
+import { clockRepeat, type LogClock } from "../log/group-log.js";
 import type { Replica } from "../group/replica.js";
 import { FrameError } from "./frame-error.js";
 import { type LogRecord, RecordKind } from "../log/record.js";
@@ -38,8 +38,7 @@ export class ReplicaSession {
   // The primary's volumes as of the last volume table received (in stream order): a record
   // that names another volume, or reaches past its end, is refused before it is appended.
   private tableVolumes: Map<number, number> | null = null;
-  private readonly ticker: ReturnType<typeof setInterval>;
-  private readonly acker: ReturnType<typeof setInterval>;
+  private readonly stopTimers: () => void;
   readonly closed: Promise<string>;
 
   constructor(
@@ -55,16 +54,19 @@ export class ReplicaSession {
       {
         message: (message) => this.onMessage(message),
         closed: (error) => {
-          clearInterval(this.ticker);
-          clearInterval(this.acker);
+          this.stopTimers();
           this.state = { ...this.state, phase: "closed" };
           finish(error?.message ?? "closed");
         },
       },
-      { messagesBytesMax: replicationMessagesBytesMax, nowMs: () => clock.nowMs() },
+      { messagesBytesMax: replicationMessagesBytesMax, nowMs: () => clock.nowMs(), clock },
     );
-    this.ticker = setInterval(() => this.tick(), linkHeartbeatMs);
-    this.acker = setInterval(() => this.ackIfMoved(), linkAckIntervalMs);
+    const stopTicker = clockRepeat(clock, linkHeartbeatMs, () => this.tick());
+    const stopAcker = clockRepeat(clock, linkAckIntervalMs, () => this.ackIfMoved());
+    this.stopTimers = () => {
+      stopTicker();
+      stopAcker();
+    };
   }
 
   // Closed, and its last message handler has returned: a new session may use the replica.
