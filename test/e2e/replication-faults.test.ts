@@ -39,18 +39,21 @@ describe("replication through faults", () => {
   const dirs: string[] = [];
   after(() => dirs.forEach(cleanup));
 
-  for (const mode of ["async", "sync"] as const) {
-    it(`${mode}: the secondary is always a prefix of the primary's writes while the link is cut and restored`, async () => {
+  // LOCKSTEP_CHAOS_ROUNDS (npm run soak) runs more seeded fault schedules of each mode.
+  const rounds = Number(process.env.LOCKSTEP_CHAOS_ROUNDS ?? "1");
+  const schedules = (["async", "sync"] as const).flatMap((mode) => Array.from({ length: rounds }, (_, round) => ({ mode, round })));
+  for (const { mode, round } of schedules) {
+    it(`${mode}${round > 0 ? ` (schedule ${round + 1})` : ""}: the secondary is always a prefix of the primary's writes while the link is cut and restored`, async () => {
       const dir = tempDir(`prefix-${mode}`);
       dirs.push(dir);
       // A log large enough that short outages never overflow it (that case has its own test).
       const cluster = await Cluster.start(dir, 1, { logSize: "1GiB" });
       try {
         await cluster.primary.createVolume("disk0", "16MiB");
-        await cluster.link("secondary1", mode, { proxy: true, seed: mode === "sync" ? 7 : 11 });
+        await cluster.link("secondary1", mode, { proxy: true, seed: (mode === "sync" ? 7 : 11) + round * 1000 });
         await cluster.waitConsistent();
         const blocks = 4096;
-        const seed = mode === "sync" ? 101 : 202;
+        const seed = (mode === "sync" ? 101 : 202) + round;
         const progressPath = join(dir, "progress.json");
         const workload = new PrefixWorkload({ uri: cluster.primary.uri("disk0"), blocks, seconds: 12, seed, progressPath, queueDepth: 4 });
         const chaos = chaosRun(cluster.proxies.get("secondary1")!, { seed, durationMs: 9_000, stepsMax: 40, faultMsMax: 700 });
