@@ -326,7 +326,11 @@ export class Replica {
 
   // ---- As the owner of read-only exports (node/volume-export.ts) ----
 
+  // A replica that is not a consistent image (a resync under way, or never synced) refuses
+  // reads (EIO) rather than show a state the primary never had; until the snapshot work gives
+  // it a protective snapshot to serve instead.
   async read(volume: Volume, offset: number, target: Buffer): Promise<void> {
+    if (!this.consistent) throw new OperatingError("REPLICA_INCONSISTENT", { group: this.name, volume: volume.name });
     while (this.readHold !== null) await this.readHold;
     this.readsInFlight += 1;
     try {

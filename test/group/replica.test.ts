@@ -5,6 +5,7 @@
 // a resync restarts the log copy where the primary says and ends consistent; a crash anywhere
 // is redone from the log to a prefix state.
 
+import { OperatingError } from "../../src/errors.js";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -217,6 +218,16 @@ describe("replica: applying a primary's log", () => {
     await reader;
     assert.ok(reads >= 2, `only ${reads} reads`);
     assert.ok((await volumeImage(volume)).equals(primary.images[300]!));
+    await replica.close();
+  });
+
+  it("refuses reads (REPLICA_INCONSISTENT) while a resync makes it inconsistent, and serves them after", async () => {
+    const { replica, volume } = await freshReplica();
+    const target = Buffer.alloc(4096);
+    await assert.rejects(replica.read(volume, 0, target), (error: unknown) => error instanceof OperatingError && error.code === "REPLICA_INCONSISTENT");
+    replica.enqueue({ kind: "resyncEnd", consistentLsn: 0n });
+    await waitFor(() => replica.consistent, "the resync's end");
+    await replica.read(volume, 0, target);
     await replica.close();
   });
 
