@@ -265,16 +265,17 @@ describe("replication through faults", () => {
       const writing = run("fio", ["--name=initial", "--ioengine=nbd", `--uri=${uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=8", "--offset=2G", "--size=4M", "--time_based", "--runtime=4"], { cwd: fioDir, timeoutMs: 60_000 });
       await cluster.link("secondary1", "async");
       const progress = await cluster.primary.cli(["link", "progress", "g", "secondary1", "--timeout", "60s"]);
-      assert.equal(progress.code, 0, progress.stderr);
+      assert.equal(progress.code, 0, `${progress.stderr}\n${cluster.primary.logTail()}`);
       assert.match(progress.stderr, /g\/secondary1/, "the progress view names the link");
-      assert.equal((await writing).code, 0);
+      const fio = await writing;
+      assert.equal(fio.code, 0, fio.stderr);
       await cluster.drain();
       await cluster.compareImages("disk0");
       const [link] = await cluster.links();
       const allocated = 24 * 1024 * 1024;
       process.stdout.write(`# initial sync: ${link!.stats.regionBytesSent} region bytes sent for a 4 GiB volume with ${allocated} bytes allocated\n`);
-      assert.ok(link!.stats.regionBytesSent >= allocated, "every allocated byte was sent");
-      assert.ok(link!.stats.regionBytesSent <= allocated + 4 * 1024 * 1024 + 1024 * 1024, `only allocated regions were sent (${link!.stats.regionBytesSent})`);
+      assert.ok(link!.stats.regionBytesSent >= allocated, `every allocated byte was sent: ${JSON.stringify(link!.stats)}`);
+      assert.ok(link!.stats.regionBytesSent <= allocated + 4 * 1024 * 1024 + 1024 * 1024, `only allocated regions were sent: ${JSON.stringify(link!.stats)}\n${cluster.primary.logTail()}`);
     } finally {
       await cluster.stop();
     }
