@@ -28,7 +28,7 @@ import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
-import { type LogRecord, RecordKind } from "../log/record.js";
+import { type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
 import type { Group } from "../group/group.js";
 import type { LinkMetricsView } from "../api/metrics.js";
 import { allocatedRegions } from "../volume/allocated-regions.js";
@@ -42,7 +42,7 @@ import { type SenderEffect, type SenderInput, type SenderState, senderInitial, s
 import type { Message } from "./message.js";
 import type { VolumeRegion } from "./resync.js";
 import { replicationBatchRecordsMax, replicationFramePayloadSizeMax, replicationRegionDataSizeMax } from "./limits.js";
-import { recordsPayloadSize } from "./records-batch.js";
+import { recordsBatchHeaderSize } from "./records-batch.js";
 import type { VolumeTable } from "./volume-table.js";
 
 export type LinkMode = "sync" | "async" | "periodic";
@@ -520,13 +520,13 @@ export class PrimaryLink {
       const record = session.carry ?? (nextLsn <= limitLsn && nextLsn <= writtenLsn ? await this.recordAt(session, nextLsn) : null);
       session.carry = null;
       if (record === null) break;
-      if (record.lsn > limitLsn || (records.length > 0 && recordsPayloadSize([...records.map((kept) => kept.payloadSize), record.payloadSize]) > replicationFramePayloadSizeMax)) {
+      if (record.lsn > limitLsn || (records.length > 0 && recordsBatchHeaderSize + bytes + recordHeaderSize + record.payloadSize > replicationFramePayloadSizeMax)) {
         session.carry = record; // the next batch starts with it
         break;
       }
       assert(record.lsn === session.state.sentLsn + 1n + BigInt(records.length), "link cursor out of step");
       records.push(record);
-      bytes += 80 + record.payloadSize;
+      bytes += recordHeaderSize + record.payloadSize;
     }
     if (records.length === 0) return;
     await this.windowRoom(session, bytes);
