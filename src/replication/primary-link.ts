@@ -627,7 +627,12 @@ export class PrimaryLink {
     session.resyncEndLsn = null;
     this.stats.resyncsCompleted += 1;
     this.resync = null;
-    if (this.bitmapMarks !== session.resyncMarks) return;
+    if (this.bitmapMarks !== session.resyncMarks) {
+      // Regions were marked while the resync ran: another one is needed, on a new connection.
+      this.logger.info({ peer: this.peer }, "resync applied, but regions were marked meanwhile: resyncing again");
+      session.close("regions marked during the resync: resync again");
+      return;
+    }
     this.bitmap = null;
     this.progress = { ...this.progress, bitmapActive: false, resyncs: this.progress.resyncs + 1 };
     await this.persistProgress();

@@ -265,7 +265,7 @@ describe("replication through faults", () => {
       const writing = run("fio", ["--name=initial", "--ioengine=nbd", `--uri=${uri}`, "--rw=randwrite", "--bs=4k", "--iodepth=8", "--offset=2G", "--size=4M", "--time_based", "--runtime=4"], { cwd: fioDir, timeoutMs: 60_000 });
       await cluster.link("secondary1", "async");
       const progress = await cluster.primary.cli(["link", "progress", "g", "secondary1", "--timeout", "60s"]);
-      assert.equal(progress.code, 0, `${progress.stderr}\n${cluster.primary.logTail()}`);
+      assert.equal(progress.code, 0, `${progress.stderr.slice(-1500)}\n--- primary\n${cluster.primary.logTail()}\n--- secondary\n${cluster.secondaries[0]!.logTail()}`);
       assert.match(progress.stderr, /g\/secondary1/, "the progress view names the link");
       const fio = await writing;
       assert.equal(fio.code, 0, fio.stderr);
