@@ -36,7 +36,7 @@ import { hashesDiffer, regionDigest } from "../volume/region-hash.js";
 import type { HashRequest } from "./verify-hashes.js";
 import { DirtyBitmap, dirtyBitmapLoad, dirtyBitmapSave } from "./dirty-bitmap.js";
 import { FrameStream } from "./frame-stream.js";
-import { protocolVersionMax, protocolVersionMin } from "./handshake.js";
+import { type Hello, protocolVersionMax, protocolVersionMin } from "./handshake.js";
 import type { LinkCredential } from "./link-credential.js";
 import { type SenderEffect, type SenderInput, type SenderState, senderInitial, senderStep, type StartDecision } from "./link-sender.js";
 import type { Message } from "./message.js";
@@ -138,6 +138,8 @@ export class PrimaryLink {
   private connectedAtMs: number | null = null;
   private resync: ResyncProgress | null = null;
   private streamedThisSession = false;
+  private folding: Promise<void> | null = null; // a checkpoint folding records into the bitmap
+  private helloInProgress = false; // a peer's hello is being answered: no fold may start
   readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0 };
 
   private constructor(
@@ -381,15 +383,15 @@ export class PrimaryLink {
   private async onMessage(session: Session, message: Message): Promise<void> {
     switch (message.kind) {
       case "hello": {
-        const log = this.group.log;
-        const usage = log.usage();
-        // A peer at LSN 0 continues our log only if it never held more (a wiped peer is resynced).
-        const checksumAtPeerDurable = message.durableLsn === 0n && this.progress.peerDurableLsn > 0n ? null : await log.previousChecksumOf(message.durableLsn + 1n);
-        this.step(session, {
-          kind: "hello",
-          hello: message,
-          context: { tailLsn: usage.tailLsn, headLsn: usage.headLsn, checksumAtPeerDurable, bitmapActive: this.progress.bitmapActive, bitmapCoveredLsn: this.progress.coveredLsn, bitmapBaseLsn: this.progress.bitmapBaseLsn },
-        });
+        // The start point must agree with the bitmap: wait for a fold under way, and let none
+        // begin until the stream has started (then the link counts as streaming).
+        this.helloInProgress = true;
+        try {
+          while (this.folding !== null) await this.folding;
+          await this.answerHello(session, message);
+        } finally {
+          this.helloInProgress = false;
+        }
         return;
       }
       case "ack":
@@ -415,6 +417,18 @@ export class PrimaryLink {
       default:
         this.step(session, { kind: "protocolError", reason: `${message.kind} from a peer` });
     }
+  }
+
+  private async answerHello(session: Session, hello: Hello): Promise<void> {
+    const log = this.group.log;
+    const usage = log.usage();
+    // A peer at LSN 0 continues our log only if it never held more (a wiped peer is resynced).
+    const checksumAtPeerDurable = hello.durableLsn === 0n && this.progress.peerDurableLsn > 0n ? null : await log.previousChecksumOf(hello.durableLsn + 1n);
+    this.step(session, {
+      kind: "hello",
+      hello,
+      context: { tailLsn: usage.tailLsn, headLsn: usage.headLsn, checksumAtPeerDurable, bitmapActive: this.progress.bitmapActive, bitmapCoveredLsn: this.progress.coveredLsn, bitmapBaseLsn: this.progress.bitmapBaseLsn },
+    });
   }
 
   // ---- Streaming ----
@@ -705,7 +719,7 @@ export class PrimaryLink {
   // streaming folds the records up to appliedLsn into its bitmap first; a lagging link whose
   // share of the log passed the overflow ratio switches to its bitmap (policy `bitmap`).
   async releaseLimit(appliedLsn: bigint, logFill: number): Promise<bigint> {
-    const streaming = this.session !== null && this.session.state.phase === "streaming";
+    const streaming = this.helloInProgress || (this.session !== null && this.session.state.phase === "streaming");
     // With a bitmap, the peer lacks the bitmap's regions and the records after the later of
     // coveredLsn and its durable LSN (a resync streams records; the next one continues them).
     const held = this.progress.bitmapActive && this.progress.coveredLsn > this.progress.peerDurableLsn ? this.progress.coveredLsn : this.progress.peerDurableLsn;
@@ -728,6 +742,16 @@ export class PrimaryLink {
   // Marks the regions of records (fromLsn, toLsn] (still in the log) and persists the bitmap
   // before coveredLsn says so.
   private async foldIntoBitmap(fromLsn: bigint, toLsn: bigint): Promise<void> {
+    const fold = this.foldRecords(fromLsn, toLsn);
+    this.folding = fold;
+    try {
+      await fold;
+    } finally {
+      if (this.folding === fold) this.folding = null;
+    }
+  }
+
+  private async foldRecords(fromLsn: bigint, toLsn: bigint): Promise<void> {
     this.bitmap ??= this.emptyBitmap();
     const bitmap = this.bitmap;
     await this.group.log.written(toLsn);
