@@ -82,7 +82,6 @@ export const replicaPendingBytesMax = 64 * MiB; // region data and items receive
 export const replicaMemoryBytesMax = 32 * MiB; // received records kept in memory for the applier (beyond: read back from the log copy)
 export const replicaApplyCheckpointFillRatio = 0.5; // the applier syncs volumes and frees its log above this fill
 export const replicaRoomWaitMsMax = 120_000; // a receiver waits this long for log room, then drops the link
-export const resyncReadsInflightMax = 4; // region reads of a resync in flight at once
 export const verifyRegionsPerRequestMax = 16; // regions hashed per verify round trip
 export const drainMsDefault = 600_000; // `drain` gives up (TIMEOUT) after this unless told otherwise
 export const verifyDifferencesReportedMax = 1_000; // differing regions listed in a verify report (all are counted)

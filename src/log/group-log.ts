@@ -398,6 +398,7 @@ export class GroupLog {
       throw new OperatingError("LOG_FULL", { recordBytes: diskBytes, freeBytes: this.space.freeBytes, tailLsn: this.releasedLsn + 1n });
     }
     const lsn = this.nextLsn;
+    const timestampMs = entry.timestampMs ?? this.clock.nowMs();
     const { header, checksum } = recordHeaderEncode(
       {
         kind: entry.kind,
@@ -408,7 +409,7 @@ export class GroupLog {
         lsn,
         generation: this.generationValue,
         logId: this.logId,
-        timestampMs: entry.timestampMs ?? this.clock.nowMs(),
+        timestampMs,
         previousChecksum: this.chain,
       },
       entry.payload,
@@ -419,7 +420,7 @@ export class GroupLog {
     if (this.shipCacheBytesMax > 0) {
       this.shipCacheAdd({
         kind: entry.kind, flags: entry.flags, volumeId: entry.volumeId, offset: entry.offset, length: entry.length, lsn,
-        generation: this.generationValue, logId: this.logId, timestampMs: header.readUInt32LE(56) + header.readUInt32LE(60) * 0x1_0000_0000,
+        generation: this.generationValue, logId: this.logId, timestampMs,
         previousChecksum: this.chain, checksum, payloadSize, payload: entry.payload ?? emptyPayload, header,
       });
     }

@@ -67,7 +67,6 @@ export type SenderEffect =
   | { readonly kind: "close"; readonly reason: string; readonly peerReject: RejectReasonName | null };
 
 export interface SenderTiming {
-  readonly heartbeatMs: number;
   readonly silenceMsMax: number;
 }
 

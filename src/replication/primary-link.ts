@@ -353,7 +353,7 @@ export class PrimaryLink {
 
   private step(session: Session, input: SenderInput): SenderEffect[] {
     const nowMs = this.environment.clock.nowMs();
-    const [state, effects] = senderStep(session.state, input, nowMs, { group: this.group.name, peer: this.peer, generation: this.group.log.generation }, { heartbeatMs: linkHeartbeatMs, silenceMsMax: linkSilenceMsMax });
+    const [state, effects] = senderStep(session.state, input, nowMs, { group: this.group.name, peer: this.peer, generation: this.group.log.generation }, { silenceMsMax: linkSilenceMsMax });
     session.state = state;
     for (const effect of effects) this.perform(session, effect, nowMs);
     return effects;

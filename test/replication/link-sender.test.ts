@@ -21,7 +21,7 @@ import {
 import type { Ack } from "../../src/replication/progress.js";
 
 const expected: SenderExpectation = { group: "db", peer: "site-b", generation: 7n };
-const timing: SenderTiming = { heartbeatMs: 1_000, silenceMsMax: 10_000 };
+const timing: SenderTiming = { silenceMsMax: 10_000 };
 const t0 = 1_700_000_000_000;
 
 function hello(overrides: Partial<Hello> = {}): Hello {
