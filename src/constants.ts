@@ -55,6 +55,27 @@ export const activityExtentsMax = 1024; // hot extents at once; more forces a ch
 export const dirtyRegionBytesMin = 64 * KiB;
 export const dirtyBitmapBitsMax = 2 ** 24;
 
+// ---- Snapshots (src/snapshot/) ----
+// The default chunk: the unit of copy-on-write. 64 KiB: a first write after a snapshot copies
+// at most 64 KiB (16 4k blocks), and a TiB of volume is 16 Mi chunks, so the per-chunk
+// metadata of a fully rewritten TiB stays well under a GiB on disk (docs/DESIGN-NOTES.md §7).
+export const snapshotChunkSizeDefault = 64 * KiB;
+export const snapshotChunkSizeMin = 4 * KiB;
+export const snapshotChunkSizeMax = 1 * MiB;
+export const snapshotsPerVolumeMax = 256; // images in a volume's tree, the volume not counted
+export const snapshotNameLengthMax = 64;
+export const snapshotChainLengthMax = 64; // links from a snapshot down to the volume (tree depth)
+export const snapshotStoreSizeDefault = 64 * GiB; // per volume, unless the group config says
+export const snapshotStoreSizeMax = 1024 * TiB;
+// The in-memory cache of "this chunk was already preserved since the newest snapshot": pages of
+// 32 Ki chunk bits (4 KiB each), at most this many (8 MiB), whatever the volume's size. A
+// chunk outside the cache costs one metadata lookup.
+export const snapshotFreshPageBits = 32 * 1024;
+export const snapshotFreshPagesMax = 2048;
+export const snapshotDiffRegionsMax = 100_000; // regions one diff returns (the total is always exact)
+export const snapshotCopyBytesMax = 4 * MiB; // a restore or export read moves at most this at once
+export const snapshotMetadataMapBytes = 64 * GiB; // LMDB map size (virtual; files grow as used)
+
 // ---- Allocation queries (SEEK_DATA/SEEK_HOLE; src/volume/allocated-regions.ts) ----
 export const allocationQueryExtentsMax = 1024; // extents asked of BlockFile.dataExtents in one call
 
@@ -131,5 +152,10 @@ assert(linkHeartbeatMs * 3 <= linkSilenceMsMax, "a few heartbeats fit in the sil
 assert(linkBatchBytesMax <= linkBytesInFlightMax / 4, "several batches fit in flight");
 assert(linkReconnectMsMin <= linkReconnectMsMax, "reconnect back-off range");
 assert(linkOverflowFillRatio > logCheckpointFillRatio && linkOverflowFillRatio < 1, "a link overflows only when checkpoints cannot help");
+
+assert(Number.isInteger(Math.log2(snapshotChunkSizeDefault)) && snapshotChunkSizeDefault >= snapshotChunkSizeMin && snapshotChunkSizeDefault <= snapshotChunkSizeMax, "the default chunk is a power of two in range");
+assert(snapshotChunkSizeMin % sectorSize === 0, "chunks are whole sectors");
+assert(snapshotCopyBytesMax % snapshotChunkSizeMax === 0, "a copy moves whole chunks");
+assert(Number.isInteger(Math.log2(snapshotFreshPageBits)), "fresh-cache pages are a power of two of bits");
 
 export const units = { KiB, MiB, GiB, TiB } as const;

@@ -61,6 +61,11 @@ export const errorTable = {
   ROLE_CONFLICT: { nbd: "EPERM", http: 409, exit: 7, summary: "the group's role on this node does not allow it" },
   REPLICA_INCONSISTENT: { nbd: "EIO", http: 409, exit: 7, summary: "the replica is being resynced and is not a consistent image" },
   VERIFY_DIFFERS: { nbd: "EIO", http: 409, exit: 1, summary: "verify found regions where a replica differs from its primary" },
+  SNAPSHOT_NOT_FOUND: { nbd: "EINVAL", http: 404, exit: 3, summary: "no such snapshot" },
+  SNAPSHOT_EXISTS: { nbd: "EINVAL", http: 409, exit: 4, summary: "a snapshot of that name exists" },
+  SNAPSHOT_HAS_CHILDREN: { nbd: "EINVAL", http: 409, exit: 4, summary: "the snapshot has snapshots of its own; delete them first or use --recursive" },
+  SNAPSHOT_CROSS_VOLUME: { nbd: "EINVAL", http: 400, exit: 2, summary: "the images belong to different volumes" },
+  SNAPSHOT_STORE_FULL: { nbd: "ENOSPC", http: 507, exit: 6, summary: "the volume's snapshot store is full: the change would overwrite data a snapshot needs" },
   TIMEOUT: { nbd: "EIO", http: 504, exit: 7, summary: "the operation did not finish in time" },
 } as const satisfies Record<string, ErrorMapping>;
 

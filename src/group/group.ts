@@ -237,11 +237,14 @@ export class Group {
     const fua = (flags & RecordFlag.fua) !== 0;
     const payloadBytes = payload?.length ?? 0;
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
+    // A snapshot store refuses here (store full) while nothing is logged or written.
+    const preserving = volume.changeGuard?.reserve(offset, length) ?? null;
     const marked = this.activity?.mark(volume.id, offset, length);
     try {
       if (marked) await marked;
       if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     } catch (error) {
+      preserving?.release();
       this.activity?.done(volume.id, offset, length, 0n); // nothing was written
       throw error;
     }
@@ -256,15 +259,16 @@ export class Group {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
       if (this.durability === "write-ahead") {
-        await applyChange(volume, kind, flags, offset, length, payload, false); // durable through the log, which recovery replays
+        await applyChange(volume, kind, flags, offset, length, payload, false, preserving); // durable through the log, which recovery replays
       } else {
         // activity-map: the acknowledgement waits for the image only (FUA: the write itself
         // durable); the record reaches the log file behind it, its extent hot meanwhile.
-        await applyChange(volume, kind, flags, offset, length, payload, fua);
+        await applyChange(volume, kind, flags, offset, length, payload, fua, preserving);
       }
       if (remote !== null) await remote;
       failed = false;
     } finally {
+      preserving?.release(); // idempotent: applyChange released it unless it never got there
       this.gate.leave(ticket);
       this.watermark.end(lsn);
       this.activity?.done(volume.id, offset, length, lsn, failed);

@@ -105,7 +105,9 @@ export class SimDisk implements BlockFile {
     // Modelled as immediately durable metadata, as ext4/xfs journal it.
     this.ensureCapacity(size);
     if (size < this.durableSize) this.durable.fill(0, size, this.durableSize);
-    this.pending = this.pending.filter((write) => write.position < size);
+    this.pending = this.pending
+      .filter((write) => write.position < size)
+      .map((write) => (write.position + write.data.length <= size ? write : { ...write, data: write.data.subarray(0, size - write.position) }));
     this.durableSize = size;
     this.pendingSize = size;
   }

@@ -8,6 +8,7 @@ import { assert } from "../assert.js";
 import { sectorSize, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile, Extent } from "../io/block-file.js";
+import type { ChangeGuard } from "./change-guard.js";
 import { SyncCoalescer } from "./sync-coalescer.js";
 
 export interface VolumeFault {
@@ -24,6 +25,8 @@ export class Volume {
   // after a sync that started when they were all applied).
   syncedLsn = 0n;
   errorCount = 0;
+  // Set while the volume has a snapshot store: every change passes it first (apply-change.ts).
+  changeGuard: ChangeGuard | null = null;
 
   constructor(
     readonly id: number,

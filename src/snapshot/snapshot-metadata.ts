@@ -1,0 +1,193 @@
+// A volume's snapshot metadata: the catalog of its images, its lines and the chunk maps, in
+// LMDB (the `lmdb` package), the embedded transactional store. Why LMDB and not a format of
+// our own: every change here is a small multi-key transaction (a preserved chunk's version,
+// the origin chunk's birth, the slot taken from the free list, the store's high-water mark)
+// that must be atomic and durable before the origin is overwritten; the maps must be indexed
+// on disk (a TiB of rewritten volume is 16 Mi entries, which cannot live in memory); and a
+// crash at any point must leave the last committed state. LMDB is a copy-on-write B+tree
+// with exactly those properties, reads are synchronous and cost about a microsecond, and the
+// package batches concurrent commits (group commit). This is the one file that knows LMDB.
+//
+// Tables (keys in LMDB's ordered-binary encoding, so ranges are ordered by number):
+//
+//   state     "state"               → StoreState
+//   lines     lineId                → LineEntry            (line 0: the volume itself)
+//   images    name                  → ImageEntry           (snapshots; the volume is implicit)
+//   versions  [line, chunk, death]  → [birth, slot]        (preserved chunk versions)
+//   current   [line, chunk]         → [birth, slot]        (slot -1: the volume's own chunk)
+//   free      slot                  → 1                    (free slots below slotsHigh)
+//
+// Opened with overlappingSync off: a commit's promise resolves once it is durable.
+
+import { open, type Database, type RootDatabase } from "lmdb";
+import { snapshotMetadataMapBytes } from "../constants.js";
+import { OperatingError } from "../errors.js";
+
+export const liveEpoch = -1; // a chain link that reads the line's current content
+
+export interface ChainLink {
+  readonly line: number;
+  readonly epoch: number; // liveEpoch, or the line's epoch the image was frozen at
+}
+
+export interface ImageEntry {
+  readonly id: number;
+  readonly name: string; // without "volume@"
+  readonly parent: string | null; // the image it was taken of; null: the volume
+  readonly writable: boolean;
+  readonly size: number;
+  readonly createdLsn: string;
+  readonly createdAtMs: number;
+  readonly refreshedAtMs: number | null;
+  readonly chain: readonly ChainLink[]; // top first; the last link is always line 0
+}
+
+export interface LineEntry {
+  readonly id: number;
+  readonly epoch: number; // the epoch changes to this line are written in now
+}
+
+export interface StoreState {
+  readonly version: 1;
+  readonly chunkSize: number;
+  readonly slotsMax: number;
+  readonly nextLineId: number;
+  readonly nextImageId: number;
+  readonly slotsHigh: number; // slots at or above are unused (the store file is at most this long)
+  readonly gcPending: boolean; // an image was removed and its chunks may not all be freed yet
+  readonly restoring: string | null; // a restore from this snapshot began and has not finished
+}
+
+export interface ChunkVersion {
+  readonly chunk: number;
+  readonly death: number; // readable by epochs below this
+  readonly birth: number; // ... and at or above this
+  readonly slot: number;
+}
+
+export interface ChunkCurrent {
+  readonly chunk: number;
+  readonly birth: number;
+  readonly slot: number; // -1 for line 0: the chunk lives in the volume's image
+}
+
+export interface MetadataChange {
+  state?: StoreState;
+  lines?: LineEntry[];
+  deleteLines?: number[];
+  images?: ImageEntry[];
+  deleteImages?: string[];
+  versions?: { line: number; version: ChunkVersion }[];
+  deleteVersions?: { line: number; chunk: number; death: number }[];
+  currents?: { line: number; current: ChunkCurrent }[];
+  deleteCurrents?: { line: number; chunk: number }[];
+  freed?: number[]; // slots that join the free table
+  taken?: number[]; // slots that leave it
+}
+
+type Pair = [number, number];
+
+export class SnapshotMetadata {
+  private constructor(
+    private readonly root: RootDatabase,
+    private readonly stateTable: Database<StoreState, string>,
+    private readonly lineTable: Database<LineEntry, number>,
+    private readonly imageTable: Database<ImageEntry, string>,
+    private readonly versionTable: Database<Pair, number[]>,
+    private readonly currentTable: Database<Pair, number[]>,
+    private readonly freeTable: Database<number, number>,
+  ) {}
+
+  static open(path: string): SnapshotMetadata {
+    try {
+      const root = open({ path, overlappingSync: false, compression: false, mapSize: snapshotMetadataMapBytes, maxDbs: 8 });
+      const table = <V, K extends string | number | number[]>(name: string) => root.openDB<V, K>(name, { keyEncoding: "ordered-binary" });
+      return new SnapshotMetadata(root, table("state"), table("lines"), table("images"), table("versions"), table("current"), table("free"));
+    } catch (error) {
+      throw new OperatingError("DISK_IO", { what: `open snapshot metadata ${path}` }, { cause: error });
+    }
+  }
+
+  get state(): StoreState | undefined {
+    return this.stateTable.get("state");
+  }
+
+  lines(): LineEntry[] {
+    return [...this.lineTable.getRange({}).map(({ value }) => value)];
+  }
+
+  images(): ImageEntry[] {
+    return [...this.imageTable.getRange({}).map(({ value }) => value)];
+  }
+
+  // The first preserved version of the chunk that died after `epoch` (the one an image frozen
+  // at `epoch` reads, if it was born by then).
+  versionAfter(line: number, chunk: number, epoch: number): ChunkVersion | undefined {
+    for (const { key, value } of this.versionTable.getRange({ start: [line, chunk, epoch + 1], end: [line, chunk + 1], limit: 1 })) {
+      return { chunk, death: key[2]!, birth: value[0], slot: value[1] };
+    }
+    return undefined;
+  }
+
+  current(line: number, chunk: number): ChunkCurrent | undefined {
+    const value = this.currentTable.get([line, chunk]);
+    return value === undefined ? undefined : { chunk, birth: value[0], slot: value[1] };
+  }
+
+  // A line's versions from (chunk, death) on, in key order, at most limit; and its current
+  // chunks from a chunk on.
+  versionsOf(line: number, from: { chunk: number; death: number } = { chunk: 0, death: 0 }, limit = Infinity): ChunkVersion[] {
+    const found: ChunkVersion[] = [];
+    for (const { key, value } of this.versionTable.getRange({ start: [line, from.chunk, from.death], end: [line + 1], limit })) {
+      found.push({ chunk: key[1]!, death: key[2]!, birth: value[0], slot: value[1] });
+    }
+    return found;
+  }
+
+  currentsOf(line: number, fromChunk = 0, limit = Infinity): ChunkCurrent[] {
+    const found: ChunkCurrent[] = [];
+    for (const { key, value } of this.currentTable.getRange({ start: [line, fromChunk], end: [line + 1], limit })) {
+      found.push({ chunk: key[1]!, birth: value[0], slot: value[1] });
+    }
+    return found;
+  }
+
+  // Up to `count` free slots that are not in `skip` (slots handed out but not yet committed).
+  freeSlots(count: number, skip: ReadonlySet<number>): number[] {
+    const slots: number[] = [];
+    if (count <= 0) return slots;
+    for (const slot of this.freeTable.getKeys({})) {
+      if (skip.has(slot)) continue;
+      slots.push(slot);
+      if (slots.length >= count) break;
+    }
+    return slots;
+  }
+
+  private apply(change: MetadataChange): void {
+    if (change.state !== undefined) void this.stateTable.put("state", change.state);
+    for (const line of change.lines ?? []) void this.lineTable.put(line.id, line);
+    for (const line of change.deleteLines ?? []) void this.lineTable.remove(line);
+    for (const image of change.images ?? []) void this.imageTable.put(image.name, image);
+    for (const name of change.deleteImages ?? []) void this.imageTable.remove(name);
+    for (const { line, version } of change.versions ?? []) void this.versionTable.put([line, version.chunk, version.death], [version.birth, version.slot]);
+    for (const { line, chunk, death } of change.deleteVersions ?? []) void this.versionTable.remove([line, chunk, death]);
+    for (const { line, current } of change.currents ?? []) void this.currentTable.put([line, current.chunk], [current.birth, current.slot]);
+    for (const { line, chunk } of change.deleteCurrents ?? []) void this.currentTable.remove([line, chunk]);
+    for (const slot of change.freed ?? []) void this.freeTable.put(slot, 1);
+    for (const slot of change.taken ?? []) void this.freeTable.remove(slot);
+  }
+
+  // Atomic and durable when it resolves. Concurrent commits share one LMDB transaction.
+  async commit(change: MetadataChange): Promise<void> {
+    try {
+      await this.root.transaction(() => this.apply(change));
+    } catch (error) {
+      throw new OperatingError("DISK_IO", { what: "commit snapshot metadata" }, { cause: error });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}

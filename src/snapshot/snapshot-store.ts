@@ -1,0 +1,811 @@
+// One volume's snapshots: the copy-on-write store (a file of fixed-size slots), its metadata
+// (snapshot-metadata.ts, LMDB), and every operation on them. The model is in image-chain.ts.
+//
+// The volume's own changes pass this store as their guard (volume/change-guard.ts):
+//
+//   reserve (before the LSN)  chunks whose birth ≤ the newest snapshot epoch need a slot each;
+//                             too few left → SNAPSHOT_STORE_FULL, nothing logged or written
+//   preserve (before the image write), per such chunk, under its chunk lock:
+//       read the chunk from the volume ─▶ write it to a slot ─▶ store fdatasync
+//       ─▶ commit {version (0, chunk, death = epoch) → slot; birth = epoch} (durable)
+//       ─▶ wait for snapshot reads that resolved to the volume's chunk ─▶ (image write)
+//
+// so a kill -9 anywhere leaves every snapshot readable and unchanged: before the commit the
+// volume still holds the old chunk; after it the slot does, durably.
+//
+// Writes to a writable snapshot go to its own line: a chunk it already owns and no snapshot of
+// it needs is overwritten in its slot; otherwise a new slot is filled (old content + the
+// write), made durable and committed before the write is acknowledged.
+//
+// Operations (create, delete, refresh, restore, resize) run exclusively: the caller has the
+// group quiet (Group.quiesce), and exclusive() waits for snapshot exports' I/O in flight.
+
+import { assert } from "../assert.js";
+import { sectorSize, snapshotChainLengthMax, snapshotDiffRegionsMax, snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
+import { OperatingError } from "../errors.js";
+import type { BlockFile, Extent } from "../io/block-file.js";
+import type { ChangeGuard, ChangeTicket } from "../volume/change-guard.js";
+import { SyncCoalescer } from "../volume/sync-coalescer.js";
+import type { Volume } from "../volume/volume.js";
+import { ChunkLocks } from "./chunk-locks.js";
+import { FreshChunks } from "./fresh-chunks.js";
+import { currentNeeded, frozenChain, frozenEpochs, liveLines, mustPreserve, resolveChunk, sameLocation, versionNeeded, type ChunkLocation } from "./image-chain.js";
+import { liveEpoch, SnapshotMetadata, type ChainLink, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
+
+const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const gcBatchEntries = 4096; // metadata entries examined per garbage-collection commit
+const diffWindowChunks = 65_536; // chunks whose candidates are gathered at once by a diff
+
+export interface SnapshotStoreOptions {
+  readonly chunkSize: number; // used when the store is created; an existing store keeps its own
+  readonly storeSizeMax: number;
+  readonly nowMs: () => number;
+}
+
+export interface SnapshotStats {
+  preservedChunks: number;
+  snapshotWrites: number;
+  slotsAllocated: number;
+  slotsFreed: number;
+  storeFullErrors: number;
+}
+
+export interface DiffResult {
+  readonly regions: { offset: number; length: number }[];
+  readonly totalBytes: number;
+  readonly truncated: boolean; // more regions than snapshotDiffRegionsMax (totalBytes is still exact)
+}
+
+export interface SnapshotInfo {
+  readonly name: string; // volume@snapshot
+  readonly volume: string;
+  readonly snapshot: string;
+  readonly parent: string; // volume or volume@snapshot
+  readonly writable: boolean;
+  readonly size: number;
+  readonly createdLsn: string;
+  readonly createdAtMs: number;
+  readonly refreshedAtMs: number | null;
+  readonly depth: number;
+  readonly storeBytes: number;
+}
+
+interface Reservation {
+  count: number;
+}
+
+export class SnapshotStore implements ChangeGuard {
+  private state!: StoreState;
+  private readonly lines = new Map<number, LineEntry>();
+  private readonly images = new Map<string, ImageEntry>();
+  private epochs = new Map<number, number[]>(); // frozen epochs per line (image-chain.ts)
+  private live = new Set<number>([0]);
+  private readonly fresh = new FreshChunks();
+  private readonly locks = new ChunkLocks();
+  private readonly storeSync: SyncCoalescer;
+  private reserved = 0; // slots promised to changes between reserve() and preserve()
+  private readonly uncommitted = new Set<number>(); // slots handed out, not yet in a commit
+  private slotsFree = 0;
+  private ioActive = 0;
+  private ioIdle: (() => void)[] = [];
+  private paused: Promise<void> | null = null;
+  readonly stats: SnapshotStats = { preservedChunks: 0, snapshotWrites: 0, slotsAllocated: 0, slotsFreed: 0, storeFullErrors: 0 };
+  lastStoreFullAtMs: number | null = null;
+
+  private constructor(
+    private readonly volume: Volume,
+    private readonly store: BlockFile,
+    private readonly metadata: SnapshotMetadata,
+    private readonly options: SnapshotStoreOptions,
+  ) {
+    this.storeSync = new SyncCoalescer(() => this.store.datasync());
+  }
+
+  static async open(volume: Volume, store: BlockFile, metadataPath: string, options: SnapshotStoreOptions): Promise<SnapshotStore> {
+    const metadata = SnapshotMetadata.open(metadataPath);
+    const snapshots = new SnapshotStore(volume, store, metadata, options);
+    await snapshots.load();
+    return snapshots;
+  }
+
+  private async load(): Promise<void> {
+    const stored = this.metadata.state;
+    if (stored === undefined) {
+      assert(Number.isInteger(Math.log2(this.options.chunkSize)) && this.options.chunkSize % sectorSize === 0, "chunk size");
+      this.state = { version: 1, chunkSize: this.options.chunkSize, slotsMax: 0, nextLineId: 1, nextImageId: 1, slotsHigh: 0, gcPending: false, restoring: null };
+      await this.metadata.commit({ state: this.state, lines: [{ id: 0, epoch: 1 }] });
+    } else {
+      this.state = stored;
+    }
+    this.state = { ...this.state, slotsMax: Math.floor(this.options.storeSizeMax / this.state.chunkSize) };
+    for (const line of this.metadata.lines()) this.lines.set(line.id, line);
+    for (const image of this.metadata.images()) this.images.set(image.name, image);
+    this.slotsFree = this.metadata.freeSlots(Infinity, new Set()).length;
+    this.indexImages();
+    if (this.state.gcPending) await this.collectGarbage();
+    this.volume.changeGuard = this;
+  }
+
+  get chunkSize(): number {
+    return this.state.chunkSize;
+  }
+
+  get interruptedRestore(): string | null {
+    return this.state.restoring;
+  }
+
+  get snapshotCount(): number {
+    return this.images.size;
+  }
+
+  private indexImages(): void {
+    this.epochs = frozenEpochs(this.images.values());
+    this.live = liveLines(this.images.values());
+  }
+
+  // ---- Slots ----
+
+  private get slotsAvailable(): number {
+    return this.slotsFree + (this.state.slotsMax - this.state.slotsHigh) - this.reserved;
+  }
+
+  private storeFull(what: string): OperatingError {
+    this.stats.storeFullErrors += 1;
+    this.lastStoreFullAtMs = this.options.nowMs();
+    return new OperatingError("SNAPSHOT_STORE_FULL", { volume: this.volume.name, what, storeBytesMax: this.state.slotsMax * this.state.chunkSize });
+  }
+
+  // Slots promised to one change: taken from `reserved` as they are used.
+  private reservation(count: number): Reservation {
+    if (count > this.slotsAvailable) throw this.storeFull(`${count} chunk(s) to preserve`);
+    this.reserved += count;
+    return { count };
+  }
+
+  private unreserve(reservation: Reservation): void {
+    this.reserved -= reservation.count;
+    reservation.count = 0;
+  }
+
+  // A slot for one commit: from the free table, else past the high-water mark.
+  private takeSlot(reservation: Reservation | null): { slot: number; fromFree: boolean } {
+    if (reservation !== null && reservation.count > 0) {
+      reservation.count -= 1;
+      this.reserved -= 1;
+    } else if (this.slotsAvailable <= 0) {
+      throw this.storeFull("a snapshot write");
+    }
+    let slot: number;
+    let fromFree = false;
+    const free = this.slotsFree > 0 ? this.metadata.freeSlots(1, this.uncommitted) : [];
+    if (free.length > 0) {
+      slot = free[0]!;
+      fromFree = true;
+      this.slotsFree -= 1;
+    } else {
+      assert(this.state.slotsHigh < this.state.slotsMax, "a slot was available");
+      slot = this.state.slotsHigh;
+      this.state = { ...this.state, slotsHigh: slot + 1 };
+    }
+    this.uncommitted.add(slot);
+    this.stats.slotsAllocated += 1;
+    return { slot, fromFree };
+  }
+
+  private slotCommitted(slot: number): void {
+    this.uncommitted.delete(slot);
+  }
+
+  private returnSlot(slot: number, fromFree: boolean): void {
+    this.uncommitted.delete(slot);
+    if (fromFree) this.slotsFree += 1; // still in the free table: nothing committed took it
+  }
+
+  private slotOffset(slot: number): number {
+    return slot * this.state.chunkSize;
+  }
+
+  // ---- The volume's changes (ChangeGuard) ----
+
+  private chunkRange(offset: number, length: number): { first: number; last: number } {
+    const first = Math.floor(offset / this.state.chunkSize);
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.state.chunkSize);
+    return { first, last };
+  }
+
+  // Whether a change to the volume's chunk must preserve it first (and caches "no").
+  private volumeChunkNeedsPreserving(chunk: number): boolean {
+    if (this.fresh.has(chunk)) return false;
+    const birth = this.metadata.current(0, chunk)?.birth ?? 0;
+    if (mustPreserve(birth, this.epochs.get(0))) return true;
+    this.fresh.add(chunk);
+    return false;
+  }
+
+  reserve(offset: number, length: number): ChangeTicket | null {
+    if (!this.epochs.has(0)) return null; // no snapshot reads the volume's line
+    const { first, last } = this.chunkRange(offset, length);
+    let needed = 0;
+    for (let chunk = first; chunk <= last; chunk += 1) if (this.volumeChunkNeedsPreserving(chunk)) needed += 1;
+    if (needed === 0) return null;
+    const reservation = this.reservation(needed);
+    return {
+      preserve: async () => {
+        for (let chunk = first; chunk <= last; chunk += 1) await this.preserveVolumeChunk(chunk, reservation);
+        for (let chunk = first; chunk <= last; chunk += 1) await this.locks.drained(chunk);
+      },
+      release: () => this.unreserve(reservation),
+    };
+  }
+
+  // Copies the volume's chunk into a slot and commits it as a version, unless that is no longer
+  // needed (another change did it meanwhile). Returns whether a slot was used.
+  private preserveVolumeChunk(chunk: number, reservation: Reservation | null): Promise<boolean> {
+    return this.locks.run(`0:${chunk}`, async () => {
+      if (!this.volumeChunkNeedsPreserving(chunk)) return false;
+      const line = this.lines.get(0)!;
+      const birth = this.metadata.current(0, chunk)?.birth ?? 0;
+      const { slot, fromFree } = this.takeSlot(reservation);
+      try {
+        const data = Buffer.alloc(this.state.chunkSize);
+        const offset = chunk * this.state.chunkSize;
+        const inVolume = Math.max(0, Math.min(this.state.chunkSize, this.volume.size - offset));
+        if (inVolume > 0) await this.volume.read(data.subarray(0, inVolume), offset);
+        await this.store.write([data], this.slotOffset(slot));
+        await this.storeSync.sync();
+        await this.metadata.commit({
+          state: this.state,
+          versions: [{ line: 0, version: { chunk, death: line.epoch, birth, slot } }],
+          currents: [{ line: 0, current: { chunk, birth: line.epoch, slot: -1 } }],
+          taken: fromFree ? [slot] : [],
+        });
+      } catch (error) {
+        this.returnSlot(slot, fromFree);
+        throw error;
+      }
+      this.slotCommitted(slot);
+      this.fresh.add(chunk);
+      this.stats.preservedChunks += 1;
+      return true;
+    });
+  }
+
+  // ---- Snapshot exports' I/O ----
+
+  private async io<T>(action: () => Promise<T>): Promise<T> {
+    while (this.paused !== null) await this.paused;
+    this.ioActive += 1;
+    try {
+      return await action();
+    } finally {
+      this.ioActive -= 1;
+      if (this.ioActive === 0) for (const wake of this.ioIdle.splice(0)) wake();
+    }
+  }
+
+  // Runs an operation with no snapshot I/O in flight and none starting. The caller holds the
+  // group quiet for the volume's own changes.
+  async exclusive<T>(action: () => Promise<T>): Promise<T> {
+    while (this.paused !== null) await this.paused;
+    let resume!: () => void;
+    this.paused = new Promise<void>((resolve) => (resume = resolve));
+    try {
+      if (this.ioActive > 0) await new Promise<void>((resolve) => this.ioIdle.push(resolve));
+      return await action();
+    } finally {
+      this.paused = null;
+      resume();
+    }
+  }
+
+  image(name: string): ImageEntry {
+    const image = this.images.get(name);
+    if (image === undefined) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${this.volume.name}@${name}` });
+    return image;
+  }
+
+  has(name: string): boolean {
+    return this.images.has(name);
+  }
+
+  private locate(chain: readonly ChainLink[], chunk: number): ChunkLocation {
+    return resolveChunk(chain, chunk, this.metadata);
+  }
+
+  // Reads an image's range; the NBD layer has checked it against the image's size.
+  read(name: string, offset: number, target: Buffer): Promise<void> {
+    return this.io(() => this.readChain(this.image(name).chain, offset, target));
+  }
+
+  private async readChain(chain: readonly ChainLink[], offset: number, target: Buffer): Promise<void> {
+    const pieces: Promise<void>[] = [];
+    const releases: (() => void)[] = [];
+    try {
+      this.forEachPiece(offset, target.length, (chunk, inner, at, length) => {
+        const piece = target.subarray(at, at + length);
+        const location = this.locate(chain, chunk);
+        if (location.kind === "volume") {
+          releases.push(this.locks.hold(chunk)); // a preserving change waits for this read
+          pieces.push(this.readVolume(piece, chunk * this.state.chunkSize + inner));
+        } else if (location.kind === "slot") {
+          pieces.push(this.store.read(piece, this.slotOffset(location.slot) + inner));
+        } else {
+          piece.fill(0);
+        }
+      });
+      await Promise.all(pieces);
+    } finally {
+      for (const release of releases) release();
+    }
+  }
+
+  // The volume may be smaller now than when the image was taken: past its end it reads zero
+  // there only if no version was preserved, which happens when nothing needed it.
+  private async readVolume(target: Buffer, offset: number): Promise<void> {
+    const inVolume = Math.max(0, Math.min(target.length, this.volume.size - offset));
+    if (inVolume > 0) await this.volume.read(target.subarray(0, inVolume), offset);
+    target.fill(0, inVolume);
+  }
+
+  private forEachPiece(offset: number, length: number, visit: (chunk: number, inner: number, at: number, length: number) => void): void {
+    const size = this.state.chunkSize;
+    for (let at = 0; at < length; ) {
+      const position = offset + at;
+      const chunk = Math.floor(position / size);
+      const inner = position - chunk * size;
+      const pieceLength = Math.min(size - inner, length - at);
+      visit(chunk, inner, at, pieceLength);
+      at += pieceLength;
+    }
+  }
+
+  // A write to a writable snapshot (data null: zeroes). durable: FUA.
+  write(name: string, offset: number, data: Buffer | null, length: number, durable: boolean): Promise<void> {
+    return this.io(async () => {
+      const image = this.image(name);
+      if (!image.writable) throw new OperatingError("READ_ONLY", { snapshot: `${this.volume.name}@${name}` });
+      const pieces: Promise<void>[] = [];
+      this.forEachPiece(offset, length, (chunk, inner, at, pieceLength) => {
+        pieces.push(this.writeChunk(image, chunk, inner, data === null ? null : data.subarray(at, at + pieceLength), pieceLength, durable));
+      });
+      await Promise.all(pieces);
+      this.stats.snapshotWrites += 1;
+    });
+  }
+
+  private writeChunk(image: ImageEntry, chunk: number, inner: number, data: Buffer | null, length: number, durable: boolean): Promise<void> {
+    const line = image.chain[0]!.line;
+    return this.locks.run(`${line}:${chunk}`, async () => {
+      const current = this.metadata.current(line, chunk);
+      const epoch = this.lines.get(line)!.epoch;
+      if (current !== undefined && !mustPreserve(current.birth, this.epochs.get(line))) {
+        await this.store.write([data ?? Buffer.alloc(length)], this.slotOffset(current.slot) + inner, durable);
+        return;
+      }
+      const content = Buffer.alloc(this.state.chunkSize);
+      if (length < this.state.chunkSize) {
+        // the chunk's content so far: the line's own, or the image below it
+        const below = current !== undefined ? ({ kind: "slot", slot: current.slot } as const) : this.locate(image.chain.slice(1), chunk);
+        await this.readLocation(below, chunk, content);
+      }
+      if (data !== null) data.copy(content, inner);
+      else content.fill(0, inner, inner + length);
+      const { slot, fromFree } = this.takeSlot(null);
+      try {
+        await this.store.write([content], this.slotOffset(slot));
+        await this.storeSync.sync();
+        const change: MetadataChange = {
+          state: this.state,
+          currents: [{ line, current: { chunk, birth: epoch, slot } }],
+          taken: fromFree ? [slot] : [],
+        };
+        if (current !== undefined) change.versions = [{ line, version: { chunk, death: epoch, birth: current.birth, slot: current.slot } }];
+        await this.metadata.commit(change);
+      } catch (error) {
+        this.returnSlot(slot, fromFree);
+        throw error;
+      }
+      this.slotCommitted(slot);
+    });
+  }
+
+  private async readLocation(location: ChunkLocation, chunk: number, target: Buffer): Promise<void> {
+    if (location.kind === "slot") await this.store.read(target, this.slotOffset(location.slot));
+    else if (location.kind === "volume") {
+      const release = this.locks.hold(chunk);
+      try {
+        await this.readVolume(target, chunk * this.state.chunkSize);
+      } finally {
+        release();
+      }
+    } else target.fill(0);
+  }
+
+  // Everything written to writable snapshots before the call is durable when it resolves.
+  flush(): Promise<void> {
+    return this.storeSync.sync();
+  }
+
+  // Allocated extents of an image in [offset, offset+length): chunks in the store are data,
+  // chunks in the volume are what the volume's allocation says.
+  async allocation(name: string, offset: number, length: number, extentsMax: number): Promise<Extent[] | null> {
+    const chain = this.image(name).chain;
+    const extents: Extent[] = [];
+    const add = (extentOffset: number, extentLength: number) => {
+      const last = extents[extents.length - 1];
+      if (last !== undefined && last.offset + last.length === extentOffset) extents[extents.length - 1] = { offset: last.offset, length: last.length + extentLength };
+      else extents.push({ offset: extentOffset, length: extentLength });
+    };
+    let stop = false;
+    this.forEachPiece(offset, length, (chunk, _inner, at, pieceLength) => {
+      if (stop) return;
+      const location = this.locate(chain, chunk);
+      const position = offset + at;
+      if (location.kind === "slot") add(position, pieceLength);
+      else if (location.kind === "volume") {
+        const inVolume = Math.max(0, Math.min(pieceLength, this.volume.size - position));
+        const found = inVolume > 0 ? this.volume.allocation(position, inVolume, extentsMax) : [];
+        if (found === null) add(position, inVolume);
+        else for (const extent of found) add(extent.offset, extent.length);
+      }
+      if (extents.length >= extentsMax) stop = true;
+    });
+    return extents.slice(0, extentsMax);
+  }
+
+  // ---- Operations (the caller holds the group quiet and runs them through exclusive()) ----
+
+  private checkName(name: string): void {
+    if (!snapshotNamePattern.test(name) || name.length > snapshotNameLengthMax) {
+      throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} letters, digits, '_', '.' or '-'`);
+    }
+  }
+
+  // The chain of an image taken now of `source` (null: the volume), and the line epochs it moves.
+  private chainOf(source: string | null): { chain: ChainLink[]; lines: LineEntry[] } {
+    const sourceChain = source === null ? [{ line: 0, epoch: liveEpoch }] : this.image(source).chain;
+    const chain = frozenChain(sourceChain, (line) => this.lines.get(line)!.epoch);
+    const top = sourceChain[0]!;
+    const lines = top.epoch === liveEpoch ? [{ id: top.line, epoch: this.lines.get(top.line)!.epoch + 1 }] : [];
+    return { chain, lines };
+  }
+
+  private withOwnLine(chain: ChainLink[], writable: boolean, lines: LineEntry[]): { chain: ChainLink[]; lines: LineEntry[]; nextLineId: number } {
+    if (!writable) return { chain, lines, nextLineId: this.state.nextLineId };
+    const id = this.state.nextLineId;
+    return { chain: [{ line: id, epoch: liveEpoch }, ...chain], lines: [...lines, { id, epoch: 1 }], nextLineId: id + 1 };
+  }
+
+  private async durableBeforeFreeze(): Promise<void> {
+    await Promise.all([this.volume.flush(), this.storeSync.sync()]);
+  }
+
+  async create(request: { name: string; from: string | null; writable: boolean; lsn: bigint }): Promise<SnapshotInfo> {
+    this.checkName(request.name);
+    if (this.images.has(request.name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${this.volume.name}@${request.name}` });
+    if (this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
+    const size = request.from === null ? this.volume.size : this.image(request.from).size;
+    const frozen = this.chainOf(request.from);
+    const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, request.writable, frozen.lines);
+    if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: request.name, chainLengthMax: snapshotChainLengthMax });
+    await this.durableBeforeFreeze(); // what the snapshot reads from the volume is on disk
+    const image: ImageEntry = {
+      id: this.state.nextImageId,
+      name: request.name,
+      parent: request.from,
+      writable: request.writable,
+      size,
+      createdLsn: String(request.lsn),
+      createdAtMs: this.options.nowMs(),
+      refreshedAtMs: null,
+      chain,
+    };
+    const state = { ...this.state, nextImageId: image.id + 1, nextLineId };
+    await this.metadata.commit({ state, images: [image], lines });
+    this.state = { ...this.state, nextImageId: state.nextImageId, nextLineId };
+    for (const line of lines) this.lines.set(line.id, line);
+    this.images.set(image.name, image);
+    this.indexImages();
+    if (chain.some((link) => link.line === 0 && link.epoch !== liveEpoch)) this.fresh.clear();
+    return this.info(image);
+  }
+
+  children(name: string): ImageEntry[] {
+    return [...this.images.values()].filter((image) => image.parent === name);
+  }
+
+  // Deletes the snapshot (and, recursive, every snapshot taken of it), then frees the chunks
+  // no other image reads. Returns the names deleted, children first.
+  async delete(name: string, recursive: boolean): Promise<string[]> {
+    this.image(name);
+    const doomed: string[] = [];
+    const collect = (parent: string) => {
+      for (const child of this.children(parent)) {
+        if (!recursive) throw new OperatingError("SNAPSHOT_HAS_CHILDREN", { snapshot: `${this.volume.name}@${parent}`, children: this.children(parent).map((image) => image.name).join(",") });
+        collect(child.name);
+      }
+      doomed.push(parent);
+    };
+    collect(name);
+    this.state = { ...this.state, gcPending: true };
+    await this.metadata.commit({ state: this.state, deleteImages: doomed });
+    for (const gone of doomed) this.images.delete(gone);
+    this.indexImages();
+    await this.collectGarbage();
+    return doomed;
+  }
+
+  // Makes a snapshot equal to the current content of its parent (or of the volume), keeping its
+  // name, its children and their content. O(1) but for freeing what the old content held.
+  async refresh(name: string, fromVolume: boolean): Promise<SnapshotInfo> {
+    const image = this.image(name);
+    const source = fromVolume ? null : image.parent;
+    if (source !== null && this.isDescendantOf(source, name)) throw new OperatingError("REQUEST_INVALID", `${name} cannot be refreshed from its own descendant ${source}`);
+    const size = source === null ? this.volume.size : this.image(source).size;
+    const frozen = this.chainOf(source);
+    const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, image.writable, frozen.lines);
+    if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: name, chainLengthMax: snapshotChainLengthMax });
+    await this.durableBeforeFreeze();
+    const refreshed: ImageEntry = { ...image, chain, size, parent: fromVolume ? null : image.parent, refreshedAtMs: this.options.nowMs() };
+    this.state = { ...this.state, nextLineId, gcPending: true };
+    await this.metadata.commit({ state: this.state, images: [refreshed], lines });
+    for (const line of lines) this.lines.set(line.id, line);
+    this.images.set(name, refreshed);
+    this.indexImages();
+    if (chain.some((link) => link.line === 0 && link.epoch !== liveEpoch)) this.fresh.clear();
+    await this.collectGarbage();
+    return this.info(refreshed);
+  }
+
+  private isDescendantOf(candidate: string, ancestor: string): boolean {
+    for (let at: string | null = candidate; at !== null; at = this.images.get(at)?.parent ?? null) if (at === ancestor) return true;
+    return false;
+  }
+
+  // Frees versions and chunks that no image reads any more, in bounded commits.
+  private async collectGarbage(): Promise<void> {
+    const lineIds = [...this.lines.keys()];
+    const freedSlots: number[] = [];
+    for (const line of lineIds) {
+      const epochs = this.epochs.get(line);
+      const live = this.live.has(line);
+      for (let from = { chunk: 0, death: 0 }; ; ) {
+        const versions = this.metadata.versionsOf(line, from, gcBatchEntries);
+        const dead = versions.filter((version) => !versionNeeded(version.birth, version.death, epochs));
+        if (dead.length > 0) await this.free({ deleteVersions: dead.map((version) => ({ line, chunk: version.chunk, death: version.death })) }, dead.map((version) => version.slot), freedSlots);
+        if (versions.length < gcBatchEntries) break;
+        const last = versions[versions.length - 1]!;
+        from = { chunk: last.chunk, death: last.death + 1 };
+      }
+      if (line === 0) continue; // the volume's current chunks are the volume itself
+      for (let from = 0; ; ) {
+        const currents = this.metadata.currentsOf(line, from, gcBatchEntries);
+        if (currents.length === 0) break;
+        const dead = currents.filter((current) => !currentNeeded(current.birth, live, epochs));
+        if (dead.length > 0) await this.free({ deleteCurrents: dead.map((current) => ({ line, chunk: current.chunk })) }, dead.map((current) => current.slot), freedSlots);
+        from = currents[currents.length - 1]!.chunk + 1;
+        if (currents.length < gcBatchEntries) break;
+      }
+      if (!live && epochs === undefined) {
+        await this.metadata.commit({ deleteLines: [line] });
+        this.lines.delete(line);
+      }
+    }
+    this.state = { ...this.state, gcPending: false };
+    await this.metadata.commit({ state: this.state });
+    await this.releaseSpace(freedSlots);
+  }
+
+  private async free(change: MetadataChange, slots: number[], freedSlots: number[]): Promise<void> {
+    await this.metadata.commit({ ...change, freed: slots });
+    this.slotsFree += slots.length;
+    this.stats.slotsFreed += slots.length;
+    freedSlots.push(...slots);
+  }
+
+  // Gives freed slots' space back to the file system (a hint: a slot is rewritten whole anyway).
+  private async releaseSpace(slots: number[]): Promise<void> {
+    if (this.store.isBlockDevice) return;
+    slots.sort((a, b) => a - b);
+    for (let index = 0; index < slots.length; ) {
+      let end = index + 1;
+      while (end < slots.length && slots[end] === slots[end - 1]! + 1) end += 1;
+      await this.store.punchHole(this.slotOffset(slots[index]!), (end - index) * this.state.chunkSize).catch(() => undefined);
+      index = end;
+    }
+  }
+
+  // Regions where two images (null: the volume) may differ, from metadata alone: a chunk
+  // differs when the two resolve to different places. Sizes that differ add the tail.
+  diff(a: string | null, b: string | null): DiffResult {
+    const chainA = a === null ? [{ line: 0, epoch: liveEpoch }] : this.image(a).chain;
+    const chainB = b === null ? [{ line: 0, epoch: liveEpoch }] : this.image(b).chain;
+    const sizeA = a === null ? this.volume.size : this.image(a).size;
+    const sizeB = b === null ? this.volume.size : this.image(b).size;
+    const common = Math.min(sizeA, sizeB);
+    const lines = [...new Set([...chainA, ...chainB].map((link) => link.line))];
+    const regions: { offset: number; length: number }[] = [];
+    let totalBytes = 0;
+    let truncated = false;
+    const add = (offset: number, length: number) => {
+      totalBytes += length;
+      const last = regions[regions.length - 1];
+      if (last !== undefined && last.offset + last.length === offset) last.length += length;
+      else if (regions.length < snapshotDiffRegionsMax) regions.push({ offset, length });
+      else truncated = true;
+    };
+    const chunks = Math.ceil(common / this.state.chunkSize);
+    for (let windowStart = 0; windowStart < chunks; windowStart += diffWindowChunks) {
+      const windowEnd = Math.min(chunks, windowStart + diffWindowChunks);
+      for (const chunk of this.candidates(lines, windowStart, windowEnd)) {
+        if (sameLocation(this.locate(chainA, chunk), this.locate(chainB, chunk))) continue;
+        const offset = chunk * this.state.chunkSize;
+        add(offset, Math.min(this.state.chunkSize, common - offset));
+      }
+    }
+    if (sizeA !== sizeB) add(common, Math.max(sizeA, sizeB) - common);
+    return { regions, totalBytes, truncated };
+  }
+
+  // Chunks in [start, end) that any of the lines has metadata for, ascending.
+  private candidates(lines: readonly number[], start: number, end: number): number[] {
+    const found = new Set<number>();
+    for (const line of lines) {
+      for (let from = { chunk: start, death: 0 }; from.chunk < end; ) {
+        const versions = this.metadata.versionsOf(line, from, gcBatchEntries);
+        for (const version of versions) if (version.chunk < end) found.add(version.chunk);
+        if (versions.length < gcBatchEntries) break;
+        const last = versions[versions.length - 1]!;
+        from = { chunk: last.chunk, death: last.death + 1 };
+      }
+      for (let from = start; from < end; ) {
+        const currents = this.metadata.currentsOf(line, from, gcBatchEntries).filter((current) => current.chunk < end);
+        for (const current of currents) found.add(current.chunk);
+        if (currents.length < gcBatchEntries) break;
+        from = currents[currents.length - 1]!.chunk + 1;
+      }
+    }
+    return [...found].sort((x, y) => x - y);
+  }
+
+  // Makes the volume's content (and size) equal to the snapshot's, writing only the chunks
+  // that differ, through the same preservation as any change (other snapshots keep theirs).
+  // The caller has the group quiet and its log checkpointed. An interrupted restore is
+  // recorded and restarted by the next start (restoreInterrupted).
+  async restore(name: string, resize: (size: number) => Promise<void>): Promise<{ bytesWritten: number; chunks: number }> {
+    const image = this.image(name);
+    this.state = { ...this.state, restoring: name };
+    await this.metadata.commit({ state: this.state });
+    if (image.size !== this.volume.size) await resize(image.size);
+    const buffer = Buffer.alloc(this.state.chunkSize);
+    let bytesWritten = 0;
+    let chunks = 0;
+    const { regions, truncated } = this.diff(null, name);
+    const pending = truncated ? this.allChunks() : regions;
+    for (const region of pending) {
+      for (let offset = region.offset; offset < region.offset + region.length; offset += this.state.chunkSize) {
+        const chunk = Math.floor(offset / this.state.chunkSize);
+        const length = Math.min(this.state.chunkSize, this.volume.size - chunk * this.state.chunkSize);
+        if (length <= 0) continue;
+        const target = buffer.subarray(0, length);
+        await this.readLocation(this.locate(image.chain, chunk), chunk, target);
+        await this.preserveVolumeChunk(chunk, null);
+        await this.volume.write(target, chunk * this.state.chunkSize);
+        bytesWritten += length;
+        chunks += 1;
+      }
+    }
+    await this.volume.flush();
+    this.state = { ...this.state, restoring: null };
+    await this.metadata.commit({ state: this.state });
+    return { bytesWritten, chunks };
+  }
+
+  private allChunks(): { offset: number; length: number }[] {
+    return [{ offset: 0, length: this.volume.size }];
+  }
+
+  // Before the volume shrinks: preserve the chunks past the new end that snapshots read.
+  async beforeShrink(size: number): Promise<void> {
+    if (size >= this.volume.size) return;
+    const ticket = this.reserve(size, this.volume.size - size);
+    if (ticket === null) return;
+    try {
+      await ticket.preserve();
+    } finally {
+      ticket.release();
+    }
+  }
+
+  // ---- Reporting ----
+
+  info(image: ImageEntry, storeBytes = -1): SnapshotInfo {
+    return {
+      name: `${this.volume.name}@${image.name}`,
+      volume: this.volume.name,
+      snapshot: image.name,
+      parent: image.parent === null ? this.volume.name : `${this.volume.name}@${image.parent}`,
+      writable: image.writable,
+      size: image.size,
+      createdLsn: image.createdLsn,
+      createdAtMs: image.createdAtMs,
+      refreshedAtMs: image.refreshedAtMs,
+      depth: this.depth(image),
+      storeBytes,
+    };
+  }
+
+  private depth(image: ImageEntry): number {
+    let depth = 1;
+    for (let parent = image.parent; parent !== null; parent = this.images.get(parent)?.parent ?? null) depth += 1;
+    return depth;
+  }
+
+  // Every snapshot, parents before children, with the store bytes each one reads (chunks
+  // shared by several snapshots count for each; a chunk of a writable snapshot's own that
+  // shadows one below it counts twice).
+  list(): SnapshotInfo[] {
+    const bytes = this.storeBytesPerImage();
+    const ordered: ImageEntry[] = [];
+    const visit = (parent: string | null) => {
+      for (const image of [...this.images.values()].filter((entry) => entry.parent === parent).sort((x, y) => x.id - y.id)) {
+        ordered.push(image);
+        visit(image.name);
+      }
+    };
+    visit(null);
+    return ordered.map((image) => this.info(image, bytes.get(image.name) ?? 0));
+  }
+
+  private storeBytesPerImage(): Map<string, number> {
+    const bytes = new Map<string, number>();
+    const images = [...this.images.values()];
+    for (const line of this.lines.keys()) {
+      const readers = images.flatMap((image) => image.chain.filter((link) => link.line === line).map((link) => ({ name: image.name, epoch: link.epoch })));
+      if (readers.length === 0) continue;
+      const count = (birth: number, death: number) => {
+        for (const reader of readers) {
+          const reads = reader.epoch === liveEpoch ? death === Infinity : birth <= reader.epoch && reader.epoch < death;
+          if (reads) bytes.set(reader.name, (bytes.get(reader.name) ?? 0) + this.state.chunkSize);
+        }
+      };
+      for (let from = { chunk: 0, death: 0 }; ; ) {
+        const versions = this.metadata.versionsOf(line, from, gcBatchEntries);
+        for (const version of versions) count(version.birth, version.death);
+        if (versions.length < gcBatchEntries) break;
+        const last = versions[versions.length - 1]!;
+        from = { chunk: last.chunk, death: last.death + 1 };
+      }
+      if (line === 0) continue;
+      for (let from = 0; ; ) {
+        const currents = this.metadata.currentsOf(line, from, gcBatchEntries);
+        for (const current of currents) count(current.birth, Infinity);
+        if (currents.length < gcBatchEntries) break;
+        from = currents[currents.length - 1]!.chunk + 1;
+      }
+    }
+    return bytes;
+  }
+
+  usage(): { chunkSize: number; snapshots: number; usedBytes: number; storeBytesMax: number; full: boolean; reservedBytes: number; freshCacheBytes: number; lastStoreFullAtMs: number | null; stats: SnapshotStats } {
+    const used = (this.state.slotsHigh - this.slotsFree) * this.state.chunkSize;
+    return {
+      chunkSize: this.state.chunkSize,
+      snapshots: this.images.size,
+      usedBytes: used,
+      storeBytesMax: this.state.slotsMax * this.state.chunkSize,
+      full: this.slotsAvailable <= 0,
+      reservedBytes: this.reserved * this.state.chunkSize,
+      freshCacheBytes: this.fresh.bytes,
+      lastStoreFullAtMs: this.lastStoreFullAtMs,
+      stats: this.stats,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.volume.changeGuard === this) this.volume.changeGuard = null;
+    await this.storeSync.sync().catch(() => undefined);
+    await this.metadata.close();
+    await this.store.close();
+  }
+}

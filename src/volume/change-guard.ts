@@ -1,0 +1,18 @@
+// What a volume's changes must pass before they touch its image, when something (its snapshot
+// store, src/snapshot/) still needs the data they overwrite. The volume knows nothing of
+// snapshots; whoever changes it (group/apply-change.ts) asks its guard.
+//
+//   reserve()   before the change gets its LSN: synchronous, and it refuses the change (a typed
+//               error, e.g. SNAPSHOT_STORE_FULL) while nothing is logged or written yet.
+//   preserve()  just before the image write: copies what must be kept, durably.
+//   release()   after the image write (or when the change failed): returns what was unused.
+
+export interface ChangeTicket {
+  preserve(): Promise<void>;
+  release(): void;
+}
+
+export interface ChangeGuard {
+  // null: nothing in the range needs preserving.
+  reserve(offset: number, length: number): ChangeTicket | null;
+}
