@@ -73,7 +73,7 @@ export const snapshotStoreSizeMax = 1024 * TiB;
 export const snapshotFreshPageBits = 32 * 1024;
 export const snapshotFreshPagesMax = 2048;
 export const snapshotDiffRegionsMax = 100_000; // regions one diff returns (the total is always exact)
-export const snapshotCopyBytesMax = 4 * MiB; // a restore or export read moves at most this at once
+export const snapshotChunksInflightMax = 16; // chunks one snapshot write (or trim) changes at once
 export const snapshotMetadataMapBytes = 64 * GiB; // LMDB map size (virtual; files grow as used)
 
 // ---- Allocation queries (SEEK_DATA/SEEK_HOLE; src/volume/allocated-regions.ts) ----
@@ -155,7 +155,6 @@ assert(linkOverflowFillRatio > logCheckpointFillRatio && linkOverflowFillRatio <
 
 assert(Number.isInteger(Math.log2(snapshotChunkSizeDefault)) && snapshotChunkSizeDefault >= snapshotChunkSizeMin && snapshotChunkSizeDefault <= snapshotChunkSizeMax, "the default chunk is a power of two in range");
 assert(snapshotChunkSizeMin % sectorSize === 0, "chunks are whole sectors");
-assert(snapshotCopyBytesMax % snapshotChunkSizeMax === 0, "a copy moves whole chunks");
 assert(Number.isInteger(Math.log2(snapshotFreshPageBits)), "fresh-cache pages are a power of two of bits");
 
 export const units = { KiB, MiB, GiB, TiB } as const;

@@ -14,9 +14,16 @@ export interface MetricSources {
     log: { usage(): { sizeBytes: number; usedBytes: number; headLsn: bigint; durableLsn: bigint; syncs: number; batches: number } };
     stats: { stalls: number; logFullErrors: number; checkpoints: number };
   }[];
-  volumes(): readonly { name: string; errorCount: number; size: number }[];
+  volumes(): readonly { name: string; errorCount: number; size: number; snapshots: SnapshotMetricsView | null }[];
   links(): readonly LinkMetricsView[];
   replicas(): readonly { name: string; appliedLsn: bigint; consistent: boolean; appliedRecords: number }[];
+}
+
+export interface SnapshotMetricsView {
+  readonly snapshots: number;
+  readonly usedBytes: number;
+  readonly storeBytesMax: number;
+  readonly stats: { readonly preservedChunks: number; readonly storeFullErrors: number };
 }
 
 export interface LinkMetricsView {
@@ -112,6 +119,23 @@ export class NodeMetrics implements NbdObserver {
         for (const volume of sources.volumes()) this.set({ volume: volume.name }, volume.size);
       },
     });
+    this.registerSnapshotGauges();
+  }
+
+  private registerSnapshotGauges(): void {
+    const sources = this.sources;
+    const perVolume = (name: string, help: string, value: (snapshots: SnapshotMetricsView) => number) =>
+      new Gauge({
+        name, help, labelNames: ["volume"], registers: [this.registry],
+        collect() {
+          for (const volume of sources.volumes()) if (volume.snapshots !== null) this.set({ volume: volume.name }, value(volume.snapshots));
+        },
+      });
+    perVolume("lockstep_snapshots", "Snapshots of a volume", (snapshots) => snapshots.snapshots);
+    perVolume("lockstep_snapshot_store_used_bytes", "Bytes of a volume's snapshot store in use", (snapshots) => snapshots.usedBytes);
+    perVolume("lockstep_snapshot_store_size_bytes", "What a volume's snapshot store may hold", (snapshots) => snapshots.storeBytesMax);
+    perVolume("lockstep_snapshot_preserved_chunks_total", "Chunks copied into the store before the volume overwrote them", (snapshots) => snapshots.stats.preservedChunks);
+    perVolume("lockstep_snapshot_store_full_errors_total", "Changes refused because the snapshot store was full", (snapshots) => snapshots.stats.storeFullErrors);
   }
 
   connectionOpened(): void {

@@ -15,6 +15,12 @@
 //   POST   /v1/drain                   {group?, timeoutMs?}
 //   POST   /v1/verify                  {group?}
 //   POST   /v1/groups/:group/takeover  (on a secondary; refused while it is inconsistent)
+//   GET    /v1/snapshots[?volume=V]
+//   POST   /v1/snapshots               {image: "vol@name", from?: "vol" | "vol@snap", writable?}
+//   DELETE /v1/snapshots/:image[?recursive=true&force=true]
+//   POST   /v1/snapshots/:image/restore   {volume?}
+//   POST   /v1/snapshots/:image/refresh   {fromVolume?}
+//   GET    /v1/snapshots-diff?a=IMAGE&b=IMAGE
 //   GET    /metrics                    Prometheus text format
 
 import { timingSafeEqual } from "node:crypto";
@@ -26,6 +32,7 @@ import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { LockstepNode } from "../node/node.js";
 import { parseSize } from "../units.js";
+import { parseImageName } from "../node/node-snapshots.js";
 
 type Handler = (request: { body: unknown; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
@@ -50,6 +57,9 @@ const linkAddBody = z
 const acceptBody = z.object({ credential: z.string().min(1) }).strict();
 const drainBody = z.object({ group: z.string().optional(), timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional() }).strict();
 const verifyBody = z.object({ group: z.string().optional() }).strict();
+const snapshotCreateBody = z.object({ image: z.string().min(3), from: z.string().min(1).optional(), writable: z.boolean().optional() }).strict();
+const snapshotRestoreBody = z.object({ volume: z.string().optional() }).strict();
+const snapshotRefreshBody = z.object({ fromVolume: z.boolean().optional() }).strict();
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const result = schema.safeParse(body ?? {});
@@ -134,6 +144,39 @@ export class ApiServer {
       {
         method: "POST", pattern: /^\/v1\/groups\/([^/]+)\/takeover$/,
         handler: async ({ params }) => node.takeover(params[0]!),
+      },
+      { method: "GET", pattern: /^\/v1\/snapshots$/, handler: async ({ query }) => ({ snapshots: node.snapshots.list(query.get("volume") ?? undefined) }) },
+      {
+        method: "POST", pattern: /^\/v1\/snapshots$/,
+        handler: async ({ body }) => {
+          const request = parseBody(snapshotCreateBody, body);
+          const image = parseImageName(request.image);
+          if (image.snapshot === null) throw new OperatingError("REQUEST_INVALID", `image "${request.image}": name the new snapshot as VOLUME@NAME`);
+          const from = request.from ?? image.volume;
+          if (parseImageName(from).volume !== image.volume) throw new OperatingError("SNAPSHOT_CROSS_VOLUME", `${request.image} cannot be taken of ${from}`);
+          return { snapshot: await node.snapshots.create({ source: from, name: image.snapshot, writable: request.writable ?? false }) };
+        },
+      },
+      {
+        method: "DELETE", pattern: /^\/v1\/snapshots\/([^/]+)$/,
+        handler: async ({ params, query }) => node.snapshots.delete(params[0]!, { recursive: query.get("recursive") === "true", force: query.get("force") === "true" }),
+      },
+      {
+        method: "POST", pattern: /^\/v1\/snapshots\/([^/]+)\/restore$/,
+        handler: async ({ params, body }) => node.snapshots.restore(params[0]!, parseBody(snapshotRestoreBody, body).volume),
+      },
+      {
+        method: "POST", pattern: /^\/v1\/snapshots\/([^/]+)\/refresh$/,
+        handler: async ({ params, body }) => ({ snapshot: await node.snapshots.refresh(params[0]!, parseBody(snapshotRefreshBody, body).fromVolume ?? false) }),
+      },
+      {
+        method: "GET", pattern: /^\/v1\/snapshots-diff$/,
+        handler: async ({ query }) => {
+          const a = query.get("a");
+          const b = query.get("b");
+          if (a === null || b === null) throw new OperatingError("REQUEST_INVALID", "diff needs a=IMAGE and b=IMAGE");
+          return node.snapshots.diff(a, b);
+        },
       },
     ];
     this.server = createServer((request, response) => void this.handle(request, response));

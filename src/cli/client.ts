@@ -10,6 +10,14 @@ export interface NodeTarget {
   readonly token: string;
 }
 
+// What a group of commands needs from the program: its global options and the printers.
+export interface CommandOutput {
+  json: () => boolean | undefined;
+  target: () => NodeTarget;
+  print: (json: boolean | undefined, value: unknown, human: () => string) => void;
+  table: (rows: string[][]) => string;
+}
+
 export function resolveTarget(node: string | undefined, token: string | undefined): NodeTarget {
   const where = node ?? process.env.LOCKSTEP_NODE;
   if (where === undefined) throw new OperatingError("USAGE", "say which node: --node DIR_OR_URL (or LOCKSTEP_NODE)");

@@ -11,6 +11,7 @@ import { callApi, resolveTarget } from "./client.js";
 import { demo } from "./demo.js";
 import { serve } from "./serve.js";
 import { addReplicationCommands } from "./replication-commands.js";
+import { addSnapshotCommands } from "./snapshot-commands.js";
 
 interface GlobalOptions {
   node?: string;
@@ -195,6 +196,7 @@ function buildProgram(): Command {
       print(globals().json, result, () => `deleted ${name}`);
     });
   addReplicationCommands(program, { json: () => globals().json, target, print, table });
+  addSnapshotCommands(program, { json: () => globals().json, target, print, table });
   return program;
 }
 

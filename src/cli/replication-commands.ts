@@ -9,14 +9,8 @@ import { promises as fsp } from "node:fs";
 import { Command, Option } from "commander";
 import { OperatingError } from "../errors.js";
 import { formatSize, parseDuration } from "../units.js";
-import { callApi, type NodeTarget } from "./client.js";
+import { callApi, type CommandOutput as Output } from "./client.js";
 
-interface Output {
-  json: () => boolean | undefined;
-  target: () => NodeTarget;
-  print: (json: boolean | undefined, value: unknown, human: () => string) => void;
-  table: (rows: string[][]) => string;
-}
 
 interface LinkView {
   group: string;

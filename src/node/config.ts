@@ -5,7 +5,8 @@
 //   api:    { listen: "127.0.0.1:0" }              admin HTTP API, loopback only
 //   nbd:    { socket?: path, listen?: "host:port" } where clients connect (at least one)
 //   replication: { listen?: "host:port" }          where this node's secondary groups accept their primaries' links
-//   groups: [{ name, role, logSize, durability }]   role: primary (takes writes) | secondary (a replica)
+//   groups: [{ name, role, logSize, durability, snapshots: { chunkSize, storeSize } }]
+//           role: primary (takes writes) | secondary (a replica)
 //   log:    { level }
 //
 // Relative paths are relative to the config file's directory.
@@ -14,7 +15,7 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { groupsPerNodeMax, logSizeDefault, logSizeMax, logSizeMin } from "../constants.js";
+import { groupsPerNodeMax, logSizeDefault, logSizeMax, logSizeMin, snapshotChunkSizeDefault, snapshotChunkSizeMax, snapshotChunkSizeMin, snapshotStoreSizeDefault, snapshotStoreSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { formatSize, parseSize } from "../units.js";
 
@@ -51,12 +52,22 @@ const size = (min: number, max: number) =>
     }
   });
 
+const snapshotsSchema = z
+  .object({
+    // the copy-on-write unit of a volume's store; fixed when the volume's first snapshot is taken
+    chunkSize: size(snapshotChunkSizeMin, snapshotChunkSizeMax).refine((bytes) => Number.isInteger(Math.log2(bytes)), "must be a power of two").default(snapshotChunkSizeDefault),
+    // per volume: what its snapshots may keep (preserved and written chunks)
+    storeSize: size(snapshotChunkSizeMax, snapshotStoreSizeMax).default(snapshotStoreSizeDefault),
+  })
+  .strict();
+
 const groupSchema = z
   .object({
     name,
     role: z.enum(["primary", "secondary"]).default("primary"),
     logSize: size(logSizeMin, logSizeMax).default(logSizeDefault),
     durability: z.enum(["activity-map", "write-ahead"]).default("activity-map"),
+    snapshots: snapshotsSchema.default({ chunkSize: snapshotChunkSizeDefault, storeSize: snapshotStoreSizeDefault }),
   })
   .strict();
 

@@ -28,6 +28,7 @@ import { Replica, type ReplicaHost } from "../group/replica.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import { NodeReplication } from "./node-replication.js";
 import type { VolumeOwner } from "./volume-export.js";
+import { NodeSnapshots, type SnapshotHost, type SnapshotVolume } from "./node-snapshots.js";
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -51,10 +52,11 @@ interface VolumeState {
   readonly export: VolumeExport;
 }
 
-export class LockstepNode implements NbdExportRegistry, ReplicaHost {
+export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHost {
   private readonly groups = new Map<string, Group>();
   private readonly replicas = new Map<string, Replica>();
   readonly replication: NodeReplication;
+  readonly snapshots: NodeSnapshots;
   private readonly groupFiles = new Map<string, BlockFile>(); // each group's log file (the log does not own it)
   private readonly volumes = new Map<string, VolumeState>();
   readonly metrics: NodeMetrics;
@@ -74,7 +76,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
     this.metrics = new NodeMetrics(
       {
         groups: () => [...this.groups.values()],
-        volumes: () => [...this.volumes.values()].map((state) => ({ name: state.volume.name, errorCount: state.volume.errorCount, size: state.volume.size })),
+        volumes: () => [...this.volumes.values()].map((state) => ({ name: state.volume.name, errorCount: state.volume.errorCount, size: state.volume.size, snapshots: this.snapshots.usage(state.volume.name) })),
         links: () => this.replication.linkMetrics(),
         replicas: () => [...this.replicas.values()].map((replica) => ({ name: replica.name, appliedLsn: replica.appliedLsn, consistent: replica.consistent, appliedRecords: replica.stats.appliedRecords })),
       },
@@ -82,6 +84,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
     );
     this.nbd = new NbdServer(this, this.metrics, environment.logger);
     this.replication = new NodeReplication(config.node.name, environment.logger);
+    this.snapshots = new NodeSnapshots(this, config.node.dataDir, environment.files, environment.nowMs, environment.logger.child({ subsystem: "snapshot" }));
   }
 
   get logger(): Logger {
@@ -137,6 +140,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
     }
     await this.replication.openPrimary(group, nodeFiles.groupDir(dataDir, groupConfig.name));
     const report = await group.recover(recovered);
+    await this.snapshots.finishInterruptedRestores(group);
     this.recoveries.set(group.name, {
       replayedRecords: report.replayedRecords,
       skippedRecords: report.skippedRecords,
@@ -182,6 +186,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
     const volume = new Volume(entry.id, entry.name, file, entry.size, this.environment.nowMs);
     owner.addVolume(volume);
     const isReplica = owner instanceof Replica;
+    if (!isReplica) await this.snapshots.openVolume(volume, this.groupConfig(entry.group).snapshots);
     const state: VolumeState = {
       entry,
       volume,
@@ -215,11 +220,30 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
   // ---- NbdExportRegistry ----
 
   lookup(name: string): NbdExport | undefined {
-    return this.volumes.get(name)?.export;
+    return this.volumes.get(name)?.export ?? this.snapshots.lookupExport(name);
   }
 
   list(): readonly { name: string; description: string }[] {
-    return [...this.volumes.values()].map((state) => ({ name: state.volume.name, description: state.export.description }));
+    const volumes = [...this.volumes.values()].map((state) => ({ name: state.volume.name, description: state.export.description }));
+    return [...volumes, ...this.snapshots.listExports()];
+  }
+
+  // ---- SnapshotHost ----
+
+  private groupConfig(name: string): GroupConfig {
+    const found = this.config.groups.find((group) => group.name === name);
+    assert(found !== undefined, `group ${name} is not configured`);
+    return found;
+  }
+
+  snapshotVolume(name: string): SnapshotVolume {
+    const state = this.primaryVolume(name);
+    this.checkServing();
+    return { volume: state.volume, group: state.group, settings: this.groupConfig(state.group.name).snapshots, connections: state.export.connections };
+  }
+
+  linkCount(group: string): number {
+    return this.replication.groupLinks(group).size;
   }
 
   // ---- Administration ----
@@ -291,18 +315,24 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
     if (state.volume.file.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `${state.volume.path} is a block device; resize it with its own tools`);
     const { pauseMs } = await state.group.quiesce(async () => {
       await state.group.checkpoint();
-      await state.volume.resize(size);
-      this.replication.groupLinks(state.group.name).volumesChanged(); // at this exact point of the stream
+      await this.snapshots.beforeShrink(name, size); // snapshots keep their own size and content
+      await this.resizeQuiet(name, size);
     });
+    this.logger.info({ volume: name, size, pauseMs }, "volume resized");
+    return this.catalog.find(name)!;
+  }
+
+  // The group is quiet and what snapshots need past a new end is preserved.
+  async resizeQuiet(name: string, size: number): Promise<void> {
+    const state = this.primaryVolume(name);
+    await state.volume.resize(size);
+    this.replication.groupLinks(state.group.name).volumesChanged(); // at this exact point of the stream
     await this.catalog.update((draft) => {
       const entry = draft.volumes.find((volume) => volume.id === state.entry.id);
       assert(entry !== undefined, "resize: volume missing from catalog");
       entry.size = size;
     });
-    const entry = this.catalog.find(name)!;
-    this.volumes.set(name, { ...state, entry });
-    this.logger.info({ volume: name, size, pauseMs }, "volume resized");
-    return entry;
+    this.volumes.set(name, { ...state, entry: this.catalog.find(name)! });
   }
 
   async deleteVolume(name: string, options: { force?: boolean } = {}): Promise<void> {
@@ -311,7 +341,10 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
     if (state.export.connections > 0 && !options.force) {
       throw new OperatingError("VOLUME_BUSY", `volume ${name} has ${state.export.connections} NBD connection(s); disconnect them or use --force`);
     }
+    const snapshots = this.snapshots.snapshotCount(name);
+    if (snapshots > 0 && !options.force) throw new OperatingError("VOLUME_BUSY", `volume ${name} has ${snapshots} snapshot(s); delete them or use --force`);
     await state.group.removeVolume(state.volume);
+    await this.snapshots.removeVolume(state.volume);
     this.replication.groupLinks(state.group.name).volumesChanged();
     this.volumes.delete(name);
     await this.catalog.update((draft) => {
@@ -439,6 +472,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
       errors: state.volume.errorCount,
       lastError: state.volume.lastError,
       export: state.volume.name,
+      snapshots: state.group === null ? null : this.snapshots.usage(state.volume.name),
     };
   }
 
@@ -537,6 +571,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost {
       await this.groupFiles.get(group.name)?.close();
       for (const volume of group.volumeList()) await volume.close();
     }
+    await this.snapshots.close();
     if (this.config.nbd.socket !== undefined) await fsp.rm(this.config.nbd.socket, { force: true });
     this.logger.info("stopped");
   }

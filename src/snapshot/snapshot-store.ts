@@ -21,7 +21,7 @@
 // group quiet (Group.quiesce), and exclusive() waits for snapshot exports' I/O in flight.
 
 import { assert } from "../assert.js";
-import { sectorSize, snapshotChainLengthMax, snapshotDiffRegionsMax, snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
+import { sectorSize, snapshotChainLengthMax, snapshotChunksInflightMax, snapshotDiffRegionsMax, snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile, Extent } from "../io/block-file.js";
 import type { ChangeGuard, ChangeTicket } from "../volume/change-guard.js";
@@ -115,6 +115,7 @@ export class SnapshotStore implements ChangeGuard {
       this.state = { version: 1, chunkSize: this.options.chunkSize, slotsMax: 0, nextLineId: 1, nextImageId: 1, slotsHigh: 0, gcPending: false, restoring: null };
       await this.metadata.commit({ state: this.state, lines: [{ id: 0, epoch: 1 }] });
     } else {
+      if (stored.version !== 1) throw new OperatingError("CONFIG_INVALID", `the snapshot store of volume ${this.volume.name} has format version ${String(stored.version)}; this build reads version 1`);
       this.state = stored;
     }
     this.state = { ...this.state, slotsMax: Math.floor(this.options.storeSizeMax / this.state.chunkSize) };
@@ -364,11 +365,13 @@ export class SnapshotStore implements ChangeGuard {
     return this.io(async () => {
       const image = this.image(name);
       if (!image.writable) throw new OperatingError("READ_ONLY", { snapshot: `${this.volume.name}@${name}` });
-      const pieces: Promise<void>[] = [];
-      this.forEachPiece(offset, length, (chunk, inner, at, pieceLength) => {
-        pieces.push(this.writeChunk(image, chunk, inner, data === null ? null : data.subarray(at, at + pieceLength), pieceLength, durable));
-      });
-      await Promise.all(pieces);
+      const pieces: { chunk: number; inner: number; at: number; length: number }[] = [];
+      this.forEachPiece(offset, length, (chunk, inner, at, pieceLength) => pieces.push({ chunk, inner, at, length: pieceLength }));
+      // a bounded number of chunks at once: a large trim must not hold a chunk buffer per chunk
+      for (let start = 0; start < pieces.length; start += snapshotChunksInflightMax) {
+        await Promise.all(pieces.slice(start, start + snapshotChunksInflightMax).map((piece) =>
+          this.writeChunk(image, piece.chunk, piece.inner, data === null ? null : data.subarray(piece.at, piece.at + piece.length), piece.length, durable)));
+      }
       this.stats.snapshotWrites += 1;
     });
   }

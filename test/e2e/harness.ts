@@ -47,6 +47,7 @@ export interface NodeOptions {
   readonly replicationHost?: string; // default 127.0.0.1
   readonly netns?: string; // run the node (and its CLI calls) in this network namespace
   readonly logLevel?: string; // default warn (LOCKSTEP_TEST_LOG_LEVEL overrides)
+  readonly snapshots?: { readonly chunkSize?: string; readonly storeSize?: string };
 }
 
 // One lockstep node in its own directory; start()/kill()/stop() by PID.
@@ -81,6 +82,9 @@ export class TestNode {
         `    role: ${options.role ?? "primary"}`,
         `    logSize: ${options.logSize ?? "128MiB"}`,
         `    durability: ${options.durability ?? "activity-map"}`,
+        ...(options.snapshots === undefined
+          ? []
+          : ["    snapshots:", ...(options.snapshots.chunkSize ? [`      chunkSize: ${options.snapshots.chunkSize}`] : []), ...(options.snapshots.storeSize ? [`      storeSize: ${options.snapshots.storeSize}`] : [])]),
         "log:",
         `  level: ${process.env.LOCKSTEP_TEST_LOG_LEVEL ?? options.logLevel ?? "warn"}`,
         "",

@@ -1,0 +1,107 @@
+// The snapshot commands of the CLI: `snapshot create|list|delete|restore|refresh|diff`. Thin
+// clients of the admin API like the rest. Images are named VOLUME (the volume itself) or
+// VOLUME@SNAPSHOT; a snapshot's NBD export has the same name.
+//
+//   lockstep snapshot create disk0@nightly                      a read-only snapshot of disk0
+//   lockstep snapshot create disk0@test --from disk0@nightly --writable
+//   lockstep snapshot list [disk0]                              the tree
+//   lockstep snapshot diff disk0@nightly disk0                  regions that differ, and a total
+//   lockstep snapshot restore disk0@nightly                     disk0 equal to it again
+//   lockstep snapshot refresh disk0@test [--from-volume]        equal to its parent (or disk0) now
+//   lockstep snapshot delete disk0@nightly [--recursive]
+
+import type { Command } from "commander";
+import { formatSize } from "../units.js";
+import { callApi, type CommandOutput as Output } from "./client.js";
+
+
+interface SnapshotView {
+  name: string;
+  volume: string;
+  snapshot: string;
+  parent: string;
+  writable: boolean;
+  size: number;
+  createdLsn: string;
+  createdAtMs: number;
+  refreshedAtMs: number | null;
+  depth: number;
+  storeBytes: number;
+  pauseMs?: number;
+}
+
+function treeRows(snapshots: SnapshotView[], table: Output["table"]): string {
+  if (snapshots.length === 0) return "no snapshots";
+  return table([
+    ["SNAPSHOT", "PARENT", "MODE", "SIZE", "CREATED LSN", "CREATED", "STORE"],
+    ...snapshots.map((snapshot) => [
+      `${"  ".repeat(snapshot.depth - 1)}${snapshot.name}`,
+      snapshot.parent,
+      snapshot.writable ? "rw" : "ro",
+      formatSize(snapshot.size),
+      snapshot.createdLsn,
+      new Date(snapshot.refreshedAtMs ?? snapshot.createdAtMs).toISOString().replace(/\.\d+Z$/, "Z") + (snapshot.refreshedAtMs === null ? "" : " (refreshed)"),
+      formatSize(snapshot.storeBytes),
+    ]),
+  ]);
+}
+
+function diffText(result: { a: string; b: string; regions: { offset: number; length: number }[]; totalBytes: number; truncated: boolean }): string {
+  const lines = result.regions.map((region) => `${region.offset}\t${region.length}`);
+  if (result.truncated) lines.push(`… (more regions than listed)`);
+  lines.push(`total: ${result.totalBytes} bytes (${formatSize(result.totalBytes)}) in ${result.regions.length}${result.truncated ? "+" : ""} region(s) differ between ${result.a} and ${result.b}`);
+  return lines.join("\n");
+}
+
+export function addSnapshotCommands(program: Command, output: Output): void {
+  const snapshot = program.command("snapshot").description("copy-on-write snapshots: create, list, delete, restore, refresh, diff (names VOLUME@SNAPSHOT)");
+  snapshot
+    .command("create <volume@name>")
+    .description("take a snapshot of a volume (or, with --from, of one of its snapshots), at one point of the group's write order")
+    .option("--from <image>", "the image to take it of: VOLUME or VOLUME@SNAPSHOT (default: the volume)")
+    .option("--writable", "a writable snapshot (its writes never touch its origin or siblings)")
+    .action(async (image: string, options: { from?: string; writable?: boolean }) => {
+      const result = (await callApi(output.target(), "POST", "/v1/snapshots", { image, from: options.from, writable: options.writable ?? false })) as { snapshot: SnapshotView };
+      output.print(output.json(), result, () => `created ${result.snapshot.name} (${result.snapshot.writable ? "writable" : "read-only"}) of ${result.snapshot.parent} at LSN ${result.snapshot.createdLsn}; writes paused ${result.snapshot.pauseMs} ms`);
+    });
+  snapshot
+    .command("list [volume]")
+    .description("the snapshot tree of one volume, or of all")
+    .action(async (volume: string | undefined) => {
+      const result = (await callApi(output.target(), "GET", `/v1/snapshots${volume === undefined ? "" : `?volume=${encodeURIComponent(volume)}`}`)) as { snapshots: SnapshotView[] };
+      output.print(output.json(), result, () => treeRows(result.snapshots, output.table));
+    });
+  snapshot
+    .command("delete <volume@snapshot>")
+    .description("delete a snapshot and free the chunks no other snapshot needs")
+    .option("--recursive", "also delete the snapshots taken of it")
+    .option("--force", "even with NBD clients connected")
+    .action(async (image: string, options: { recursive?: boolean; force?: boolean }) => {
+      const query = [options.recursive ? "recursive=true" : "", options.force ? "force=true" : ""].filter((part) => part !== "").join("&");
+      const result = (await callApi(output.target(), "DELETE", `/v1/snapshots/${encodeURIComponent(image)}${query === "" ? "" : `?${query}`}`)) as { deleted: string[] };
+      output.print(output.json(), result, () => `deleted ${result.deleted.join(", ")}`);
+    });
+  snapshot
+    .command("restore <volume@snapshot>")
+    .description("make the volume's content equal to the snapshot's (only the chunks that differ are written)")
+    .option("--volume <volume>", "the volume to restore (must be the snapshot's own)")
+    .action(async (image: string, options: { volume?: string }) => {
+      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume })) as { volume: string; bytesWritten: number; chunks: number; pauseMs: number };
+      output.print(output.json(), result, () => `restored ${result.volume} from ${image}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written; writes paused ${result.pauseMs} ms`);
+    });
+  snapshot
+    .command("refresh <volume@snapshot>")
+    .description("make a snapshot equal to its parent's current content (or, --from-volume, the volume's)")
+    .option("--from-volume", "refresh from the volume rather than the parent")
+    .action(async (image: string, options: { fromVolume?: boolean }) => {
+      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/refresh`, { fromVolume: options.fromVolume ?? false })) as { snapshot: SnapshotView };
+      output.print(output.json(), result, () => `refreshed ${result.snapshot.name} from ${result.snapshot.parent}; writes paused ${result.snapshot.pauseMs} ms`);
+    });
+  snapshot
+    .command("diff <a> <b>")
+    .description("regions where two images of one volume differ (from metadata; no data is read), and the total")
+    .action(async (a: string, b: string) => {
+      const result = (await callApi(output.target(), "GET", `/v1/snapshots-diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`)) as Parameters<typeof diffText>[0];
+      output.print(output.json(), result, () => diffText(result));
+    });
+}
