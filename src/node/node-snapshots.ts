@@ -96,7 +96,12 @@ export class NodeSnapshots {
       if (store === undefined || snapshot === null) continue;
       if (!store.has(snapshot)) continue;
       this.logger.warn({ volume: volume.name, snapshot }, "a restore was interrupted; finishing it");
-      await this.restore(`${volume.name}@${snapshot}`);
+      try {
+        await this.restore(`${volume.name}@${snapshot}`);
+      } catch (error) {
+        // the volume is served as it is; status shows the restore as interrupted until one succeeds
+        this.logger.error({ volume: volume.name, snapshot, err: error }, "finishing the interrupted restore failed; run `snapshot restore` again");
+      }
     }
   }
 
@@ -118,8 +123,8 @@ export class NodeSnapshots {
   listExports(): { name: string; description: string }[] {
     const found: { name: string; description: string }[] = [];
     for (const [volume, store] of this.stores) {
-      for (const info of store.list()) {
-        const exported = this.lookupExport(`${volume}@${info.snapshot}`)!;
+      for (const snapshot of store.names()) {
+        const exported = this.lookupExport(`${volume}@${snapshot}`)!;
         found.push({ name: exported.name, description: exported.description });
       }
     }

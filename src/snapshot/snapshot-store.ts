@@ -309,6 +309,10 @@ export class SnapshotStore implements ChangeGuard {
     return this.images.has(name);
   }
 
+  names(): string[] {
+    return [...this.images.keys()];
+  }
+
   private locate(chain: readonly ChainLink[], chunk: number): ChunkLocation {
     return resolveChunk(chain, chunk, this.metadata);
   }
@@ -790,7 +794,7 @@ export class SnapshotStore implements ChangeGuard {
     return bytes;
   }
 
-  usage(): { chunkSize: number; snapshots: number; usedBytes: number; storeBytesMax: number; full: boolean; reservedBytes: number; freshCacheBytes: number; lastStoreFullAtMs: number | null; stats: SnapshotStats } {
+  usage(): { chunkSize: number; snapshots: number; usedBytes: number; storeBytesMax: number; full: boolean; reservedBytes: number; freshCacheBytes: number; lastStoreFullAtMs: number | null; interruptedRestore: string | null; stats: SnapshotStats } {
     const used = (this.state.slotsHigh - this.slotsFree) * this.state.chunkSize;
     return {
       chunkSize: this.state.chunkSize,
@@ -801,6 +805,7 @@ export class SnapshotStore implements ChangeGuard {
       reservedBytes: this.reserved * this.state.chunkSize,
       freshCacheBytes: this.fresh.bytes,
       lastStoreFullAtMs: this.lastStoreFullAtMs,
+      interruptedRestore: this.state.restoring,
       stats: this.stats,
     };
   }
