@@ -73,6 +73,11 @@ export const snapshotStoreSizeMax = 1024 * TiB;
 export const snapshotFreshPageBits = 32 * 1024;
 export const snapshotFreshPagesMax = 2048;
 export const snapshotDiffRegionsMax = 100_000; // regions one diff returns (the total is always exact)
+// An operation waits at most this long for the writes in flight when it pauses the group; past
+// it the operation is refused (TIMEOUT, nothing logged) and writes resume.
+export const operationQuiesceMsMax = 5_000;
+export const operationsPerSetMax = 256; // operations in one log record (a snapshot of every volume of a group fits)
+export const operationPayloadBytesMax = 64 * KiB; // an operation record's JSON
 export const snapshotChunksInflightMax = 16; // chunks one snapshot write (or trim) changes at once
 export const snapshotMetadataMapBytes = 64 * GiB; // LMDB map size (virtual; files grow as used)
 
@@ -154,6 +159,7 @@ assert(linkReconnectMsMin <= linkReconnectMsMax, "reconnect back-off range");
 assert(linkOverflowFillRatio > logCheckpointFillRatio && linkOverflowFillRatio < 1, "a link overflows only when checkpoints cannot help");
 
 assert(Number.isInteger(Math.log2(snapshotChunkSizeDefault)) && snapshotChunkSizeDefault >= snapshotChunkSizeMin && snapshotChunkSizeDefault <= snapshotChunkSizeMax, "the default chunk is a power of two in range");
+assert(volumesPerGroupMax <= operationsPerSetMax, "a snapshot of every volume of a group is one operation set");
 assert(snapshotChunkSizeMin % sectorSize === 0, "chunks are whole sectors");
 assert(Number.isInteger(Math.log2(snapshotFreshPageBits)), "fresh-cache pages are a power of two of bits");
 

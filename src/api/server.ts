@@ -17,6 +17,7 @@
 //   POST   /v1/groups/:group/takeover  (on a secondary; refused while it is inconsistent)
 //   GET    /v1/snapshots[?volume=V]
 //   POST   /v1/snapshots               {image: "vol@name", from?: "vol" | "vol@snap", writable?}
+//   POST   /v1/groups/:group/snapshots {name}   (every volume of the group, at one point)
 //   DELETE /v1/snapshots/:image[?recursive=true&force=true]
 //   POST   /v1/snapshots/:image/restore   {volume?}
 //   POST   /v1/snapshots/:image/refresh   {fromVolume?}
@@ -58,6 +59,7 @@ const acceptBody = z.object({ credential: z.string().min(1) }).strict();
 const drainBody = z.object({ group: z.string().optional(), timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional() }).strict();
 const verifyBody = z.object({ group: z.string().optional() }).strict();
 const snapshotCreateBody = z.object({ image: z.string().min(3), from: z.string().min(1).optional(), writable: z.boolean().optional() }).strict();
+const groupSnapshotBody = z.object({ name: z.string().min(1) }).strict();
 const snapshotRestoreBody = z.object({ volume: z.string().optional() }).strict();
 const snapshotRefreshBody = z.object({ fromVolume: z.boolean().optional() }).strict();
 
@@ -156,6 +158,10 @@ export class ApiServer {
           if (parseImageName(from).volume !== image.volume) throw new OperatingError("SNAPSHOT_CROSS_VOLUME", `${request.image} cannot be taken of ${from}`);
           return { snapshot: await node.snapshots.create({ source: from, name: image.snapshot, writable: request.writable ?? false }) };
         },
+      },
+      {
+        method: "POST", pattern: /^\/v1\/groups\/([^/]+)\/snapshots$/,
+        handler: async ({ params, body }) => node.snapshots.createGroupSnapshot(params[0]!, parseBody(groupSnapshotBody, body).name),
       },
       {
         method: "DELETE", pattern: /^\/v1\/snapshots\/([^/]+)$/,

@@ -3,6 +3,7 @@
 // VOLUME@SNAPSHOT; a snapshot's NBD export has the same name.
 //
 //   lockstep snapshot create disk0@nightly                      a read-only snapshot of disk0
+//   lockstep snapshot create --group db --name nightly          every volume of group db, one point
 //   lockstep snapshot create disk0@test --from disk0@nightly --writable
 //   lockstep snapshot list [disk0]                              the tree
 //   lockstep snapshot diff disk0@nightly disk0                  regions that differ, and a total
@@ -11,6 +12,7 @@
 //   lockstep snapshot delete disk0@nightly [--recursive]
 
 import type { Command } from "commander";
+import { OperatingError } from "../errors.js";
 import { formatSize } from "../units.js";
 import { callApi, type CommandOutput as Output } from "./client.js";
 
@@ -27,7 +29,19 @@ interface SnapshotView {
   refreshedAtMs: number | null;
   depth: number;
   storeBytes: number;
-  pauseMs?: number;
+}
+
+// What an operation cost: its pause at the primary, its record, and the bytes on each link.
+interface OperationCost {
+  lsn: string;
+  pauseMs: number;
+  recordBytes: number;
+  links: { peer: string; mode: string; bytes: number; inBand: boolean }[];
+}
+
+function costText(cost: OperationCost): string {
+  const links = cost.links.map((link) => `${link.peer} (${link.mode}): ${link.inBand ? `${link.bytes} bytes` : "not in band (the link is on its bitmap)"}`);
+  return `operation record at LSN ${cost.lsn}: ${cost.recordBytes} bytes; writes paused ${cost.pauseMs} ms; sent: ${links.length === 0 ? "no links" : links.join(", ")}`;
 }
 
 function treeRows(snapshots: SnapshotView[], table: Output["table"]): string {
@@ -56,13 +70,22 @@ function diffText(result: { a: string; b: string; regions: { offset: number; len
 export function addSnapshotCommands(program: Command, output: Output): void {
   const snapshot = program.command("snapshot").description("copy-on-write snapshots: create, list, delete, restore, refresh, diff (names VOLUME@SNAPSHOT)");
   snapshot
-    .command("create <volume@name>")
-    .description("take a snapshot of a volume (or, with --from, of one of its snapshots), at one point of the group's write order")
+    .command("create [volume@name]")
+    .description("take a snapshot of a volume (or, with --from, of one of its snapshots), or with --group of every volume of a group, at one point of the group's write order")
     .option("--from <image>", "the image to take it of: VOLUME or VOLUME@SNAPSHOT (default: the volume)")
     .option("--writable", "a writable snapshot (its writes never touch its origin or siblings)")
-    .action(async (image: string, options: { from?: string; writable?: boolean }) => {
-      const result = (await callApi(output.target(), "POST", "/v1/snapshots", { image, from: options.from, writable: options.writable ?? false })) as { snapshot: SnapshotView };
-      output.print(output.json(), result, () => `created ${result.snapshot.name} (${result.snapshot.writable ? "writable" : "read-only"}) of ${result.snapshot.parent} at LSN ${result.snapshot.createdLsn}; writes paused ${result.snapshot.pauseMs} ms`);
+    .option("--group <group>", "snapshot every volume of the group at one consistent point (with --name)")
+    .option("--name <name>", "the snapshot's name on every volume (with --group)")
+    .action(async (image: string | undefined, options: { from?: string; writable?: boolean; group?: string; name?: string }) => {
+      if (options.group !== undefined) {
+        if (image !== undefined || options.name === undefined || options.from !== undefined || options.writable) throw new OperatingError("USAGE", "a group snapshot takes --group GROUP --name NAME only");
+        const result = (await callApi(output.target(), "POST", `/v1/groups/${encodeURIComponent(options.group)}/snapshots`, { name: options.name })) as { snapshots: SnapshotView[] } & OperationCost;
+        output.print(output.json(), result, () => `created ${result.snapshots.map((entry) => entry.name).join(", ")} at LSN ${result.lsn}\n${costText(result)}`);
+        return;
+      }
+      if (image === undefined) throw new OperatingError("USAGE", "name the snapshot (VOLUME@NAME), or use --group GROUP --name NAME");
+      const result = (await callApi(output.target(), "POST", "/v1/snapshots", { image, from: options.from, writable: options.writable ?? false })) as { snapshot: SnapshotView & OperationCost };
+      output.print(output.json(), result, () => `created ${result.snapshot.name} (${result.snapshot.writable ? "writable" : "read-only"}) of ${result.snapshot.parent} at LSN ${result.snapshot.createdLsn}\n${costText(result.snapshot)}`);
     });
   snapshot
     .command("list [volume]")
@@ -78,24 +101,24 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .option("--force", "even with NBD clients connected")
     .action(async (image: string, options: { recursive?: boolean; force?: boolean }) => {
       const query = [options.recursive ? "recursive=true" : "", options.force ? "force=true" : ""].filter((part) => part !== "").join("&");
-      const result = (await callApi(output.target(), "DELETE", `/v1/snapshots/${encodeURIComponent(image)}${query === "" ? "" : `?${query}`}`)) as { deleted: string[] };
-      output.print(output.json(), result, () => `deleted ${result.deleted.join(", ")}`);
+      const result = (await callApi(output.target(), "DELETE", `/v1/snapshots/${encodeURIComponent(image)}${query === "" ? "" : `?${query}`}`)) as { deleted: string[] } & OperationCost;
+      output.print(output.json(), result, () => `deleted ${result.deleted.join(", ")}\n${costText(result)}`);
     });
   snapshot
     .command("restore <volume@snapshot>")
     .description("make the volume's content equal to the snapshot's (only the chunks that differ are written)")
     .option("--volume <volume>", "the volume to restore (must be the snapshot's own)")
     .action(async (image: string, options: { volume?: string }) => {
-      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume })) as { volume: string; bytesWritten: number; chunks: number; pauseMs: number };
-      output.print(output.json(), result, () => `restored ${result.volume} from ${image}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written; writes paused ${result.pauseMs} ms`);
+      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume })) as { volume: string; bytesWritten: number; chunks: number } & OperationCost;
+      output.print(output.json(), result, () => `restored ${result.volume} from ${image}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally\n${costText(result)}`);
     });
   snapshot
     .command("refresh <volume@snapshot>")
     .description("make a snapshot equal to its parent's current content (or, --from-volume, the volume's)")
     .option("--from-volume", "refresh from the volume rather than the parent")
     .action(async (image: string, options: { fromVolume?: boolean }) => {
-      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/refresh`, { fromVolume: options.fromVolume ?? false })) as { snapshot: SnapshotView };
-      output.print(output.json(), result, () => `refreshed ${result.snapshot.name} from ${result.snapshot.parent}; writes paused ${result.snapshot.pauseMs} ms`);
+      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/refresh`, { fromVolume: options.fromVolume ?? false })) as { snapshot: SnapshotView & OperationCost };
+      output.print(output.json(), result, () => `refreshed ${result.snapshot.name} from ${result.snapshot.parent}\n${costText(result.snapshot)}`);
     });
   snapshot
     .command("diff <a> <b>")

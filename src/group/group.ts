@@ -21,11 +21,11 @@
 // background when the log fills past a ratio, and at stop.
 
 import { assert } from "../assert.js";
-import { logCheckpointFillRatio, logStallMsMax } from "../constants.js";
+import { logCheckpointFillRatio, logStallMsMax, operationQuiesceMsMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
-import { RecordFlag, RecordKind } from "../log/record.js";
+import { isOperationKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
 import { applyChange } from "./apply-change.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
@@ -41,6 +41,21 @@ export interface GroupReplication {
   releasable(appliedLsn: bigint, logFill: number): Promise<bigint>;
   // sync links: resolves once every sync link that is streaming has lsn durable; null if none waits.
   syncWait(lsn: bigint): Promise<void> | null;
+  // An operation record was logged (and performed) at lsn: periodic links cut their interval there.
+  operationLogged(lsn: bigint): void;
+}
+
+// Performs an operation record (group/operation.ts) on this node: the node's snapshot stores.
+// Idempotent per LSN, so redo may hand it records already performed.
+export interface OperationPerformer {
+  perform(record: LogRecord): Promise<void>;
+}
+
+export interface OperationOutcome<T> {
+  readonly result: T;
+  readonly lsn: bigint;
+  readonly pauseMs: number;
+  readonly recordBytes: number; // what the operation costs on a link: its record, header and payload
 }
 
 export interface GroupStats {
@@ -70,9 +85,11 @@ export class Group {
   private checkpointRunning: Promise<void> | null = null;
   private paused: Promise<void> | null = null;
   private active = 0; // changes counted in by change(), not yet ended (quiesce waits for them)
+  private quietWaitMs = 0; // how long the current quiesce waited for changes in flight
   private idleWaiters: (() => void)[] = [];
   private closing = false;
   replication: GroupReplication | null = null;
+  operations: OperationPerformer | null = null;
   readonly stats: GroupStats = {
     writes: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
     logFullErrors: 0,
@@ -125,7 +142,9 @@ export class Group {
     // extents, log and image are both durable and agree; inside them the image may be ahead
     // of the log or behind it, and the image is the truth that a resync hands to the peers.
     // Replaying there could put an older record over a newer flushed write, so nothing is.
-    const { replayed, skipped } = this.durability === "write-ahead" ? await this.replay(recovery.tailLsn) : { replayed: 0, skipped: 0 };
+    // Operations are redone in both modes (each store knows the last one it performed): one
+    // logged before a crash and not performed yet is performed now, exactly once.
+    const { replayed, skipped } = this.durability === "write-ahead" ? await this.replay(recovery.tailLsn) : await this.redoOperations(recovery.tailLsn);
     const headLsn = this.log.usage().headLsn;
     await this.syncVolumes(this.volumeList(), headLsn);
     this.log.release(this.replication === null ? headLsn : await this.replication.releasable(headLsn, this.log.fill));
@@ -147,15 +166,65 @@ export class Group {
     let replayed = 0;
     let skipped = 0;
     for await (const record of this.log.cursor(fromLsn)) {
+      if (isOperationKind(record.kind)) {
+        await this.performOperation(record);
+        replayed += 1;
+        continue;
+      }
       const volume = this.volumes.get(record.volumeId);
-      if (volume === undefined || record.offset + record.length > volume.size) {
-        skipped += 1; // a deleted volume, or a range cut off by a later shrink
+      // a deleted volume, a range cut off by a later shrink, or a change an operation made durable
+      if (volume === undefined || record.offset + record.length > volume.size || record.lsn < (volume.changeGuard?.durableThroughLsn ?? 0n)) {
+        skipped += 1;
         continue;
       }
       await applyChange(volume, record.kind, record.flags, record.offset, record.length, record.payload, false);
       replayed += 1;
     }
     return { replayed, skipped };
+  }
+
+  // activity-map: the images are the truth for data; only operation records are performed.
+  private async redoOperations(fromLsn: bigint): Promise<{ replayed: number; skipped: number }> {
+    let replayed = 0;
+    for await (const record of this.log.cursor(fromLsn)) {
+      if (!isOperationKind(record.kind)) continue;
+      await this.performOperation(record);
+      replayed += 1;
+    }
+    return { replayed, skipped: 0 };
+  }
+
+  private async performOperation(record: LogRecord): Promise<void> {
+    assert(this.operations !== null, `group ${this.name}: an operation record at ${record.lsn} and nothing to perform it`);
+    await this.operations.perform(record);
+  }
+
+  // ---- Operations ----
+
+  // Runs a storage-management operation at one point of the write order: new changes wait,
+  // changes in flight finish; check() may still refuse (nothing is logged then); the record is
+  // appended and made durable (a crash from here on redoes it); perform() runs; sync links
+  // have the record durable; changes resume.
+  async operate<T>(payload: Buffer, volumeId: number, check: () => void, perform: (lsn: bigint) => Promise<T>): Promise<OperationOutcome<T>> {
+    this.checkOpen();
+    const { result, pauseMs } = await this.quiesce(async () => {
+      check();
+      if (this.quietWaitMs > operationQuiesceMsMax) throw new OperatingError("TIMEOUT", { group: this.name, what: `writes in flight did not finish within ${operationQuiesceMsMax} ms; the operation was not started` });
+      if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
+      const lsn = this.log.append({ kind: RecordKind.operationFirst, flags: 0, volumeId, offset: 0, length: 0, payload });
+      this.watermark.begin(lsn);
+      try {
+        const remote = this.replication?.syncWait(lsn) ?? null;
+        await this.log.durable(lsn);
+        const performed = await perform(lsn);
+        if (remote !== null) await remote;
+        this.replication?.operationLogged(lsn);
+        return { performed, lsn };
+      } finally {
+        this.watermark.end(lsn);
+      }
+    });
+    return { result: result.performed, lsn: result.lsn, pauseMs, recordBytes: recordHeaderSize + payload.length };
   }
 
   // ---- The write path ----
@@ -337,6 +406,7 @@ export class Group {
     const started = nowMs();
     try {
       await this.idle();
+      this.quietWaitMs = nowMs() - started;
       const result = await action();
       return { result, pauseMs: nowMs() - started };
     } finally {

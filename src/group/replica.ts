@@ -25,7 +25,7 @@ import type { BlockFile } from "../io/block-file.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
 import { GroupLog, type LogCursor } from "../log/group-log.js";
-import type { LogRecord } from "../log/record.js";
+import { isOperationKind, RecordKind, type LogRecord } from "../log/record.js";
 import type { Accept } from "../replication/handshake.js";
 import type { RegionData } from "../replication/resync.js";
 import type { VolumeTable } from "../replication/volume-table.js";
@@ -39,6 +39,8 @@ export interface ReplicaHost {
   // Called before a resync makes the volumes inconsistent: the snapshot work takes a
   // protective snapshot here, so that a consistent image exists throughout (DESIGN.md §6).
   beforeResync(group: string): Promise<void>;
+  // Performs an operation record at its point (idempotent per LSN: redo may repeat it).
+  performOperation(group: string, record: LogRecord): Promise<void>;
 }
 
 export type ReplicaItem =
@@ -94,7 +96,7 @@ export class Replica {
   private readHold: Promise<void> | null = null;
   private readsInFlight = 0;
   private readsIdle: (() => void) | null = null;
-  readonly stats = { appliedRecords: 0, appliedBytes: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
+  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
 
   private constructor(
     readonly name: string,
@@ -342,13 +344,18 @@ export class Replica {
   }
 
   // Applies an interval with the exports' reads held back (reads in flight finish first).
-  private async applyInterval(targetLsn: bigint): Promise<void> {
+  private applyInterval(targetLsn: bigint): Promise<void> {
+    return this.withReadsHeld(() => this.applyThrough(targetLsn));
+  }
+
+  private async withReadsHeld<T>(action: () => Promise<T>): Promise<T> {
+    if (this.readHold !== null) return action(); // already held (an operation inside an interval)
     let release!: () => void;
     this.readHold = new Promise((resolve) => (release = resolve));
     try {
       if (this.readsInFlight > 0) await new Promise<void>((resolve) => (this.readsIdle = resolve));
       this.readsIdle = null;
-      await this.applyThrough(targetLsn);
+      return await action();
     } finally {
       this.readHold = null;
       release();
@@ -428,8 +435,13 @@ export class Replica {
       const record = await this.nextRecord();
       assert(record !== null && record.lsn === this.appliedLsnValue + 1n, `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
       const volume = this.volumes.get(record.volumeId);
-      // A volume the table removed, or a range a shrink cut off: nothing left to change.
-      if (volume !== undefined && record.offset + record.length <= volume.size) {
+      if (isOperationKind(record.kind)) {
+        // readers of the volumes wait: a restore must not be seen half done
+        await this.withReadsHeld(() => this.options.host.performOperation(this.name, record));
+        this.stats.appliedOperations += 1;
+      } else if (volume !== undefined && record.offset + record.length <= volume.size && record.lsn >= (volume.changeGuard?.durableThroughLsn ?? 0n)) {
+        // (a volume the table removed, a range a shrink cut off, or a change that an operation
+        // made durable before redo came back to it: nothing left to change)
         await applyChange(volume, record.kind, record.flags, record.offset, record.length, record.payloadSize > 0 ? record.payload : undefined, false);
       }
       this.appliedLsnValue = record.lsn;
@@ -445,8 +457,9 @@ export class Replica {
         const volume = this.volumes.get(volumeId);
         if (volume === undefined || offset >= volume.size) return;
         const clipped = Math.min(length, volume.size - offset);
-        if (data === null) await volume.zero(offset, clipped, false);
-        else await volume.write(data.subarray(0, clipped), offset);
+        // through the volume's guard like any change: the replica's snapshots keep their chunks
+        if (data === null) await applyChange(volume, RecordKind.zero, 0, offset, clipped, undefined, false);
+        else await applyChange(volume, RecordKind.write, 0, offset, clipped, data.subarray(0, clipped), false);
         this.stats.regionsApplied += 1;
         this.stats.regionBytesApplied += clipped;
         return;

@@ -1,25 +1,35 @@
-// The node's snapshots: one snapshot store per volume of a primary group (opened when the
-// volume has one, created by its first snapshot), their NBD exports `volume@snapshot`, and the
-// operator's operations. Each operation runs at one point of the group's write order: the group
-// is quiet (new changes wait, changes in flight finish), the store is exclusive (snapshot
-// exports' I/O in flight finishes), the operation runs, everything resumes.
+// The node's snapshots: one snapshot store per volume (opened when the volume has one, created
+// by its first snapshot), their NBD exports `volume@snapshot`, and the operations on them.
+//
+// Every operation is a record in the group's log (group/operation.ts), performed at its LSN:
+//
+//   primary:    operator ─▶ check (nothing logged if refused) ─▶ Group.operate: writes paused,
+//               record appended and durable ─▶ perform here ─▶ writes resume
+//   secondary:  the applier reaches the record ─▶ perform here, on the twins (same names)
+//   redo:       a record whose LSN is past a store's appliedOperationLsn is performed again
+//
+// so the snapshot trees are the same on every site and no data crosses a link for them: a
+// restore on a secondary copies from its own twin. A secondary's snapshots are read-only
+// exports (writes reach them only through the stream).
 //
 //   <dataDir>/snapshots/<volumeId>/store   the slots (preserved and written chunks)
 //   <dataDir>/snapshots/<volumeId>/meta/   the metadata (LMDB)
-//
-// Until operations travel in the replication stream, the ones that change a volume's content
-// (restore) are refused on a group with links: done locally they would leave the secondaries
-// with an image the primary never had.
 
 import { existsSync, promises as fsp } from "node:fs";
 import { join } from "node:path";
+
+import { snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
 import type { Group } from "../group/group.js";
+import { decodeOperationSet, encodeOperationSet, operationVolumes, type Operation, type OperationSet } from "../group/operation.js";
+import type { LogRecord } from "../log/record.js";
 import { SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
 import type { Volume } from "../volume/volume.js";
 import { SnapshotExport } from "./snapshot-export.js";
+
+const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 export interface SnapshotSettings {
   readonly chunkSize: number;
@@ -34,10 +44,22 @@ export interface SnapshotVolume {
 }
 
 export interface SnapshotHost {
-  snapshotVolume(name: string): SnapshotVolume; // VOLUME_NOT_FOUND / ROLE_CONFLICT
-  linkCount(group: string): number;
-  // Resizes the volume while its group is already quiet (restore to a snapshot of another size).
-  resizeQuiet(name: string, size: number): Promise<void>;
+  snapshotVolume(name: string): SnapshotVolume; // a primary's volume: VOLUME_NOT_FOUND / ROLE_CONFLICT
+  primaryGroup(name: string): Group; // GROUP_NOT_FOUND / ROLE_CONFLICT
+  // A volume of a group on this node (primary or replica) by id: where operations land.
+  groupVolume(group: string, volumeId: number): { volume: Volume; settings: SnapshotSettings; replica: boolean } | undefined;
+  // The group's links and whether each carries records logged now in its stream.
+  linkReport(group: string): { peer: string; mode: string; inBand: boolean }[];
+  // Resizes a volume whose group is quiet (a restore to a snapshot of another size).
+  resizeForRestore(volume: Volume, size: number): Promise<void>;
+}
+
+// What an operation cost: its pause at the primary and its bytes on each link.
+export interface OperationReport {
+  readonly lsn: string;
+  readonly pauseMs: number;
+  readonly recordBytes: number;
+  readonly links: { peer: string; mode: string; bytes: number; inBand: boolean }[];
 }
 
 export interface ImageName {
@@ -55,6 +77,7 @@ export function parseImageName(text: string): ImageName {
 
 export class NodeSnapshots {
   private readonly stores = new Map<string, SnapshotStore>(); // by volume name
+  private readonly readOnly = new Set<string>(); // volumes of replicas: their snapshots are twins
   private readonly exports = new Map<string, SnapshotExport>(); // by volume@snapshot
 
   constructor(
@@ -70,7 +93,8 @@ export class NodeSnapshots {
   }
 
   // At start: a volume that has a store gets it back (before redo, which must preserve too).
-  async openVolume(volume: Volume, settings: SnapshotSettings): Promise<SnapshotStore | null> {
+  async openVolume(volume: Volume, settings: SnapshotSettings, replica: boolean): Promise<SnapshotStore | null> {
+    if (replica) this.readOnly.add(volume.name);
     if (!existsSync(this.directory(volume))) return null;
     return this.openStore(volume, settings);
   }
@@ -88,23 +112,6 @@ export class NodeSnapshots {
     return this.stores.get(volumeName) ?? null;
   }
 
-  // A start after a restore was cut short finishes it before anything is served.
-  async finishInterruptedRestores(group: Group): Promise<void> {
-    for (const volume of group.volumeList()) {
-      const store = this.stores.get(volume.name);
-      const snapshot = store?.interruptedRestore ?? null;
-      if (store === undefined || snapshot === null) continue;
-      if (!store.has(snapshot)) continue;
-      this.logger.warn({ volume: volume.name, snapshot }, "a restore was interrupted; finishing it");
-      try {
-        await this.restore(`${volume.name}@${snapshot}`);
-      } catch (error) {
-        // the volume is served as it is; status shows the restore as interrupted until one succeeds
-        this.logger.error({ volume: volume.name, snapshot, err: error }, "finishing the interrupted restore failed; run `snapshot restore` again");
-      }
-    }
-  }
-
   // ---- Exports ----
 
   lookupExport(name: string): SnapshotExport | undefined {
@@ -112,10 +119,11 @@ export class NodeSnapshots {
     if (existing !== undefined) return existing;
     const at = name.indexOf("@");
     if (at <= 0) return undefined;
-    const store = this.stores.get(name.slice(0, at));
+    const volume = name.slice(0, at);
+    const store = this.stores.get(volume);
     const snapshot = name.slice(at + 1);
     if (store === undefined || !store.has(snapshot)) return undefined;
-    const created = new SnapshotExport(store, name.slice(0, at), snapshot);
+    const created = new SnapshotExport(store, volume, snapshot, this.readOnly.has(volume));
     this.exports.set(name, created);
     return created;
   }
@@ -135,103 +143,175 @@ export class NodeSnapshots {
     return this.exports.get(`${volume}@${snapshot}`)?.connections ?? 0;
   }
 
-  // ---- Operations ----
+  // ---- Performing operations (primary after logging, secondary applier, redo) ----
 
-  private target(name: ImageName): { entry: SnapshotVolume; store: SnapshotStore | null } {
-    const entry = this.host.snapshotVolume(name.volume);
-    return { entry, store: this.stores.get(name.volume) ?? null };
+  // Performs an operation record; operations a store already performed (LSN) are skipped.
+  async performRecord(group: string, record: LogRecord): Promise<void> {
+    await this.performSet(group, decodeOperationSet(record.payload, record.lsn), record.lsn);
+  }
+
+  private async performSet(group: string, set: OperationSet, lsn: bigint): Promise<unknown[]> {
+    if (set.order === "unordered") return Promise.all(set.operations.map((operation) => this.performOne(group, operation, lsn)));
+    const results: unknown[] = [];
+    for (const operation of set.operations) results.push(await this.performOne(group, operation, lsn));
+    return results;
+  }
+
+  private async performOne(groupName: string, operation: Operation, lsn: bigint): Promise<unknown> {
+    const target = this.host.groupVolume(groupName, operation.volumeId);
+    if (target === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { group: groupName, volumeId: operation.volumeId, lsn: String(lsn) });
+    let store = this.stores.get(target.volume.name) ?? null;
+    if (store === null) {
+      if (operation.op !== "snapshot.create") throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${target.volume.name}@${operation.snapshot}`, lsn: String(lsn) });
+      store = await this.openStore(target.volume, target.settings);
+    }
+    if (store.appliedOperationLsn >= lsn) return { skipped: true }; // redo: performed before the crash
+    const opened = store;
+    const volume = target.volume;
+    return opened.exclusive(async () => {
+      switch (operation.op) {
+        case "snapshot.create":
+          return opened.create({ name: operation.snapshot, from: operation.from, writable: operation.writable, lsn });
+        case "snapshot.delete": {
+          const deleted = await opened.delete(operation.snapshot, operation.recursive, lsn);
+          for (const snapshot of deleted) this.exports.delete(`${volume.name}@${snapshot}`);
+          return deleted.map((snapshot) => `${volume.name}@${snapshot}`);
+        }
+        case "snapshot.refresh": {
+          const refreshed = await opened.refresh(operation.snapshot, operation.fromVolume, lsn);
+          this.exports.delete(refreshed.name); // its size may have changed: the next connection sees it
+          return refreshed;
+        }
+        case "snapshot.restore":
+          return opened.restore(operation.snapshot, lsn, async (size) => {
+            await opened.beforeShrink(size);
+            await this.host.resizeForRestore(volume, size);
+          });
+      }
+    });
+  }
+
+  // ---- The operator's operations (primary) ----
+
+  // Logs the set at one point of the group's write order and performs it. check() runs with
+  // the group quiet, before anything is logged: a refusal leaves no trace on any site.
+  private async submit<T>(group: Group, set: OperationSet, check: () => void): Promise<{ results: T[]; report: OperationReport }> {
+    const volumes = operationVolumes(set);
+    for (const operation of set.operations) {
+      if (operation.op !== "snapshot.create") continue;
+      const target = this.host.groupVolume(group.name, operation.volumeId)!;
+      if (!this.stores.has(target.volume.name)) await this.openStore(target.volume, target.settings);
+    }
+    // Flushed while writes still flow, the volumes have little left to sync inside the pause.
+    await Promise.all(group.volumeList().filter((volume) => volumes.includes(volume.id)).map((volume) => volume.flush()));
+    const outcome = await group.operate(encodeOperationSet(set), volumes.length === 1 ? volumes[0]! : 0, check, (lsn) => this.performSet(group.name, set, lsn));
+    const links = this.host.linkReport(group.name).map((link) => ({ ...link, bytes: link.inBand ? outcome.recordBytes : 0 }));
+    return { results: outcome.result as T[], report: { lsn: String(outcome.lsn), pauseMs: outcome.pauseMs, recordBytes: outcome.recordBytes, links } };
   }
 
   private existing(text: string): { image: ImageName & { snapshot: string }; entry: SnapshotVolume; store: SnapshotStore } {
     const image = parseImageName(text);
     if (image.snapshot === null) throw new OperatingError("REQUEST_INVALID", `"${text}" is a volume; name a snapshot as VOLUME@SNAPSHOT`);
-    const { entry, store } = this.target(image);
-    if (store === null || !store.has(image.snapshot)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: text });
+    const entry = this.host.snapshotVolume(image.volume);
+    const store = this.stores.get(image.volume);
+    if (store === undefined || !store.has(image.snapshot)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: text });
     return { image: image as ImageName & { snapshot: string }, entry, store };
   }
 
-  // Runs an operation at one point of the group's write order; returns its pause.
-  private async atOnePoint<T>(entry: SnapshotVolume, store: SnapshotStore, action: () => Promise<T>): Promise<{ result: T; pauseMs: number }> {
-    return entry.group.quiesce(() => store.exclusive(action));
+  private checkCreate(volume: string, name: string, from: string | null): void {
+    if (!snapshotNamePattern.test(name) || name.length > snapshotNameLengthMax) {
+      throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} letters, digits, '_', '.' or '-'`);
+    }
+    const store = this.stores.get(volume);
+    if (store?.has(name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${volume}@${name}` });
+    if (from !== null && !store?.has(from)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${volume}@${from}` });
+    if ((store?.snapshotCount ?? 0) >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume, snapshotsMax: snapshotsPerVolumeMax });
   }
 
-  async create(request: { source: string; name: string; writable: boolean }): Promise<SnapshotInfo & { pauseMs: number }> {
+  async create(request: { source: string; name: string; writable: boolean }): Promise<SnapshotInfo & OperationReport> {
     const source = parseImageName(request.source);
-    const { entry } = this.target(source);
-    let store = this.stores.get(source.volume) ?? null;
-    if (source.snapshot !== null && (store === null || !store.has(source.snapshot))) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: request.source });
-    if (store?.has(request.name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${source.volume}@${request.name}` });
-    store ??= await this.openStore(entry.volume, entry.settings);
-    const opened = store;
-    const { result, pauseMs } = await this.atOnePoint(entry, opened, async () => {
-      // write-ahead: redo after a crash starts after this point, so it never re-preserves
-      await entry.group.checkpoint();
-      return opened.create({ name: request.name, from: source.snapshot, writable: request.writable, lsn: entry.group.log.headLsn });
-    });
-    this.logger.info({ snapshot: result.name, source: request.source, writable: request.writable, lsn: result.createdLsn, pauseMs }, "snapshot created");
-    return { ...result, pauseMs };
+    const entry = this.host.snapshotVolume(source.volume);
+    this.checkCreate(source.volume, request.name, source.snapshot);
+    const set: OperationSet = { version: 1, order: "ordered", operations: [{ op: "snapshot.create", volumeId: entry.volume.id, snapshot: request.name, from: source.snapshot, writable: request.writable }] };
+    const { results, report } = await this.submit<SnapshotInfo>(entry.group, set, () => this.checkCreate(source.volume, request.name, source.snapshot));
+    this.logger.info({ snapshot: results[0]!.name, source: request.source, writable: request.writable, lsn: report.lsn, pauseMs: report.pauseMs }, "snapshot created");
+    return { ...results[0]!, ...report };
+  }
+
+  // One snapshot of every volume of the group, all at one point of its write order.
+  async createGroupSnapshot(groupName: string, name: string): Promise<{ snapshots: SnapshotInfo[] } & OperationReport> {
+    const group = this.host.primaryGroup(groupName);
+    const volumes = group.volumeList();
+    if (volumes.length === 0) throw new OperatingError("REQUEST_INVALID", `group ${groupName} has no volumes`);
+    const check = () => {
+      for (const volume of volumes) this.checkCreate(volume.name, name, null);
+    };
+    check();
+    const set: OperationSet = { version: 1, order: "unordered", operations: volumes.map((volume) => ({ op: "snapshot.create" as const, volumeId: volume.id, snapshot: name, from: null, writable: false })) };
+    const { results, report } = await this.submit<SnapshotInfo>(group, set, check);
+    this.logger.info({ group: groupName, snapshot: name, volumes: volumes.length, lsn: report.lsn, pauseMs: report.pauseMs }, "group snapshot created");
+    return { snapshots: results, ...report };
   }
 
   list(volumeName?: string): SnapshotInfo[] {
     if (volumeName !== undefined) {
-      this.host.snapshotVolume(volumeName);
+      if (!this.stores.has(volumeName)) this.host.snapshotVolume(volumeName); // VOLUME_NOT_FOUND
       return this.stores.get(volumeName)?.list() ?? [];
     }
     return [...this.stores.values()].flatMap((store) => store.list());
   }
 
-  async delete(text: string, options: { recursive: boolean; force: boolean }): Promise<{ deleted: string[]; pauseMs: number }> {
-    const { image, entry, store } = this.existing(text);
-    const doomed = [image.snapshot, ...(options.recursive ? this.descendants(store, image.snapshot) : [])];
-    for (const snapshot of doomed) {
-      const connections = this.connections(image.volume, snapshot);
-      if (connections > 0 && !options.force) throw new OperatingError("VOLUME_BUSY", `${image.volume}@${snapshot} has ${connections} NBD connection(s); disconnect them or use --force`);
-    }
-    const { result, pauseMs } = await this.atOnePoint(entry, store, () => store.delete(image.snapshot, options.recursive));
-    for (const snapshot of result) this.exports.delete(`${image.volume}@${snapshot}`);
-    const deleted = result.map((snapshot) => `${image.volume}@${snapshot}`);
-    this.logger.info({ deleted, pauseMs }, "snapshot deleted");
-    return { deleted, pauseMs };
+  async delete(text: string, options: { recursive: boolean; force: boolean }): Promise<{ deleted: string[] } & OperationReport> {
+    const { image, entry } = this.existing(text);
+    const check = () => {
+      const { store } = this.existing(text);
+      const children = store.children(image.snapshot);
+      if (children.length > 0 && !options.recursive) throw new OperatingError("SNAPSHOT_HAS_CHILDREN", { snapshot: text, children: children.map((child) => child.name).join(",") });
+      for (const snapshot of [image.snapshot, ...(options.recursive ? this.descendants(store, image.snapshot) : [])]) {
+        const connections = this.connections(image.volume, snapshot);
+        if (connections > 0 && !options.force) throw new OperatingError("VOLUME_BUSY", `${image.volume}@${snapshot} has ${connections} NBD connection(s); disconnect them or use --force`);
+      }
+    };
+    check();
+    const set: OperationSet = { version: 1, order: "ordered", operations: [{ op: "snapshot.delete", volumeId: entry.volume.id, snapshot: image.snapshot, recursive: options.recursive }] };
+    const { results, report } = await this.submit<string[]>(entry.group, set, check);
+    this.logger.info({ deleted: results[0], lsn: report.lsn, pauseMs: report.pauseMs }, "snapshot deleted");
+    return { deleted: results[0]!, ...report };
   }
 
   private descendants(store: SnapshotStore, snapshot: string): string[] {
     return store.children(snapshot).flatMap((child) => [child.name, ...this.descendants(store, child.name)]);
   }
 
-  async refresh(text: string, fromVolume: boolean): Promise<SnapshotInfo & { pauseMs: number }> {
-    const { image, entry, store } = this.existing(text);
-    const { result, pauseMs } = await this.atOnePoint(entry, store, async () => {
-      await entry.group.checkpoint();
-      return store.refresh(image.snapshot, fromVolume);
-    });
-    this.exports.delete(text); // its size may have changed: the next connection sees the new one
-    this.logger.info({ snapshot: text, fromVolume, pauseMs }, "snapshot refreshed");
-    return { ...result, pauseMs };
+  async refresh(text: string, fromVolume: boolean): Promise<SnapshotInfo & OperationReport> {
+    const { image, entry } = this.existing(text);
+    const check = () => {
+      const { store } = this.existing(text);
+      const parent = store.image(image.snapshot).parent;
+      if (!fromVolume && parent !== null && this.descendants(store, image.snapshot).includes(parent)) throw new OperatingError("REQUEST_INVALID", `${text} cannot be refreshed from its own descendant`);
+    };
+    check();
+    const set: OperationSet = { version: 1, order: "ordered", operations: [{ op: "snapshot.refresh", volumeId: entry.volume.id, snapshot: image.snapshot, fromVolume }] };
+    const { results, report } = await this.submit<SnapshotInfo>(entry.group, set, check);
+    this.logger.info({ snapshot: text, fromVolume, lsn: report.lsn, pauseMs: report.pauseMs }, "snapshot refreshed");
+    return { ...results[0]!, ...report };
   }
 
-  async restore(text: string, into?: string): Promise<{ snapshot: string; volume: string; bytesWritten: number; chunks: number; pauseMs: number }> {
-    const { image, entry, store } = this.existing(text);
+  async restore(text: string, into?: string): Promise<{ snapshot: string; volume: string; bytesWritten: number; chunks: number } & OperationReport> {
+    const { image, entry } = this.existing(text);
     if (into !== undefined && into !== image.volume) throw new OperatingError("SNAPSHOT_CROSS_VOLUME", { snapshot: text, volume: into });
-    const links = this.host.linkCount(entry.group.name);
-    if (links > 0) {
-      throw new OperatingError("NOT_SUPPORTED", `restore of ${image.volume}: group ${entry.group.name} has ${links} link(s); a restore cannot reach the secondaries in write order until operations travel in the replication stream`);
-    }
-    const { result, pauseMs } = await this.atOnePoint(entry, store, async () => {
-      await entry.group.checkpoint(); // write-ahead: no redo of older records over the restored image
-      return store.restore(image.snapshot, async (size) => {
-        await store.beforeShrink(size);
-        await this.host.resizeQuiet(image.volume, size);
-      });
-    });
-    this.logger.info({ snapshot: text, volume: image.volume, ...result, pauseMs }, "volume restored");
-    return { snapshot: text, volume: image.volume, ...result, pauseMs };
+    const set: OperationSet = { version: 1, order: "ordered", operations: [{ op: "snapshot.restore", volumeId: entry.volume.id, snapshot: image.snapshot }] };
+    const { results, report } = await this.submit<{ bytesWritten: number; chunks: number }>(entry.group, set, () => void this.existing(text));
+    this.logger.info({ snapshot: text, volume: image.volume, ...results[0], lsn: report.lsn, pauseMs: report.pauseMs }, "volume restored");
+    return { snapshot: text, volume: image.volume, ...results[0]!, ...report };
   }
 
   diff(a: string, b: string): DiffResult & { a: string; b: string; chunkSize: number } {
     const first = parseImageName(a);
     const second = parseImageName(b);
     if (first.volume !== second.volume) throw new OperatingError("SNAPSHOT_CROSS_VOLUME", `${a} and ${b} belong to different volumes`);
-    const { store } = this.target(first);
+    if (!this.stores.has(first.volume)) this.host.snapshotVolume(first.volume); // VOLUME_NOT_FOUND
+    const store = this.stores.get(first.volume) ?? null;
     for (const image of [first, second]) {
       if (image.snapshot !== null && (store === null || !store.has(image.snapshot))) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${image.volume}@${image.snapshot}` });
     }
@@ -261,6 +341,7 @@ export class NodeSnapshots {
       this.stores.delete(volume.name);
       await store.close();
     }
+    this.readOnly.delete(volume.name);
     await fsp.rm(this.directory(volume), { recursive: true, force: true });
   }
 
@@ -271,3 +352,5 @@ export class NodeSnapshots {
     this.stores.clear();
   }
 }
+
+

@@ -13,6 +13,7 @@ import { OperatingError } from "../errors.js";
 import type { BlockFile, BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
 import { GroupLog } from "../log/group-log.js";
+import type { LogRecord } from "../log/record.js";
 import type { NbdExport, NbdExportRegistry } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { ActivityMap, activitySlotSize } from "../group/activity-map.js";
@@ -134,13 +135,13 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       recovered = opened.recovered;
     }
     group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger, { nowMs: this.environment.nowMs });
+    group.operations = { perform: (record) => this.snapshots.performRecord(groupConfig.name, record) };
     this.groups.set(groupConfig.name, group);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
       await this.attachVolume(entry, group);
     }
     await this.replication.openPrimary(group, nodeFiles.groupDir(dataDir, groupConfig.name));
     const report = await group.recover(recovered);
-    await this.snapshots.finishInterruptedRestores(group);
     this.recoveries.set(group.name, {
       replayedRecords: report.replayedRecords,
       skippedRecords: report.skippedRecords,
@@ -186,7 +187,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     const volume = new Volume(entry.id, entry.name, file, entry.size, this.environment.nowMs);
     owner.addVolume(volume);
     const isReplica = owner instanceof Replica;
-    if (!isReplica) await this.snapshots.openVolume(volume, this.groupConfig(entry.group).snapshots);
+    await this.snapshots.openVolume(volume, this.groupConfig(entry.group).snapshots, isReplica);
     const state: VolumeState = {
       entry,
       volume,
@@ -242,8 +243,31 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     return { volume: state.volume, group: state.group, settings: this.groupConfig(state.group.name).snapshots, connections: state.export.connections };
   }
 
-  linkCount(group: string): number {
-    return this.replication.groupLinks(group).size;
+  primaryGroup(name: string): Group {
+    return this.group(name);
+  }
+
+  groupVolume(group: string, volumeId: number): { volume: Volume; settings: GroupConfig["snapshots"]; replica: boolean } | undefined {
+    for (const state of this.volumes.values()) {
+      if (state.entry.id !== volumeId || state.entry.group !== group) continue;
+      return { volume: state.volume, settings: this.groupConfig(group).snapshots, replica: state.replica !== null };
+    }
+    return undefined;
+  }
+
+  linkReport(group: string): { peer: string; mode: string; inBand: boolean }[] {
+    if (!this.groups.has(group)) return [];
+    return this.replication.groupLinks(group).list().map((link) => ({ peer: link.peer, mode: link.mode, inBand: link.carriesInBand }));
+  }
+
+  async resizeForRestore(volume: Volume, size: number): Promise<void> {
+    const state = this.volumeState(volume.name);
+    if (state.group !== null) await this.resizeQuiet(volume.name, size);
+    else await this.resizeReplicaVolume(state, size);
+  }
+
+  async performOperation(group: string, record: LogRecord): Promise<void> {
+    await this.snapshots.performRecord(group, record);
   }
 
   // ---- Administration ----

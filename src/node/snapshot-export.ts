@@ -16,8 +16,9 @@ export class SnapshotExport implements NbdExport {
     private readonly store: SnapshotStore,
     readonly volumeName: string,
     readonly snapshot: string,
+    twin: boolean, // a secondary's copy: it changes only through the replication stream
   ) {
-    const writable = store.image(snapshot).writable;
+    const writable = store.image(snapshot).writable && !twin;
     this.flags = {
       readOnly: !writable,
       canTrim: writable,

@@ -125,6 +125,10 @@ export class GroupLinks implements GroupReplication {
     return waits.length === 1 ? waits[0]! : Promise.all(waits).then(() => undefined);
   }
 
+  operationLogged(lsn: bigint): void {
+    for (const link of this.links.values()) link.operationLogged(lsn);
+  }
+
   volumesChanged(): void {
     const atLsn = this.group.log.headLsn;
     for (const link of this.links.values()) link.volumesChanged(atLsn);

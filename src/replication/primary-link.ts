@@ -28,7 +28,8 @@ import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
-import { type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
+import { isOperationKind, type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
+import { decodeOperationSet } from "../group/operation.js";
 import type { Group } from "../group/group.js";
 import type { LinkMetricsView } from "../api/metrics.js";
 import { allocatedRegions } from "../volume/allocated-regions.js";
@@ -140,7 +141,7 @@ export class PrimaryLink {
   private streamedThisSession = false;
   private folding: Promise<void> | null = null; // a checkpoint folding records into the bitmap
   private helloInProgress = false; // a peer's hello is being answered: no fold may start
-  readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0 };
+  readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0, operationsMissed: 0 };
 
   private constructor(
     readonly group: Group,
@@ -511,6 +512,24 @@ export class PrimaryLink {
     }
   }
 
+  // Whether records logged now reach the peer in the stream (not folded into a bitmap).
+  get carriesInBand(): boolean {
+    return !this.progress.bitmapActive;
+  }
+
+  get mode(): string {
+    return this.settingsValue.mode;
+  }
+
+  // Periodic: an operation ends the interval, so the secondary applies the changes before it
+  // and then the operation without waiting for the next cut.
+  operationLogged(lsn: bigint): void {
+    const session = this.session;
+    if (this.settingsValue.mode !== "periodic" || session === null || session.state.phase !== "streaming") return;
+    if (lsn > session.cutLsn) session.cutLsn = lsn;
+    session.wake?.();
+  }
+
   private cut(session: Session): void {
     if (session.state.phase !== "streaming") return;
     session.cutLsn = this.group.log.headLsn;
@@ -760,12 +779,28 @@ export class PrimaryLink {
       const record = await cursor.next();
       if (record === null) break;
       if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, record);
+      else if (isOperationKind(record.kind)) this.markMissedOperation(bitmap, record);
     }
     this.bitmapMarks += 1;
     await this.saveBitmap();
     const bitmapBaseLsn = this.progress.bitmapActive ? this.progress.bitmapBaseLsn : fromLsn;
     this.progress = { ...this.progress, bitmapActive: true, coveredLsn: toLsn, bitmapBaseLsn };
     await this.persistProgress();
+  }
+
+  // An operation this link will not carry at its point (folded into the bitmap). A restore
+  // changes its volume wherever the snapshot differs, which only the primary's metadata knows
+  // here: the whole volume is marked. Snapshot operations leave the peer's twins behind; the
+  // peer finds them missing when a later operation names them (docs/DESIGN-NOTES.md §8).
+  private markMissedOperation(bitmap: DirtyBitmap, record: LogRecord): void {
+    this.stats.operationsMissed += 1;
+    const set = decodeOperationSet(record.payload, record.lsn);
+    for (const operation of set.operations) {
+      if (operation.op !== "snapshot.restore") continue;
+      const volume = this.group.volumeList().find((candidate) => candidate.id === operation.volumeId);
+      if (volume !== undefined) this.markClipped(bitmap, { volumeId: volume.id, offset: 0, length: volume.size });
+    }
+    this.logger.warn({ lsn: String(record.lsn), operations: set.operations.map((operation) => operation.op) }, "an operation folded into the link's bitmap: the peer does not perform it at its point");
   }
 
   // Marks regions that may differ (hot extents after a crash) for the next resync.

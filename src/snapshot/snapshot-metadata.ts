@@ -56,6 +56,8 @@ export interface StoreState {
   readonly slotsHigh: number; // slots at or above are unused (the store file is at most this long)
   readonly gcPending: boolean; // an image was removed and its chunks may not all be freed yet
   readonly restoring: string | null; // a restore from this snapshot began and has not finished
+  readonly appliedOperationLsn: string; // the LSN of the last operation performed (bigint as text)
+  readonly durableThroughLsn?: string; // every change below this LSN is durable in the volume (synced by an operation)
 }
 
 export interface ChunkVersion {

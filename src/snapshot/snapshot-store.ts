@@ -112,7 +112,7 @@ export class SnapshotStore implements ChangeGuard {
     const stored = this.metadata.state;
     if (stored === undefined) {
       assert(Number.isInteger(Math.log2(this.options.chunkSize)) && this.options.chunkSize % sectorSize === 0, "chunk size");
-      this.state = { version: 1, chunkSize: this.options.chunkSize, slotsMax: 0, nextLineId: 1, nextImageId: 1, slotsHigh: 0, gcPending: false, restoring: null };
+      this.state = { version: 1, chunkSize: this.options.chunkSize, slotsMax: 0, nextLineId: 1, nextImageId: 1, slotsHigh: 0, gcPending: false, restoring: null, appliedOperationLsn: "0" };
       await this.metadata.commit({ state: this.state, lines: [{ id: 0, epoch: 1 }] });
     } else {
       if (stored.version !== 1) throw new OperatingError("CONFIG_INVALID", `the snapshot store of volume ${this.volume.name} has format version ${String(stored.version)}; this build reads version 1`);
@@ -133,6 +133,18 @@ export class SnapshotStore implements ChangeGuard {
 
   get interruptedRestore(): string | null {
     return this.state.restoring;
+  }
+
+  // The LSN of the last operation performed here (each operation commits it with its effect).
+  get appliedOperationLsn(): bigint {
+    return BigInt(this.state.appliedOperationLsn ?? "0");
+  }
+
+  // Every change with a smaller LSN is durable in the volume: an operation synced it there.
+  // Redo skips them: replaying an older write over a restored (or snapshotted) volume would
+  // undo the operation.
+  get durableThroughLsn(): bigint {
+    return BigInt(this.state.durableThroughLsn ?? "0");
   }
 
   get snapshotCount(): number {
@@ -507,9 +519,9 @@ export class SnapshotStore implements ChangeGuard {
       refreshedAtMs: null,
       chain,
     };
-    const state = { ...this.state, nextImageId: image.id + 1, nextLineId };
+    const state = { ...this.state, nextImageId: image.id + 1, nextLineId, appliedOperationLsn: String(request.lsn), durableThroughLsn: String(request.lsn) };
     await this.metadata.commit({ state, images: [image], lines });
-    this.state = { ...this.state, nextImageId: state.nextImageId, nextLineId };
+    this.state = { ...this.state, nextImageId: state.nextImageId, nextLineId, appliedOperationLsn: state.appliedOperationLsn, durableThroughLsn: state.durableThroughLsn };
     for (const line of lines) this.lines.set(line.id, line);
     this.images.set(image.name, image);
     this.indexImages();
@@ -523,7 +535,7 @@ export class SnapshotStore implements ChangeGuard {
 
   // Deletes the snapshot (and, recursive, every snapshot taken of it), then frees the chunks
   // no other image reads. Returns the names deleted, children first.
-  async delete(name: string, recursive: boolean): Promise<string[]> {
+  async delete(name: string, recursive: boolean, lsn: bigint): Promise<string[]> {
     this.image(name);
     const doomed: string[] = [];
     const collect = (parent: string) => {
@@ -534,7 +546,7 @@ export class SnapshotStore implements ChangeGuard {
       doomed.push(parent);
     };
     collect(name);
-    this.state = { ...this.state, gcPending: true };
+    this.state = { ...this.state, gcPending: true, appliedOperationLsn: String(lsn) };
     await this.metadata.commit({ state: this.state, deleteImages: doomed });
     for (const gone of doomed) this.images.delete(gone);
     this.indexImages();
@@ -544,7 +556,7 @@ export class SnapshotStore implements ChangeGuard {
 
   // Makes a snapshot equal to the current content of its parent (or of the volume), keeping its
   // name, its children and their content. O(1) but for freeing what the old content held.
-  async refresh(name: string, fromVolume: boolean): Promise<SnapshotInfo> {
+  async refresh(name: string, fromVolume: boolean, lsn: bigint): Promise<SnapshotInfo> {
     const image = this.image(name);
     const source = fromVolume ? null : image.parent;
     if (source !== null && this.isDescendantOf(source, name)) throw new OperatingError("REQUEST_INVALID", `${name} cannot be refreshed from its own descendant ${source}`);
@@ -554,7 +566,7 @@ export class SnapshotStore implements ChangeGuard {
     if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: name, chainLengthMax: snapshotChainLengthMax });
     await this.durableBeforeFreeze();
     const refreshed: ImageEntry = { ...image, chain, size, parent: fromVolume ? null : image.parent, refreshedAtMs: this.options.nowMs() };
-    this.state = { ...this.state, nextLineId, gcPending: true };
+    this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state, images: [refreshed], lines });
     for (const line of lines) this.lines.set(line.id, line);
     this.images.set(name, refreshed);
@@ -679,7 +691,7 @@ export class SnapshotStore implements ChangeGuard {
   // that differ, through the same preservation as any change (other snapshots keep theirs).
   // The caller has the group quiet and its log checkpointed. An interrupted restore is
   // recorded and restarted by the next start (restoreInterrupted).
-  async restore(name: string, resize: (size: number) => Promise<void>): Promise<{ bytesWritten: number; chunks: number }> {
+  async restore(name: string, lsn: bigint, resize: (size: number) => Promise<void>): Promise<{ bytesWritten: number; chunks: number }> {
     const image = this.image(name);
     this.state = { ...this.state, restoring: name };
     await this.metadata.commit({ state: this.state });
@@ -703,7 +715,7 @@ export class SnapshotStore implements ChangeGuard {
       }
     }
     await this.volume.flush();
-    this.state = { ...this.state, restoring: null };
+    this.state = { ...this.state, restoring: null, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state });
     return { bytesWritten, chunks };
   }

@@ -15,4 +15,7 @@ export interface ChangeTicket {
 export interface ChangeGuard {
   // null: nothing in the range needs preserving.
   reserve(offset: number, length: number): ChangeTicket | null;
+  // Changes with a smaller LSN are durable in the image already (an operation synced them, and
+  // may have overwritten them since, e.g. a restore): redo must not apply them again.
+  readonly durableThroughLsn: bigint;
 }

@@ -4,40 +4,10 @@
 // The secondaries' exports are read-only.
 
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
-import { children } from "../child-process.js";
 import { join } from "node:path";
-import { cleanup, lockstep, lockstepBin, run, runOk, tempDir } from "./harness.js";
-
-interface Ready {
-  ready: boolean;
-  mode: string;
-  nodes: Record<string, { role: string; pid: number; node: string; nbd: string; volumes: Record<string, string> }>;
-}
-
-function startDemo(dir: string, mode: string): Promise<{ child: ChildProcess; ready: Ready }> {
-  const child = spawn(process.execPath, [lockstepBin, "demo", "--dir", dir, "--size", "64MiB", "--secondaries", "2", "--mode", mode, "--interval", "200ms"], { stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let stderr = "";
-  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`demo not ready in 60 s: ${stderr}`)), 60_000);
-    createInterface({ input: child.stdout! }).once("line", (line) => {
-      clearTimeout(timer);
-      resolve({ child, ready: JSON.parse(line) as Ready });
-    });
-    child.once("exit", (code) => reject(new Error(`demo exited ${code} before ready: ${stderr}`)));
-  });
-}
-
-async function stopDemo(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGINT");
-  await exited;
-}
+import { cleanup, lockstep, run, runOk, tempDir } from "./harness.js";
+import { startDemo, stopDemo } from "./demo-process.js";
 
 describe("replication in each mode (demo --secondaries 2)", () => {
   const dirs: string[] = [];
@@ -49,7 +19,7 @@ describe("replication in each mode (demo --secondaries 2)", () => {
       dirs.push(dir);
       const fioDir = tempDir(`repl-fio-${mode}`);
       dirs.push(fioDir);
-      const { child, ready } = await startDemo(dir, mode);
+      const { child, ready } = await startDemo(dir, ["--size", "64MiB", "--secondaries", "2", "--mode", mode, "--interval", "200ms"]);
       try {
         assert.equal(ready.mode, mode);
         const names = Object.keys(ready.nodes).sort();
@@ -91,7 +61,7 @@ describe("replication in each mode (demo --secondaries 2)", () => {
   it("volumes created, resized and deleted on the primary follow on every secondary, in write order", async () => {
     const dir = tempDir("repl-volumes");
     dirs.push(dir);
-    const { child, ready } = await startDemo(dir, "async");
+    const { child, ready } = await startDemo(dir, ["--size", "64MiB", "--secondaries", "2", "--mode", "async", "--interval", "200ms"]);
     try {
       const primary = ready.nodes.primary!;
       const created = await lockstep(["--node", primary.node, "volume", "create", "disk1", "--group", "demo", "--size", "32MiB"]);
@@ -128,7 +98,7 @@ describe("replication in each mode (demo --secondaries 2)", () => {
   it("verify finds a region changed behind the replica's back, and says how much a repair sends", async () => {
     const dir = tempDir("repl-verify");
     dirs.push(dir);
-    const { child, ready } = await startDemo(dir, "async");
+    const { child, ready } = await startDemo(dir, ["--size", "64MiB", "--secondaries", "2", "--mode", "async", "--interval", "200ms"]);
     try {
       const primary = ready.nodes.primary!;
       await runOk("qemu-io", ["-f", "raw", primary.nbd, "-c", "write -P 0x21 0 8M"]);

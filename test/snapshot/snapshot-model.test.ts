@@ -73,6 +73,12 @@ class Harness {
   volumeModel: ModelImage = { name: "", parent: null, writable: true, content: Buffer.alloc(volumeSizeInitial), allowed: null };
   readonly snapshots = new Map<string, ModelImage>();
   private nextName = 1;
+  private lsn = 1n;
+
+  nextLsn(): bigint {
+    this.lsn += 1n;
+    return this.lsn;
+  }
 
   async open(): Promise<void> {
     this.volume = new Volume(1, "vol", this.volumeDisk, this.volumeModel.content.length, () => 0);
@@ -144,7 +150,7 @@ class Harness {
         const source = this.pick(step.from);
         if (source === null || this.snapshots.size >= 8) return;
         const name = `s${this.nextName++}`;
-        await this.store.create({ name, from: source === this.volumeModel ? null : source.name, writable: step.writable, lsn: 0n });
+        await this.store.create({ name, from: source === this.volumeModel ? null : source.name, writable: step.writable, lsn: this.nextLsn() });
         this.snapshots.set(name, { name, parent: source === this.volumeModel ? null : source.name, writable: step.writable, content: Buffer.from(source.content), allowed: null });
         this.markDurable(); // create syncs the volume and the store
         return;
@@ -154,10 +160,10 @@ class Harness {
         if (image === null || image === this.volumeModel) return;
         const hasChildren = [...this.snapshots.values()].some((other) => other.parent === image.name);
         if (hasChildren && !step.recursive) {
-          await assert.rejects(this.store.delete(image.name, false), { code: "SNAPSHOT_HAS_CHILDREN" });
+          await assert.rejects(this.store.delete(image.name, false, this.nextLsn()), { code: "SNAPSHOT_HAS_CHILDREN" });
           return;
         }
-        const deleted = await this.store.delete(image.name, step.recursive);
+        const deleted = await this.store.delete(image.name, step.recursive, this.nextLsn());
         const expected = this.descendants(image.name);
         assert.deepEqual(new Set(deleted), new Set(expected));
         for (const name of expected) this.snapshots.delete(name);
@@ -168,7 +174,7 @@ class Harness {
         if (image === null || image === this.volumeModel) return;
         const source = step.fromVolume || image.parent === null ? this.volumeModel : this.snapshots.get(image.parent)!;
         if (source !== this.volumeModel && this.descendants(image.name).includes(source.name)) return;
-        await this.store.refresh(image.name, step.fromVolume);
+        await this.store.refresh(image.name, step.fromVolume, this.nextLsn());
         image.content = Buffer.from(source.content);
         if (step.fromVolume) image.parent = null;
         this.markDurable();
@@ -177,7 +183,7 @@ class Harness {
       case "restore": {
         const image = this.pick(step.target);
         if (image === null || image === this.volumeModel) return;
-        await this.store.restore(image.name, async (size) => {
+        await this.store.restore(image.name, this.nextLsn(), async (size) => {
           await this.store.beforeShrink(size);
           await this.volume.resize(size);
         });

@@ -70,10 +70,10 @@ describe("snapshot store", () => {
     await store.create({ name: "b", from: null, writable: false, lsn: 2n });
     for (let chunk = 0; chunk < 16; chunk += 1) await write(volume, chunk, 2);
     assert.equal(store.usage().usedBytes, 24 * chunkSize); // a: 8 (zeros, before 1); b: 16 (8 ones, 8 zeros)
-    await store.delete("b", false);
+    await store.delete("b", false, 10n);
     assert.equal(store.usage().usedBytes, 16 * chunkSize, "a still reads the zeros of chunks 0-15");
     assert.ok((await readImage(store, "a")).every((byte) => byte === 0));
-    await store.delete("a", false);
+    await store.delete("a", false, 11n);
     assert.equal(store.usage().usedBytes, 0);
     await store.close();
   });
@@ -103,7 +103,7 @@ describe("snapshot store", () => {
     await store.write("w", 0, Buffer.alloc(512, 2), 512, false);
     await store.create({ name: "child", from: "w", writable: false, lsn: 2n });
     await write(volume, 0, 3);
-    await store.refresh("w", true);
+    await store.refresh("w", true, 10n);
     assert.equal((await readImage(store, "w"))[0], 3);
     assert.equal((await readImage(store, "child"))[0], 2);
     assert.deepEqual(store.diff("w", null).totalBytes, 0);
