@@ -25,7 +25,7 @@ import { logCheckpointFillRatio, logStallMsMax, operationQuiesceMsMax } from "..
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
-import { isOperationKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
+import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
 import { applyChange } from "./apply-change.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
@@ -48,7 +48,9 @@ export interface GroupReplication {
 // Performs an operation record (group/operation.ts) on this node: the node's snapshot stores.
 // Idempotent per LSN, so redo may hand it records already performed.
 export interface OperationPerformer {
-  perform(record: LogRecord): Promise<void>;
+  perform(record: LogRecord): Promise<void>; // operation sets and snapshot changes
+  // Makes what snapshot changes wrote durable: a checkpoint calls it before releasing the log.
+  sync(): Promise<void>;
 }
 
 export interface OperationOutcome<T> {
@@ -67,6 +69,7 @@ export interface GroupStats {
   checkpoints: number;
   stalls: number;
   logFullErrors: number;
+  snapshotChanges: number;
 }
 
 export interface RecoveryReport {
@@ -81,6 +84,7 @@ export interface RecoveryReport {
 export class Group {
   private readonly volumes = new Map<number, Volume>();
   private readonly gate = new RangeGate();
+  private readonly snapshotGate = new RangeGate(); // keyed by snapshotGateKey(volume, image)
   private readonly watermark: AppliedWatermark;
   private checkpointRunning: Promise<void> | null = null;
   private paused: Promise<void> | null = null;
@@ -92,7 +96,7 @@ export class Group {
   operations: OperationPerformer | null = null;
   readonly stats: GroupStats = {
     writes: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
-    logFullErrors: 0,
+    logFullErrors: 0, snapshotChanges: 0,
   };
 
   constructor(
@@ -166,7 +170,7 @@ export class Group {
     let replayed = 0;
     let skipped = 0;
     for await (const record of this.log.cursor(fromLsn)) {
-      if (isOperationKind(record.kind)) {
+      if (isOperationKind(record.kind) || isSnapshotChangeKind(record.kind)) {
         await this.performOperation(record);
         replayed += 1;
         continue;
@@ -183,11 +187,12 @@ export class Group {
     return { replayed, skipped };
   }
 
-  // activity-map: the images are the truth for data; only operation records are performed.
+  // activity-map: the images are the truth for data; operation records and snapshot changes
+  // (which are applied after their record is durable, like write-ahead) are performed again.
   private async redoOperations(fromLsn: bigint): Promise<{ replayed: number; skipped: number }> {
     let replayed = 0;
     for await (const record of this.log.cursor(fromLsn)) {
-      if (!isOperationKind(record.kind)) continue;
+      if (!isOperationKind(record.kind) && !isSnapshotChangeKind(record.kind)) continue;
       await this.performOperation(record);
       replayed += 1;
     }
@@ -225,6 +230,36 @@ export class Group {
       }
     });
     return { result: result.performed, lsn: result.lsn, pauseMs, recordBytes: recordHeaderSize + payload.length };
+  }
+
+  // A change to a writable snapshot (kind snapshotWrite or snapshotZero), in write order with
+  // everything else: LSN, log, and the store's write only once the record is durable (the
+  // activity map covers volumes, not snapshot stores, so redo must be able to replay it).
+  // gateKey: the snapshot's own key, so overlapping changes to it land in LSN order.
+  async snapshotChange(volume: Volume, gateKey: number, kind: number, offset: number, length: number, payload: Buffer, fua: boolean, apply: () => Promise<void>): Promise<void> {
+    this.checkOpen();
+    if (this.paused !== null) await this.admitWhenResumed();
+    this.active += 1;
+    try {
+      if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
+      const lsn = this.log.append({ kind, flags: fua ? RecordFlag.fua : 0, volumeId: volume.id, offset, length, payload });
+      const ticket = this.snapshotGate.enter(gateKey, offset, length);
+      this.watermark.begin(lsn);
+      const remote = this.replication?.syncWait(lsn) ?? null;
+      try {
+        await this.log.durable(lsn);
+        if (ticket.wait !== null) await ticket.wait;
+        await apply();
+        if (remote !== null) await remote;
+      } finally {
+        this.snapshotGate.leave(ticket);
+        this.watermark.end(lsn);
+      }
+      this.stats.snapshotChanges += 1;
+    } finally {
+      this.finished();
+    }
+    this.maybeCheckpoint();
   }
 
   // ---- The write path ----
@@ -426,6 +461,7 @@ export class Group {
     const run = (async () => {
       const applied = this.watermark.appliedLsn;
       if (this.durability === "write-ahead") await this.syncVolumes(this.volumeList(), applied);
+      await this.operations?.sync(); // snapshot changes up to applied are durable before their records go
       this.log.release(this.replication === null ? applied : await this.replication.releasable(applied, this.log.fill));
       await this.log.checkpoint();
       this.stats.checkpoints += 1;

@@ -25,7 +25,7 @@ import type { BlockFile } from "../io/block-file.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
 import { GroupLog, type LogCursor } from "../log/group-log.js";
-import { isOperationKind, RecordKind, type LogRecord } from "../log/record.js";
+import { isOperationKind, isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import type { Accept } from "../replication/handshake.js";
 import type { RegionData } from "../replication/resync.js";
 import type { VolumeTable } from "../replication/volume-table.js";
@@ -36,11 +36,19 @@ export interface ReplicaHost {
   // Makes this node's volumes of the group match the primary's table (create, resize,
   // delete), calling addVolume/removeVolume on the replica.
   applyVolumeTable(group: string, table: VolumeTable): Promise<void>;
-  // Called before a resync makes the volumes inconsistent: the snapshot work takes a
-  // protective snapshot here, so that a consistent image exists throughout (DESIGN.md §6).
-  beforeResync(group: string): Promise<void>;
-  // Performs an operation record at its point (idempotent per LSN: redo may repeat it).
+  // Called before a resync makes the volumes inconsistent (wasConsistent: they were a
+  // consistent image through appliedLsn until now): the host takes a protective snapshot, so
+  // that a consistent image exists throughout (DESIGN.md §6) and readers are served from it.
+  beforeResync(group: string, wasConsistent: boolean, appliedLsn: bigint): Promise<void>;
+  // The resync is complete and durable: the protective snapshot goes.
+  afterResync(group: string, appliedLsn: bigint): Promise<void>;
+  // While the replica is inconsistent: reads of the volume from its protective snapshot, or
+  // null when there is none.
+  protectedReader(volume: Volume): ((offset: number, target: Buffer) => Promise<void>) | null;
+  // Performs an operation record or a snapshot change at its point (redo may repeat it).
   performOperation(group: string, record: LogRecord): Promise<void>;
+  // Makes the snapshot changes applied so far durable (before the log copy releases them).
+  syncSnapshots(group: string): Promise<void>;
 }
 
 export type ReplicaItem =
@@ -96,7 +104,7 @@ export class Replica {
   private readHold: Promise<void> | null = null;
   private readsInFlight = 0;
   private readsIdle: (() => void) | null = null;
-  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
+  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
 
   private constructor(
     readonly name: string,
@@ -291,7 +299,7 @@ export class Replica {
   // resumeLsn (the records before it are no longer needed: the resync sends their regions).
   async beginResync(accept: Accept, primary: string): Promise<void> {
     await this.drained();
-    await this.options.host.beforeResync(this.name);
+    await this.options.host.beforeResync(this.name, this.consistent, this.appliedLsnValue);
     this.stateValue = { version: 1, consistent: false, resyncing: true, primary };
     await this.persistState();
     await this.checkpoint();
@@ -328,11 +336,16 @@ export class Replica {
 
   // ---- As the owner of read-only exports (node/volume-export.ts) ----
 
-  // A replica that is not a consistent image (a resync under way, or never synced) refuses
-  // reads (EIO) rather than show a state the primary never had; until the snapshot work gives
-  // it a protective snapshot to serve instead.
+  // A replica that is not a consistent image (a resync under way, or never synced) serves its
+  // protective snapshot, the last consistent image; without one (never synced) it refuses
+  // reads (EIO) rather than show a state the primary never had.
   async read(volume: Volume, offset: number, target: Buffer): Promise<void> {
-    if (!this.consistent) throw new OperatingError("REPLICA_INCONSISTENT", { group: this.name, volume: volume.name });
+    if (!this.consistent) {
+      // the protective snapshot stands in for the consistent image until the resync ends
+      const reader = this.options.host.protectedReader(volume);
+      if (reader === null) throw new OperatingError("REPLICA_INCONSISTENT", { group: this.name, volume: volume.name });
+      return reader(offset, target);
+    }
     while (this.readHold !== null) await this.readHold;
     this.readsInFlight += 1;
     try {
@@ -435,10 +448,11 @@ export class Replica {
       const record = await this.nextRecord();
       assert(record !== null && record.lsn === this.appliedLsnValue + 1n, `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
       const volume = this.volumes.get(record.volumeId);
-      if (isOperationKind(record.kind)) {
+      if (isOperationKind(record.kind) || isSnapshotChangeKind(record.kind)) {
         // readers of the volumes wait: a restore must not be seen half done
         await this.withReadsHeld(() => this.options.host.performOperation(this.name, record));
-        this.stats.appliedOperations += 1;
+        if (isOperationKind(record.kind)) this.stats.appliedOperations += 1;
+        else this.stats.appliedSnapshotChanges += 1;
       } else if (volume !== undefined && record.offset + record.length <= volume.size && record.lsn >= (volume.changeGuard?.durableThroughLsn ?? 0n)) {
         // (a volume the table removed, a range a shrink cut off, or a change that an operation
         // made durable before redo came back to it: nothing left to change)
@@ -474,6 +488,7 @@ export class Replica {
         await Promise.all(this.volumeList().map((volume) => volume.flush()));
         // Said (status, acks) only once it is durable.
         await this.persistState({ ...this.stateValue, consistent: true, resyncing: false });
+        await this.options.host.afterResync(this.name, this.appliedLsnValue);
         // The resync's records were applied past any interval end: intervals go on from here.
         if (this.intervalLsn !== null && this.intervalLsn < this.appliedLsnValue) this.intervalLsn = this.appliedLsnValue;
         this.options.logger.info({ consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
@@ -487,7 +502,7 @@ export class Replica {
   // Syncs the volumes through what is applied, then releases the log up to there.
   async checkpoint(): Promise<void> {
     const applied = this.appliedLsnValue;
-    await Promise.all(this.volumeList().map((volume) => volume.flush()));
+    await Promise.all([...this.volumeList().map((volume) => volume.flush()), this.options.host.syncSnapshots(this.name)]);
     if (applied >= this.logValue.usage().tailLsn) this.logValue.release(applied);
     await this.logValue.checkpoint();
     this.stats.checkpoints += 1;

@@ -35,6 +35,8 @@ export const RecordKind = {
   write: 1, // payload = the bytes written at [offset, offset+length)
   zero: 2, // [offset, offset+length) reads as zero afterwards; no payload
   trim: 3, // [offset, offset+length) may be discarded; no payload
+  snapshotWrite: 4, // a write to a writable snapshot: payload = u8 name length, the name, the bytes
+  snapshotZero: 5, // a zero or trim of a writable snapshot's range: payload = u8 name length, the name
   wrap: 0xff, // the rest of the data area is unused; the next record is at the data start
   operationFirst: 0x100, // 0x100..0xffff: storage-management operations, payload opaque here
 } as const;
@@ -106,9 +108,16 @@ export function isOperationKind(kind: number): boolean {
   return kind >= RecordKind.operationFirst && kind <= 0xffff;
 }
 
-function isKnownKind(kind: number): boolean {
-  return kind === RecordKind.write || kind === RecordKind.zero || kind === RecordKind.trim || kind === RecordKind.wrap || isOperationKind(kind);
+export function isSnapshotChangeKind(kind: number): boolean {
+  return kind === RecordKind.snapshotWrite || kind === RecordKind.snapshotZero;
 }
+
+function isKnownKind(kind: number): boolean {
+  return kind === RecordKind.write || kind === RecordKind.zero || kind === RecordKind.trim || kind === RecordKind.wrap || isSnapshotChangeKind(kind) || isOperationKind(kind);
+}
+
+// The snapshot name that prefixes a snapshot change's payload: 1 byte of length, 1..64 bytes.
+const snapshotNameBytesMax = 64;
 
 // Whether the fields of a record agree with each other; null when they do.
 function fieldsProblem(fields: RecordFields, payloadSize: number): LogCorruptReason | null {
@@ -121,6 +130,10 @@ function fieldsProblem(fields: RecordFields, payloadSize: number): LogCorruptRea
     case RecordKind.zero:
     case RecordKind.trim:
       return payloadSize === 0 ? null : "field";
+    case RecordKind.snapshotWrite:
+      return payloadSize > fields.length + 1 && payloadSize <= fields.length + 1 + snapshotNameBytesMax ? null : "field";
+    case RecordKind.snapshotZero:
+      return payloadSize > 1 && payloadSize <= 1 + snapshotNameBytesMax ? null : "field";
     case RecordKind.wrap:
       return payloadSize === 0 && fields.length === 0 && fields.offset === 0 && fields.volumeId === 0 && fields.flags === 0 ? null : "field";
     default:

@@ -24,12 +24,15 @@ import type { BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
 import type { Group } from "../group/group.js";
 import { decodeOperationSet, encodeOperationSet, operationVolumes, type Operation, type OperationSet } from "../group/operation.js";
-import type { LogRecord } from "../log/record.js";
+import { isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
+import { decodeSnapshotChange, encodeSnapshotChange } from "../group/snapshot-change.js";
 import { SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
 import type { Volume } from "../volume/volume.js";
 import { SnapshotExport } from "./snapshot-export.js";
 
 const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+// A secondary's protective snapshot during a resync: '~' is not allowed in operators' names.
+export const protectiveSnapshot = "~resync";
 
 export interface SnapshotSettings {
   readonly chunkSize: number;
@@ -50,6 +53,7 @@ export interface SnapshotHost {
   groupVolume(group: string, volumeId: number): { volume: Volume; settings: SnapshotSettings; replica: boolean } | undefined;
   // The group's links and whether each carries records logged now in its stream.
   linkReport(group: string): { peer: string; mode: string; inBand: boolean }[];
+  groupOf(volumeName: string): string | undefined;
   // Resizes a volume whose group is quiet (a restore to a snapshot of another size).
   resizeForRestore(volume: Volume, size: number): Promise<void>;
 }
@@ -123,7 +127,7 @@ export class NodeSnapshots {
     const store = this.stores.get(volume);
     const snapshot = name.slice(at + 1);
     if (store === undefined || !store.has(snapshot)) return undefined;
-    const created = new SnapshotExport(store, volume, snapshot, this.readOnly.has(volume));
+    const created = new SnapshotExport(store, volume, snapshot, this.readOnly.has(volume) ? null : (name, offset, data, length, fua) => this.writeSnapshot(volume, store, name, offset, data, length, fua));
     this.exports.set(name, created);
     return created;
   }
@@ -143,11 +147,48 @@ export class NodeSnapshots {
     return this.exports.get(`${volume}@${snapshot}`)?.connections ?? 0;
   }
 
-  // ---- Performing operations (primary after logging, secondary applier, redo) ----
+  // A write (data null: zeroes) to a writable snapshot on the primary: room reserved in the
+  // store, then a record in the group's log, then the store (group/group.ts snapshotChange).
+  private async writeSnapshot(volumeName: string, store: SnapshotStore, snapshot: string, offset: number, data: Buffer | null, length: number, fua: boolean): Promise<void> {
+    const entry = this.host.snapshotVolume(volumeName);
+    const { reservation, release } = store.reserveWrite(snapshot, offset, length);
+    try {
+      const kind = data === null ? RecordKind.snapshotZero : RecordKind.snapshotWrite;
+      const gateKey = entry.volume.id * 2 ** 32 + store.image(snapshot).id;
+      await entry.group.snapshotChange(entry.volume, gateKey, kind, offset, length, encodeSnapshotChange(snapshot, data), fua, () => store.write(snapshot, offset, data, length, fua, reservation));
+    } finally {
+      release();
+    }
+  }
 
-  // Performs an operation record; operations a store already performed (LSN) are skipped.
+  // ---- Performing records (primary after logging, secondary applier, redo) ----
+
+  // Performs an operation record (those a store already performed, by LSN, are skipped) or a
+  // snapshot change (skipped when an operation since made the store durable past it).
   async performRecord(group: string, record: LogRecord): Promise<void> {
+    if (isSnapshotChangeKind(record.kind)) {
+      await this.performSnapshotChange(group, record);
+      return;
+    }
     await this.performSet(group, decodeOperationSet(record.payload, record.lsn), record.lsn);
+  }
+
+  private async performSnapshotChange(groupName: string, record: LogRecord): Promise<void> {
+    const withData = record.kind === RecordKind.snapshotWrite;
+    const { snapshot, data } = decodeSnapshotChange(record.payload, record.length, withData, record.lsn);
+    const target = this.host.groupVolume(groupName, record.volumeId);
+    if (target === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { group: groupName, volumeId: record.volumeId, lsn: String(record.lsn) });
+    const store = this.stores.get(target.volume.name);
+    if (store === undefined || !store.has(snapshot)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${target.volume.name}@${snapshot}`, lsn: String(record.lsn) });
+    if (record.lsn < store.durableThroughLsn) return; // redo: durable already, maybe refreshed since
+    await store.write(snapshot, record.offset, data, record.length, false);
+  }
+
+  // Makes every snapshot change of the group's volumes durable.
+  async sync(group: string): Promise<void> {
+    const stores: SnapshotStore[] = [];
+    for (const [volume, store] of this.stores) if (this.host.groupOf(volume) === group) stores.push(store);
+    await Promise.all(stores.map((store) => store.flush()));
   }
 
   private async performSet(group: string, set: OperationSet, lsn: bigint): Promise<unknown[]> {
@@ -189,6 +230,43 @@ export class NodeSnapshots {
           });
       }
     });
+  }
+
+  // ---- The protective snapshot of a secondary's volume during a resync ----
+
+  // Before a resync makes the volumes inconsistent: a local snapshot of each (not a twin: no
+  // operation record names it, and its name is one no operator can give). The image it keeps is
+  // the one the replica had through appliedLsn, a prefix of the primary's write order. A
+  // replica that was not consistent keeps the protective snapshot it already has, if any.
+  async protect(volumes: readonly Volume[], wasConsistent: boolean, appliedLsn: bigint, settings: SnapshotSettings): Promise<void> {
+    if (!wasConsistent || appliedLsn === 0n) return; // nothing consistent to keep (or an empty image)
+    for (const volume of volumes) {
+      const store = this.stores.get(volume.name) ?? (await this.openStore(volume, settings));
+      // one left by a crash before the replica said it was inconsistent is older: refresh it
+      if (store.has(protectiveSnapshot)) await store.exclusive(() => store.refresh(protectiveSnapshot, true, appliedLsn));
+      else await store.exclusive(() => store.create({ name: protectiveSnapshot, from: null, writable: false, lsn: appliedLsn, internal: true }));
+      this.logger.info({ volume: volume.name, appliedLsn: String(appliedLsn) }, "protective snapshot taken: it serves readers until the resync completes");
+    }
+  }
+
+  async unprotect(volumes: readonly Volume[], appliedLsn: bigint): Promise<void> {
+    for (const volume of volumes) {
+      const store = this.stores.get(volume.name);
+      if (store === undefined || !store.has(protectiveSnapshot)) continue;
+      await store.exclusive(() => store.delete(protectiveSnapshot, false, appliedLsn));
+      this.exports.delete(`${volume.name}@${protectiveSnapshot}`);
+      this.logger.info({ volume: volume.name }, "resync complete: protective snapshot removed");
+    }
+  }
+
+  protectedVolumes(volumes: readonly Volume[]): string[] {
+    return volumes.filter((volume) => this.stores.get(volume.name)?.has(protectiveSnapshot)).map((volume) => volume.name);
+  }
+
+  protectedReader(volume: Volume): ((offset: number, target: Buffer) => Promise<void>) | null {
+    const store = this.stores.get(volume.name);
+    if (store === undefined || !store.has(protectiveSnapshot)) return null;
+    return (offset, target) => store.read(protectiveSnapshot, offset, target);
   }
 
   // ---- The operator's operations (primary) ----

@@ -135,7 +135,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       recovered = opened.recovered;
     }
     group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger, { nowMs: this.environment.nowMs });
-    group.operations = { perform: (record) => this.snapshots.performRecord(groupConfig.name, record) };
+    group.operations = { perform: (record) => this.snapshots.performRecord(groupConfig.name, record), sync: () => this.snapshots.sync(groupConfig.name) };
     this.groups.set(groupConfig.name, group);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
       await this.attachVolume(entry, group);
@@ -172,6 +172,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     this.replicas.set(groupConfig.name, replica);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) await this.attachVolume(entry, replica);
     const { replayedRecords } = await replica.recover();
+    // a protective snapshot left by a crash after its resync completed is no longer needed
+    if (replica.consistent) await this.snapshots.unprotect(replica.volumeList(), replica.appliedLsn);
     this.recoveries.set(replica.name, { replayedRecords, skippedRecords: 0, recoveredActivityExtents: 0, stoppedBecause: replica.log.recovery?.stoppedBecause ?? "created" });
     await this.replication.openSecondary(replica, groupDir);
     replica.start();
@@ -268,6 +270,14 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
 
   async performOperation(group: string, record: LogRecord): Promise<void> {
     await this.snapshots.performRecord(group, record);
+  }
+
+  syncSnapshots(group: string): Promise<void> {
+    return this.snapshots.sync(group);
+  }
+
+  groupOf(volumeName: string): string | undefined {
+    return this.volumes.get(volumeName)?.entry.group;
   }
 
   // ---- Administration ----
@@ -422,10 +432,23 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
 
   // ---- ReplicaHost: a replica's volumes follow its primary's table ----
 
-  // The hook for the protective snapshot a resync will take once snapshots exist; until then
-  // the replica reports itself inconsistent for the length of the resync, and that is all.
-  async beforeResync(group: string): Promise<void> {
-    this.logger.warn({ group }, "resync starting: the replica is inconsistent until it ends (no protective snapshot yet)");
+  // A resync is about to make the replica's volumes inconsistent: protective snapshots keep
+  // the last consistent image and serve readers until it completes.
+  async beforeResync(group: string, wasConsistent: boolean, appliedLsn: bigint): Promise<void> {
+    const replica = this.replicas.get(group);
+    assert(replica !== undefined, `resync of ${group}, which is not a replica here`);
+    await this.snapshots.protect(replica.volumeList(), wasConsistent, appliedLsn, this.groupConfig(group).snapshots);
+    if (!wasConsistent) this.logger.warn({ group }, "resync starting: the replica was not consistent; readers get its protective snapshot if it has one");
+  }
+
+  async afterResync(group: string, appliedLsn: bigint): Promise<void> {
+    const replica = this.replicas.get(group);
+    assert(replica !== undefined, `resync of ${group}, which is not a replica here`);
+    await this.snapshots.unprotect(replica.volumeList(), appliedLsn);
+  }
+
+  protectedReader(volume: Volume): ((offset: number, target: Buffer) => Promise<void>) | null {
+    return this.snapshots.protectedReader(volume);
   }
 
   async applyVolumeTable(groupName: string, table: VolumeTable): Promise<void> {
@@ -560,6 +583,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       // image the primary ever had, and the replica refuses to be promoted.
       consistent: replica.consistent,
       resyncing: replica.resyncing,
+      // while inconsistent, these volumes' readers get their protective snapshot (the last consistent image)
+      protectedVolumes: this.snapshots.protectedVolumes(replica.volumeList()),
       appliedLsn: String(replica.appliedLsn),
       receivedLsn: String(replica.log.headLsn),
       durableLsn: String(replica.log.durableLsn),

@@ -28,7 +28,7 @@ import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
-import { isOperationKind, type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
+import { isOperationKind, isSnapshotChangeKind, type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
 import { decodeOperationSet } from "../group/operation.js";
 import type { Group } from "../group/group.js";
 import type { LinkMetricsView } from "../api/metrics.js";
@@ -780,6 +780,7 @@ export class PrimaryLink {
       if (record === null) break;
       if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, record);
       else if (isOperationKind(record.kind)) this.markMissedOperation(bitmap, record);
+      else if (isSnapshotChangeKind(record.kind)) this.stats.operationsMissed += 1; // the twin falls behind (docs/DESIGN-NOTES.md §8)
     }
     this.bitmapMarks += 1;
     await this.saveBitmap();

@@ -70,7 +70,7 @@ export interface SnapshotInfo {
   readonly storeBytes: number;
 }
 
-interface Reservation {
+export interface Reservation {
   count: number;
 }
 
@@ -377,7 +377,24 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   // A write to a writable snapshot (data null: zeroes). durable: FUA.
-  write(name: string, offset: number, data: Buffer | null, length: number, durable: boolean): Promise<void> {
+  // Before a write to a writable snapshot is logged: the slots it may need (a chunk it does not
+  // own yet, or one a snapshot of it still reads), or SNAPSHOT_STORE_FULL while nothing is
+  // logged. The write then takes them (release() returns what it did not use).
+  reserveWrite(name: string, offset: number, length: number): { reservation: Reservation; release: () => void } {
+    const image = this.image(name);
+    if (!image.writable) throw new OperatingError("READ_ONLY", { snapshot: `${this.volume.name}@${name}` });
+    const line = image.chain[0]!.line;
+    const { first, last } = this.chunkRange(offset, length);
+    let needed = 0;
+    for (let chunk = first; chunk <= last; chunk += 1) {
+      const current = this.metadata.current(line, chunk);
+      if (current === undefined || mustPreserve(current.birth, this.epochs.get(line))) needed += 1;
+    }
+    const reservation = this.reservation(needed);
+    return { reservation, release: () => this.unreserve(reservation) };
+  }
+
+  write(name: string, offset: number, data: Buffer | null, length: number, durable: boolean, reservation: Reservation | null = null): Promise<void> {
     return this.io(async () => {
       const image = this.image(name);
       if (!image.writable) throw new OperatingError("READ_ONLY", { snapshot: `${this.volume.name}@${name}` });
@@ -386,13 +403,13 @@ export class SnapshotStore implements ChangeGuard {
       // a bounded number of chunks at once: a large trim must not hold a chunk buffer per chunk
       for (let start = 0; start < pieces.length; start += snapshotChunksInflightMax) {
         await Promise.all(pieces.slice(start, start + snapshotChunksInflightMax).map((piece) =>
-          this.writeChunk(image, piece.chunk, piece.inner, data === null ? null : data.subarray(piece.at, piece.at + piece.length), piece.length, durable)));
+          this.writeChunk(image, piece.chunk, piece.inner, data === null ? null : data.subarray(piece.at, piece.at + piece.length), piece.length, durable, reservation)));
       }
       this.stats.snapshotWrites += 1;
     });
   }
 
-  private writeChunk(image: ImageEntry, chunk: number, inner: number, data: Buffer | null, length: number, durable: boolean): Promise<void> {
+  private writeChunk(image: ImageEntry, chunk: number, inner: number, data: Buffer | null, length: number, durable: boolean, reservation: Reservation | null): Promise<void> {
     const line = image.chain[0]!.line;
     return this.locks.run(`${line}:${chunk}`, async () => {
       const current = this.metadata.current(line, chunk);
@@ -409,7 +426,7 @@ export class SnapshotStore implements ChangeGuard {
       }
       if (data !== null) data.copy(content, inner);
       else content.fill(0, inner, inner + length);
-      const { slot, fromFree } = this.takeSlot(null);
+      const { slot, fromFree } = this.takeSlot(reservation);
       try {
         await this.store.write([content], this.slotOffset(slot));
         await this.storeSync.sync();
@@ -499,8 +516,9 @@ export class SnapshotStore implements ChangeGuard {
     await Promise.all([this.volume.flush(), this.storeSync.sync()]);
   }
 
-  async create(request: { name: string; from: string | null; writable: boolean; lsn: bigint }): Promise<SnapshotInfo> {
-    this.checkName(request.name);
+  // internal: a snapshot the node takes for itself (a name outside the operators' alphabet).
+  async create(request: { name: string; from: string | null; writable: boolean; lsn: bigint; internal?: boolean }): Promise<SnapshotInfo> {
+    if (!request.internal) this.checkName(request.name);
     if (this.images.has(request.name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${this.volume.name}@${request.name}` });
     if (this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
     const size = request.from === null ? this.volume.size : this.image(request.from).size;
@@ -714,7 +732,7 @@ export class SnapshotStore implements ChangeGuard {
         chunks += 1;
       }
     }
-    await this.volume.flush();
+    await Promise.all([this.volume.flush(), this.storeSync.sync()]);
     this.state = { ...this.state, restoring: null, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state });
     return { bytesWritten, chunks };

@@ -1,6 +1,6 @@
 // Operations in lockstep, end to end: `lockstep demo --secondaries 1` in each mode, fio
 // writing to both volumes throughout, while the primary takes a snapshot, a writable snapshot
-// of it, a snapshot of that, a group snapshot of both volumes, refreshes one, grows a volume,
+// of it (written to through NBD), a snapshot of that, a group snapshot of both volumes, refreshes one, grows a volume,
 // restores the volume from a snapshot (no data crosses the link: the secondary restores from
 // its own twin) and deletes one. After `drain`, every snapshot export
 // on the primary and its twin on the secondary are identical (`qemu-img compare`), so are the
@@ -51,7 +51,11 @@ describe("operations travel in the replication stream (demo --secondaries 1)", (
         const snapshotCost = (json: Record<string, unknown>) => json.snapshot as Cost;
         await operate("snapshot create disk0@s1", ["snapshot", "create", "disk0@s1"], snapshotCost);
         await operate("snapshot create disk0@w1 --from disk0@s1 --writable", ["snapshot", "create", "disk0@w1", "--from", "disk0@s1", "--writable"], snapshotCost);
+        // writes to the writable snapshot travel as records too, to its twin
+        await runOk("fio", ["--name=w1", "--ioengine=nbd", `--uri=${exportUri(primarySocket, "disk0@w1")}`, "--rw=randwrite", "--bs=16k", "--iodepth=4", "--size=64m", "--io_size=4m", "--verify=crc32c"]);
+        await runOk("qemu-io", ["-f", "raw", exportUri(primarySocket, "disk0@w1"), "-c", "write -z 8M 1M", "-c", "discard 12M 512k"]);
         await operate("snapshot create disk0@s2 --from disk0@w1", ["snapshot", "create", "disk0@s2", "--from", "disk0@w1"], snapshotCost);
+        await runOk("qemu-io", ["-f", "raw", exportUri(primarySocket, "disk0@w1"), "-c", "write -P 0x5c 0 2M"]); // after s2: s2 keeps what it had
         await operate("snapshot create --group demo --name g1", ["snapshot", "create", "--group", "demo", "--name", "g1"]);
         await operate("snapshot refresh disk0@s1", ["snapshot", "refresh", "disk0@s1"], snapshotCost);
         const grown = await lockstep(["--node", primary.node, "volume", "resize", "disk1", "80MiB"]);
@@ -83,8 +87,9 @@ describe("operations travel in the replication stream (demo --secondaries 1)", (
         }
         const refused = await run("qemu-io", ["-f", "raw", exportUri(secondarySocket, "disk0@w1"), "-c", "write -P 0x11 0 4k"]);
         assert.match(refused.stdout + refused.stderr, /Permission denied|Operation not permitted|read-only/i, "a twin on the secondary is read-only");
-        const status = JSON.parse((await lockstep(["--node", secondary.node, "--json", "status"])).stdout) as { groups: { stats: { appliedOperations: number } }[] };
+        const status = JSON.parse((await lockstep(["--node", secondary.node, "--json", "status"])).stdout) as { groups: { stats: { appliedOperations: number; appliedSnapshotChanges: number } }[] };
         assert.equal(status.groups[0]!.stats.appliedOperations, costs.length);
+        assert.ok(status.groups[0]!.stats.appliedSnapshotChanges >= 3, "the writes to disk0@w1 reached its twin as records");
       } finally {
         for (const writer of writers) writer.child.kill("SIGKILL");
         await stopDemo(child);
