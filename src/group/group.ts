@@ -27,6 +27,7 @@ import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
 import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
 import { applyChange } from "./apply-change.js";
+import { crashPoint } from "../crash-point.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
 import { AppliedWatermark } from "./applied-watermark.js";
@@ -221,7 +222,9 @@ export class Group {
       try {
         const remote = this.replication?.syncWait(lsn) ?? null;
         await this.log.durable(lsn);
+        crashPoint("operation-logged");
         const performed = await perform(lsn);
+        crashPoint("operation-performed");
         if (remote !== null) await remote;
         this.replication?.operationLogged(lsn);
         return { performed, lsn };

@@ -31,6 +31,7 @@ import type { RegionData } from "../replication/resync.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import type { Volume } from "../volume/volume.js";
 import { applyChange } from "./apply-change.js";
+import { crashPoint } from "../crash-point.js";
 
 export interface ReplicaHost {
   // Makes this node's volumes of the group match the primary's table (create, resize,
@@ -450,7 +451,9 @@ export class Replica {
       const volume = this.volumes.get(record.volumeId);
       if (isOperationKind(record.kind) || isSnapshotChangeKind(record.kind)) {
         // readers of the volumes wait: a restore must not be seen half done
+        if (isOperationKind(record.kind)) crashPoint("replica-operation-received");
         await this.withReadsHeld(() => this.options.host.performOperation(this.name, record));
+        if (isOperationKind(record.kind)) crashPoint("replica-operation-performed");
         if (isOperationKind(record.kind)) this.stats.appliedOperations += 1;
         else this.stats.appliedSnapshotChanges += 1;
       } else if (volume !== undefined && record.offset + record.length <= volume.size && record.lsn >= (volume.changeGuard?.durableThroughLsn ?? 0n)) {

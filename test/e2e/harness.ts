@@ -50,6 +50,10 @@ export interface NodeOptions {
   readonly snapshots?: { readonly chunkSize?: string; readonly storeSize?: string };
 }
 
+export interface StartOptions {
+  readonly env?: Record<string, string>; // extra environment of this start only (e.g. LOCKSTEP_CRASH_POINT)
+}
+
 // One lockstep node in its own directory; start()/kill()/stop() by PID.
 export class TestNode {
   readonly dataDir: string;
@@ -100,13 +104,13 @@ export class TestNode {
     return `nbd+unix:///${exportName}?socket=${this.socket}`;
   }
 
-  async start(): Promise<void> {
+  async start(startOptions: StartOptions = {}): Promise<void> {
     rmSync(join(this.dataDir, "api.json"), { force: true });
     const logFd = openSync(join(this.dir, "node.log"), "a");
     const command = [process.execPath, lockstepBin, "serve", "--config", this.configPath];
     // `ip netns exec` execs the node in place: the child's PID is the node's.
     const [file, ...args] = this.options.netns === undefined ? command : ["ip", "netns", "exec", this.options.netns, ...command];
-    const child = spawn(file!, args, { stdio: ["ignore", "ignore", logFd] });
+    const child = spawn(file!, args, { stdio: ["ignore", "ignore", logFd], env: { ...process.env, ...startOptions.env } });
     closeSync(logFd);
     children.add(child);
     child.on("exit", () => children.delete(child));

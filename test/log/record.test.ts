@@ -28,7 +28,7 @@ const u64 = fc.bigInt({ min: 0n, max: 0xffff_ffff_ffff_ffffn });
 // A record's fields and payload that agree with each other.
 const recordArbitrary = fc
   .record({
-    kind: fc.oneof(fc.constantFrom(RecordKind.write, RecordKind.zero, RecordKind.trim, RecordKind.wrap), fc.integer({ min: 0x100, max: 0xffff })),
+    kind: fc.oneof(fc.constantFrom(RecordKind.write, RecordKind.zero, RecordKind.trim, RecordKind.snapshotWrite, RecordKind.snapshotZero, RecordKind.wrap), fc.integer({ min: 0x100, max: 0xffff })),
     fua: fc.boolean(),
     volumeId: u32,
     offset: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
@@ -46,6 +46,8 @@ const recordArbitrary = fc
     if (kind === RecordKind.write) return { fields: { ...fields, length: bytes.length }, payload: bytes };
     if (kind === RecordKind.zero || kind === RecordKind.trim) return { fields, payload: Buffer.alloc(0) };
     if (kind === RecordKind.wrap) return { fields: { ...fields, flags: 0, volumeId: 0, offset: 0, length: 0 }, payload: Buffer.alloc(0) };
+    if (kind === RecordKind.snapshotWrite) return { fields: { ...fields, length: bytes.length }, payload: Buffer.concat([Buffer.from([4]), Buffer.from("snap"), bytes]) };
+    if (kind === RecordKind.snapshotZero) return { fields, payload: Buffer.concat([Buffer.from([4]), Buffer.from("snap")]) };
     return { fields, payload: bytes };
   });
 
@@ -181,7 +183,7 @@ describe("log record codec", () => {
       bytes.writeUInt32LE(crc32c(bytes.subarray(4, recordHeaderSize)), 0);
       return bytes;
     };
-    assert.equal(expectCorrupt(() => recordDecode(reencode((bytes) => bytes.writeUInt16LE(4, 10)))), "kind");
+    assert.equal(expectCorrupt(() => recordDecode(reencode((bytes) => bytes.writeUInt16LE(6, 10)))), "kind");
     assert.equal(expectCorrupt(() => recordDecode(reencode((bytes) => bytes.writeUInt16LE(0x8000, 12)))), "field");
     assert.equal(expectCorrupt(() => recordDecode(reencode((bytes) => bytes.writeUInt16LE(1, 14)))), "field");
   });
