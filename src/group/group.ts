@@ -52,6 +52,15 @@ export interface OperationPerformer {
   perform(record: LogRecord): Promise<void>; // operation sets and snapshot changes
   // Makes what snapshot changes wrote durable: a checkpoint calls it before releasing the log.
   sync(): Promise<void>;
+  // The volume's snapshots that have twins on the secondaries (verify compares them).
+  snapshotImages(volume: Volume): SnapshotImageView[];
+}
+
+export interface SnapshotImageView {
+  readonly name: string;
+  readonly size: number;
+  readonly gateKey: number; // the key its changes take in the snapshot gate
+  read(offset: number, target: Buffer): Promise<void>;
 }
 
 export interface OperationOutcome<T> {
@@ -397,6 +406,20 @@ export class Group {
       await volume.read(target, offset);
     } finally {
       this.gate.leave(ticket);
+    }
+    return lsn;
+  }
+
+  // A snapshot's range at an exact point of the write order, like readOrdered: after every
+  // snapshot change with an LSN up to the one returned (they hold the snapshot gate).
+  async readOrderedSnapshot(image: SnapshotImageView, offset: number, target: Buffer): Promise<bigint> {
+    const lsn = this.log.headLsn;
+    const ticket = this.snapshotGate.enter(image.gateKey, offset, target.length);
+    try {
+      if (ticket.wait !== null) await ticket.wait;
+      await image.read(offset, target);
+    } finally {
+      this.snapshotGate.leave(ticket);
     }
     return lsn;
   }

@@ -46,6 +46,8 @@ export interface ReplicaHost {
   // While the replica is inconsistent: reads of the volume from its protective snapshot, or
   // null when there is none.
   protectedReader(volume: Volume): ((offset: number, target: Buffer) => Promise<void>) | null;
+  // A snapshot's twin of one of the replica's volumes, to hash (verify); null if there is none.
+  snapshotImage(volume: Volume, snapshot: string): { size: number; read(offset: number, target: Buffer): Promise<void> } | null;
   // Performs an operation record or a snapshot change at its point (redo may repeat it).
   performOperation(group: string, record: LogRecord): Promise<void>;
   // Makes the snapshot changes applied so far durable (before the log copy releases them).
@@ -390,6 +392,10 @@ export class Replica {
 
   zero(): Promise<void> {
     return this.write();
+  }
+
+  snapshotImage(volume: Volume, snapshot: string): { size: number; read(offset: number, target: Buffer): Promise<void> } | null {
+    return this.options.host.snapshotImage(volume, snapshot);
   }
 
   // A takeover may make this replica a primary only if its volumes are a consistent image.

@@ -22,7 +22,7 @@ import { snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
-import type { Group } from "../group/group.js";
+import type { Group, SnapshotImageView } from "../group/group.js";
 import { decodeOperationSet, encodeOperationSet, operationVolumes, type Operation, type OperationSet } from "../group/operation.js";
 import { isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import { decodeSnapshotChange, encodeSnapshotChange } from "../group/snapshot-change.js";
@@ -154,7 +154,7 @@ export class NodeSnapshots {
     const { reservation, release } = store.reserveWrite(snapshot, offset, length);
     try {
       const kind = data === null ? RecordKind.snapshotZero : RecordKind.snapshotWrite;
-      const gateKey = entry.volume.id * 2 ** 32 + store.image(snapshot).id;
+      const gateKey = entry.volume.id * 2 ** 32 + store.image(snapshot).id; // as snapshotImages() gives it
       await entry.group.snapshotChange(entry.volume, gateKey, kind, offset, length, encodeSnapshotChange(snapshot, data), fua, () => store.write(snapshot, offset, data, length, fua, reservation));
     } finally {
       release();
@@ -182,6 +182,23 @@ export class NodeSnapshots {
     if (store === undefined || !store.has(snapshot)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${target.volume.name}@${snapshot}`, lsn: String(record.lsn) });
     if (record.lsn < store.durableThroughLsn) return; // redo: durable already, maybe refreshed since
     await store.write(snapshot, record.offset, data, record.length, false);
+  }
+
+  // The snapshots of a volume that have twins (not the protective one), as verify reads them.
+  snapshotImages(volume: Volume): SnapshotImageView[] {
+    const store = this.stores.get(volume.name);
+    if (store === undefined) return [];
+    return store.names().filter((name) => name !== protectiveSnapshot).map((name) => {
+      const image = store.image(name);
+      return { name, size: image.size, gateKey: volume.id * 2 ** 32 + image.id, read: (offset: number, target: Buffer) => store.read(name, offset, target) };
+    });
+  }
+
+  // A twin to hash on a secondary.
+  snapshotImage(volume: Volume, snapshot: string): { size: number; read(offset: number, target: Buffer): Promise<void> } | null {
+    const store = this.stores.get(volume.name);
+    if (store === undefined || !store.has(snapshot)) return null;
+    return { size: store.image(snapshot).size, read: (offset, target) => store.read(snapshot, offset, target) };
   }
 
   // Makes every snapshot change of the group's volumes durable.

@@ -135,7 +135,11 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       recovered = opened.recovered;
     }
     group = new Group(groupConfig.name, log, groupConfig.durability, activity, logger, { nowMs: this.environment.nowMs });
-    group.operations = { perform: (record) => this.snapshots.performRecord(groupConfig.name, record), sync: () => this.snapshots.sync(groupConfig.name) };
+    group.operations = {
+      perform: (record) => this.snapshots.performRecord(groupConfig.name, record),
+      sync: () => this.snapshots.sync(groupConfig.name),
+      snapshotImages: (volume) => this.snapshots.snapshotImages(volume),
+    };
     this.groups.set(groupConfig.name, group);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
       await this.attachVolume(entry, group);
@@ -270,6 +274,10 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
 
   async performOperation(group: string, record: LogRecord): Promise<void> {
     await this.snapshots.performRecord(group, record);
+  }
+
+  snapshotImage(volume: Volume, snapshot: string): { size: number; read(offset: number, target: Buffer): Promise<void> } | null {
+    return this.snapshots.snapshotImage(volume, snapshot);
   }
 
   syncSnapshots(group: string): Promise<void> {

@@ -31,7 +31,7 @@ import { ackSize, heartbeatSize } from "./progress.js";
 import { recordsSizeMax, recordsSizeMin } from "./records-batch.js";
 import { bitmapRegionsSizeMax, bitmapRegionsSizeMin, regionDataHeaderSize, regionDataSizeMax, resyncEndSize } from "./resync.js";
 import { volumeTableSizeMax, volumeTableSizeMin } from "./volume-table.js";
-import { hashReplySizeMax, hashReplySizeMin, hashRequestSize } from "./verify-hashes.js";
+import { hashReplySizeMax, hashReplySizeMin, hashRequestSizeMax, hashRequestSizeMin } from "./verify-hashes.js";
 
 export const frameHeaderSize = 32;
 export const frameMagic = 0x5052_534c; // bytes "L S R P" (Lockstep Replication Protocol)
@@ -75,7 +75,7 @@ const rules: readonly FrameTypeRule[] = [
   { name: "regionData", flagsKnown: RegionDataFlag.zero, payloadSizeMin: regionDataHeaderSize, payloadSizeMax: regionDataSizeMax },
   { name: "resyncEnd", flagsKnown: 0, payloadSizeMin: resyncEndSize, payloadSizeMax: resyncEndSize },
   { name: "volumeTable", flagsKnown: 0, payloadSizeMin: volumeTableSizeMin, payloadSizeMax: volumeTableSizeMax },
-  { name: "hashRequest", flagsKnown: 0, payloadSizeMin: hashRequestSize, payloadSizeMax: hashRequestSize },
+  { name: "hashRequest", flagsKnown: 0, payloadSizeMin: hashRequestSizeMin, payloadSizeMax: hashRequestSizeMax },
   { name: "hashReply", flagsKnown: 0, payloadSizeMin: hashReplySizeMin, payloadSizeMax: hashReplySizeMax },
 ];
 const ruleByType = new Map(rules.map((rule) => [FrameType[rule.name] as number, rule]));

@@ -18,6 +18,12 @@ export class PayloadReader {
     return this.source.length - this.at;
   }
 
+  u8(): number {
+    this.need(1);
+    this.at += 1;
+    return this.source[this.at - 1]!;
+  }
+
   u16(): number {
     this.need(2);
     this.at += 2;
@@ -87,6 +93,11 @@ export class PayloadWriter {
   readonly target: Buffer;
   constructor(size: number) {
     this.target = Buffer.alloc(size);
+  }
+
+  u8(value: number): this {
+    this.at = this.target.writeUInt8(value, this.at);
+    return this;
   }
 
   u16(value: number): this {

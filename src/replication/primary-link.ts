@@ -35,6 +35,7 @@ import type { LinkMetricsView } from "../api/metrics.js";
 import { allocatedRegions } from "../volume/allocated-regions.js";
 import { hashesDiffer, regionDigest } from "../volume/region-hash.js";
 import type { HashRequest } from "./verify-hashes.js";
+import type { SnapshotImageView } from "../group/group.js";
 import { DirtyBitmap, dirtyBitmapLoad, dirtyBitmapSave } from "./dirty-bitmap.js";
 import { FrameStream } from "./frame-stream.js";
 import { type Hello, protocolVersionMax, protocolVersionMin } from "./handshake.js";
@@ -687,15 +688,20 @@ export class PrimaryLink {
     const differing: LinkVerifyReport["differing"] = [];
     let bytesCompared = 0;
     let differingBytes = 0;
-    for (const volume of this.group.volumeList()) {
-      for (let offset = 0; offset < volume.size; offset += chunkBytes) {
-        const data = buffer.subarray(0, Math.min(chunkBytes, volume.size - offset));
+    // the volumes, then every snapshot twin of each
+    const images = this.group.volumeList().flatMap((volume) => [
+      { volume, snapshot: null as SnapshotImageView | null, size: volume.size },
+      ...(this.group.operations?.snapshotImages(volume) ?? []).map((snapshot) => ({ volume, snapshot: snapshot as SnapshotImageView | null, size: snapshot.size })),
+    ]);
+    for (const { volume, snapshot, size } of images) {
+      for (let offset = 0; offset < size; offset += chunkBytes) {
+        const data = buffer.subarray(0, Math.min(chunkBytes, size - offset));
         const count = Math.ceil(data.length / regionBytes);
         const requestId = session.nextRequestId++;
         const reply = new Promise<Buffer | null>((resolve) => session.replies.set(requestId, resolve));
         await this.holdPump(session, async () => {
-          const atLsn = await this.group.readOrdered(volume, offset, data);
-          session.controls.push({ atLsn, message: { kind: "hashRequest", requestId, volumeId: volume.id, regionBytes, count, offset } });
+          const atLsn = snapshot === null ? await this.group.readOrdered(volume, offset, data) : await this.group.readOrderedSnapshot(snapshot, offset, data);
+          session.controls.push({ atLsn, message: { kind: "hashRequest", requestId, volumeId: volume.id, regionBytes, count, offset, snapshot: snapshot?.name ?? null } });
         });
         const local = Buffer.concat(Array.from({ length: count }, (_, index) => regionDigest(data.subarray(index * regionBytes, Math.min(data.length, (index + 1) * regionBytes)))));
         const remote = await reply;
@@ -704,8 +710,9 @@ export class PrimaryLink {
           this.step(session, { kind: "protocolError", reason: `hashReply with ${remote.length / 16} digests for ${count} regions` });
           throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "peer answered verify with too many digests" });
         }
-        const difference = hashesDiffer(local, remote, regionBytes, Math.min(volume.size, offset + data.length), offset / regionBytes);
-        for (const region of difference.regions) differing.push({ volume: volume.name, offset: region.offset, length: region.length });
+        const difference = hashesDiffer(local, remote, regionBytes, Math.min(size, offset + data.length), offset / regionBytes);
+        const image = snapshot === null ? volume.name : `${volume.name}@${snapshot.name}`;
+        for (const region of difference.regions) differing.push({ volume: image, offset: region.offset, length: region.length });
         differingBytes += difference.differingBytes;
         bytesCompared += data.length;
       }

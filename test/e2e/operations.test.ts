@@ -85,6 +85,28 @@ describe("operations travel in the replication stream (demo --secondaries 1)", (
         for (const volume of ["disk0", "disk1"]) {
           await runOk("qemu-img", ["compare", "-f", "raw", "-F", "raw", primary.volumes[volume]!, secondary.volumes[volume]!]);
         }
+        // verify compares every twin too, by hashes
+        const verify = async () => {
+          const result = await lockstep(["--node", primary.node, "--json", "verify"]);
+          return JSON.parse(result.stdout) as { consistent: boolean; groups: { links: { bytesCompared: number; differing: { volume: string }[] }[] }[] };
+        };
+        const clean = await verify();
+        assert.equal(clean.consistent, true);
+        const snapshotBytes = onPrimary.reduce((total, entry) => total + entry.size, 0);
+        assert.equal(clean.groups[0]!.links[0]!.bytesCompared, 64 * 2 ** 20 + 80 * 2 ** 20 + snapshotBytes, "both volumes and every snapshot were compared");
+        if (mode === "async") {
+          // damage every chunk of the secondary's store for disk0: its twins now differ, the volume not
+          const { openSync, fstatSync, writeSync, closeSync } = await import("node:fs");
+          const fd = openSync(`${secondary.node}/snapshots/1/store`, "r+");
+          const size = fstatSync(fd).size;
+          for (let at = 0; at < size; at += 4096) writeSync(fd, Buffer.alloc(512, 0xdd), 0, 512, at);
+          closeSync(fd);
+          const damaged = await verify();
+          assert.equal(damaged.consistent, false);
+          const images = new Set(damaged.groups[0]!.links[0]!.differing.map((entry) => entry.volume));
+          assert.ok([...images].some((image) => image.startsWith("disk0@")), `verify names the damaged twins: ${[...images]}`);
+          assert.ok(!images.has("disk0") && !images.has("disk1"), "and not the volumes");
+        }
         const refused = await run("qemu-io", ["-f", "raw", exportUri(secondarySocket, "disk0@w1"), "-c", "write -P 0x11 0 4k"]);
         assert.match(refused.stdout + refused.stderr, /Permission denied|Operation not permitted|read-only/i, "a twin on the secondary is read-only");
         const status = JSON.parse((await lockstep(["--node", secondary.node, "--json", "status"])).stdout) as { groups: { stats: { appliedOperations: number; appliedSnapshotChanges: number } }[] };

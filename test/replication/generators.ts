@@ -185,8 +185,8 @@ export const volumeTableArbitrary: fc.Arbitrary<VolumeTable> = fc
   .chain((volumes) => fc.record({ kind: fc.constant("volumeTable" as const), atLsn: u64, volumes: fc.constant(volumes) }));
 
 export const hashRequestArbitrary: fc.Arbitrary<HashRequest> = fc
-  .record({ requestId: fc.nat({ max: 0xffff_ffff }), volumeId: fc.integer({ min: 0, max: 2 ** 20 - 1 }), regionShift: fc.integer({ min: 9, max: 26 }), count: fc.integer({ min: 1, max: 16 }), index: fc.nat({ max: 2 ** 20 }) })
-  .map(({ requestId, volumeId, regionShift, count, index }) => ({ kind: "hashRequest" as const, requestId, volumeId, regionBytes: 2 ** regionShift, count, offset: index * 2 ** regionShift }));
+  .record({ requestId: fc.nat({ max: 0xffff_ffff }), volumeId: fc.integer({ min: 0, max: 2 ** 20 - 1 }), regionShift: fc.integer({ min: 9, max: 26 }), count: fc.integer({ min: 1, max: 16 }), index: fc.nat({ max: 2 ** 20 }), snapshot: fc.option(fc.stringMatching(/^[A-Za-z0-9~][A-Za-z0-9_.-]{0,63}$/), { nil: null }) })
+  .map(({ requestId, volumeId, regionShift, count, index, snapshot }) => ({ kind: "hashRequest" as const, requestId, volumeId, regionBytes: 2 ** regionShift, count, offset: index * 2 ** regionShift, snapshot }));
 
 export const hashReplyArbitrary: fc.Arbitrary<HashReply> = fc
   .record({ requestId: fc.nat({ max: 0xffff_ffff }), count: fc.integer({ min: 0, max: 16 }) })

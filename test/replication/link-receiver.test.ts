@@ -35,7 +35,7 @@ const regionData: Message = { kind: "regionData", volumeId: 1, offset: 0, length
 const bitmapRegions: Message = { kind: "bitmapRegions", regions: [{ volumeId: 1, offset: 0, length: 4096 }] };
 const resyncEnd: Message = { kind: "resyncEnd", consistentLsn: 101n };
 const volumeTable: Message = { kind: "volumeTable", atLsn: 100n, volumes: [{ volumeId: 1, name: "disk0", size: 1 << 20 }] };
-const hashRequest: Message = { kind: "hashRequest", requestId: 1, volumeId: 1, regionBytes: 4096, count: 1, offset: 0 };
+const hashRequest: Message = { kind: "hashRequest", requestId: 1, volumeId: 1, regionBytes: 4096, count: 1, offset: 0, snapshot: null };
 
 function kinds(effects: readonly ReceiverEffect[]): string[] {
   return effects.map((effect) => effect.kind);
