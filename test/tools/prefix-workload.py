@@ -4,6 +4,10 @@
 # while they are still going on. test/tools/prefix-checker.ts checks the images.
 #
 #   URI BLOCKS SECONDS SEED PROGRESS_FILE [QUEUE_DEPTH]   write until SECONDS or SIGTERM/SIGINT
+#     URI may list several exports, comma-separated: the BLOCKS are then split evenly across
+#     them in order (block b is block b mod (BLOCKS/n) of export b div (BLOCKS/n)), one write
+#     order over all: the checker reads their images concatenated, so a set of images taken
+#     together (a group snapshot) is checked as one consistent point.
 #   selftest SEED BLOCKS COUNT                            print blockOf and content hashes as JSON,
 #                                                         for the test that TS and Python agree
 #
@@ -79,8 +83,9 @@ def save_progress(path, progress):
 
 
 class Workload:
-    def __init__(self, handle, blocks, seed, queue_depth):
-        self.handle = handle
+    def __init__(self, handles, blocks, seed, queue_depth):
+        self.handles = handles
+        self.blocks_per_handle = blocks // len(handles)
         self.blocks = blocks
         self.seed = seed
         self.queue_depth = queue_depth
@@ -101,15 +106,25 @@ class Workload:
         write_number = self.issued + 1
         block = block_of(self.seed, write_number, self.blocks)
         buffer = nbd.Buffer.from_bytearray(bytearray(block_content(self.seed, block, write_number)))
-        cookie = self.handle.aio_pwrite(buffer, block * BLOCK_SIZE)
-        self.in_flight[cookie] = (write_number, block, buffer)
+        handle = self.handles[block // self.blocks_per_handle]
+        cookie = (id(handle), handle.aio_pwrite(buffer, (block % self.blocks_per_handle) * BLOCK_SIZE))
+        self.in_flight[cookie] = (write_number, block, buffer, handle)
         self.blocks_in_flight.add(block)
         self.issued = write_number
 
+    def poll(self, milliseconds):
+        # the handle of the oldest write in flight waits; the others are only checked
+        oldest = min(self.in_flight.values(), key=lambda entry: entry[0])[3]
+        oldest.poll(milliseconds)
+        for handle in self.handles:
+            if handle is not oldest:
+                handle.poll(0)
+
     def collect(self):
         for cookie in list(self.in_flight):
-            if self.handle.aio_command_completed(cookie):  # raises nbd.Error if the write failed
-                write_number, block, _ = self.in_flight.pop(cookie)
+            handle = self.in_flight[cookie][3]
+            if handle.aio_command_completed(cookie[1]):  # raises nbd.Error if the write failed
+                write_number, block, _, _ = self.in_flight.pop(cookie)
                 self.blocks_in_flight.discard(block)
                 self.completed_ahead.add(write_number)
         while self.acknowledged + 1 in self.completed_ahead:
@@ -121,13 +136,19 @@ class Workload:
                 "seed": self.seed, "blocks": self.blocks, "queueDepth": self.queue_depth}
 
 
-def run(uri, blocks, seconds, seed, progress_path, queue_depth):
-    handle = nbd.NBD()
-    handle.connect_uri(uri)
-    if handle.get_size() < blocks * BLOCK_SIZE:
-        print("the export holds fewer than %d blocks" % blocks, file=sys.stderr)
+def run(uris, blocks, seconds, seed, progress_path, queue_depth):
+    if blocks % len(uris) != 0:
+        print("BLOCKS must split evenly across %d exports" % len(uris), file=sys.stderr)
         return EXIT_USAGE
-    workload = Workload(handle, blocks, seed, queue_depth)
+    handles = []
+    for uri in uris:
+        handle = nbd.NBD()
+        handle.connect_uri(uri)
+        if handle.get_size() < blocks // len(uris) * BLOCK_SIZE:
+            print("%s holds fewer than %d blocks" % (uri, blocks // len(uris)), file=sys.stderr)
+            return EXIT_USAGE
+        handles.append(handle)
+    workload = Workload(handles, blocks, seed, queue_depth)
     stop = {"because": None}
 
     def on_signal(number, _frame):
@@ -155,7 +176,7 @@ def run(uri, blocks, seconds, seed, progress_path, queue_depth):
                 if stop["because"] is not None:
                     break
             else:
-                handle.poll(POLL_MS)
+                workload.poll(POLL_MS)
                 workload.collect()
             if now >= progress_due:
                 save_progress(progress_path, workload.progress(None))
@@ -187,7 +208,7 @@ def main(arguments):
     if not (0 < blocks <= BLOCKS_MAX and 0 <= seed <= MASK32 and 1 <= queue_depth <= QUEUE_DEPTH_MAX and seconds >= 0):
         print("need 0 < BLOCKS <= %d, 0 <= SEED < 2^32, 1 <= QUEUE_DEPTH <= %d" % (BLOCKS_MAX, QUEUE_DEPTH_MAX), file=sys.stderr)
         return EXIT_USAGE
-    return run(uri, blocks, seconds, seed, progress_path, queue_depth)
+    return run(uri.split(","), blocks, seconds, seed, progress_path, queue_depth)
 
 
 if __name__ == "__main__":
