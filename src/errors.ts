@@ -66,6 +66,7 @@ export const errorTable = {
   SNAPSHOT_HAS_CHILDREN: { nbd: "EINVAL", http: 409, exit: 4, summary: "the snapshot has snapshots of its own; delete them first or use --recursive" },
   SNAPSHOT_CROSS_VOLUME: { nbd: "EINVAL", http: 400, exit: 2, summary: "the images belong to different volumes" },
   SNAPSHOT_STORE_FULL: { nbd: "ENOSPC", http: 507, exit: 6, summary: "the volume's snapshot store is full: the change would overwrite data a snapshot needs" },
+  OPERATION_REFUSED: { nbd: "EPERM", http: 409, exit: 7, summary: "this secondary's protection policy refuses the operation" },
   TIMEOUT: { nbd: "EIO", http: 504, exit: 7, summary: "the operation did not finish in time" },
 } as const satisfies Record<string, ErrorMapping>;
 

@@ -5,7 +5,8 @@
 //   api:    { listen: "127.0.0.1:0" }              admin HTTP API, loopback only
 //   nbd:    { socket?: path, listen?: "host:port" } where clients connect (at least one)
 //   replication: { listen?: "host:port" }          where this node's secondary groups accept their primaries' links
-//   groups: [{ name, role, logSize, durability, snapshots: { chunkSize, storeSize } }]
+//   groups: [{ name, role, logSize, durability, snapshots: { chunkSize, storeSize },
+//             protection: { destructive: apply|delay|refuse, delaySeconds } }]   (protection: secondaries)
 //           role: primary (takes writes) | secondary (a replica)
 //   log:    { level }
 //
@@ -61,6 +62,18 @@ const snapshotsSchema = z
   })
   .strict();
 
+// A secondary's own protection against destructive operations arriving in-band (a snapshot
+// delete, a restore, a volume shrink): apply them (a faithful replica, the default), delay them
+// (the applier holds at the operation for delaySeconds after the primary logged it, so an
+// operator can act first), or refuse them (a deleted snapshot's twin is kept under another
+// name; a restore or shrink stops the applier at its LSN until the policy changes).
+const protectionSchema = z
+  .object({
+    destructive: z.enum(["apply", "delay", "refuse"]).default("apply"),
+    delaySeconds: z.number().int().min(0).max(30 * 24 * 3600).default(0),
+  })
+  .strict();
+
 const groupSchema = z
   .object({
     name,
@@ -68,6 +81,7 @@ const groupSchema = z
     logSize: size(logSizeMin, logSizeMax).default(logSizeDefault),
     durability: z.enum(["activity-map", "write-ahead"]).default("activity-map"),
     snapshots: snapshotsSchema.default({ chunkSize: snapshotChunkSizeDefault, storeSize: snapshotStoreSizeDefault }),
+    protection: protectionSchema.default({ destructive: "apply", delaySeconds: 0 }),
   })
   .strict();
 

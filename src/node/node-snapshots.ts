@@ -54,9 +54,25 @@ export interface SnapshotHost {
   // The group's links and whether each carries records logged now in its stream.
   linkReport(group: string): { peer: string; mode: string; inBand: boolean }[];
   groupOf(volumeName: string): string | undefined;
+  // A secondary group's protection policy against destructive operations; null on a primary.
+  protection(group: string): ProtectionPolicy | null;
   // Resizes a volume whose group is quiet (a restore to a snapshot of another size).
   resizeForRestore(volume: Volume, size: number): Promise<void>;
 }
+
+export interface ProtectionPolicy {
+  readonly destructive: "apply" | "delay" | "refuse";
+  readonly delaySeconds: number;
+}
+
+// An operation a secondary's policy holds back, as status shows it.
+export interface HeldOperation {
+  readonly lsn: string;
+  readonly operations: string[];
+  readonly untilMs: number;
+}
+
+const holdPollMs = 1_000; // a held operation re-checks for shutdown this often
 
 // What an operation cost: its pause at the primary and its bytes on each link.
 export interface OperationReport {
@@ -71,6 +87,10 @@ export interface ImageName {
   readonly snapshot: string | null;
 }
 
+function describeOperation(operation: Operation): string {
+  return `${operation.op} volume ${operation.volumeId} ${operation.snapshot}`;
+}
+
 export function parseImageName(text: string): ImageName {
   const at = text.indexOf("@");
   if (at < 0) return { volume: text, snapshot: null };
@@ -83,6 +103,9 @@ export class NodeSnapshots {
   private readonly stores = new Map<string, SnapshotStore>(); // by volume name
   private readonly readOnly = new Set<string>(); // volumes of replicas: their snapshots are twins
   private readonly exports = new Map<string, SnapshotExport>(); // by volume@snapshot
+  private readonly held = new Map<string, HeldOperation>(); // by group: what its policy holds now
+  private readonly retained = new Map<string, number>(); // by group: twins kept against a delete
+  private stopping = false;
 
   constructor(
     private readonly host: SnapshotHost,
@@ -170,7 +193,59 @@ export class NodeSnapshots {
       await this.performSnapshotChange(group, record);
       return;
     }
-    await this.performSet(group, decodeOperationSet(record.payload, record.lsn), record.lsn);
+    const set = decodeOperationSet(record.payload, record.lsn);
+    const policy = this.host.protection(group);
+    const guarded = policy === null || policy.destructive === "apply" ? set : await this.applyProtection(group, set, record, policy);
+    if (guarded.operations.length > 0) await this.performSet(group, guarded, record.lsn);
+  }
+
+  // A secondary's policy against destructive operations (docs/DESIGN-NOTES.md §8).
+  private async applyProtection(group: string, set: OperationSet, record: LogRecord, policy: ProtectionPolicy): Promise<OperationSet> {
+    const destructive = set.operations.filter((operation) => operation.op === "snapshot.delete" || operation.op === "snapshot.restore");
+    if (destructive.length === 0) return set;
+    if (policy.destructive === "delay") {
+      await this.hold(group, String(record.lsn), destructive.map(describeOperation), record.timestampMs + policy.delaySeconds * 1000);
+      return set;
+    }
+    const restore = destructive.find((operation) => operation.op === "snapshot.restore");
+    if (restore !== undefined) {
+      this.held.set(group, { lsn: String(record.lsn), operations: [describeOperation(restore)], untilMs: Infinity });
+      throw new OperatingError("OPERATION_REFUSED", { group, lsn: String(record.lsn), operation: describeOperation(restore), what: "a restore cannot be skipped without leaving the primary's image; the applier stops here until the policy allows it" });
+    }
+    for (const operation of destructive) await this.retainTwin(group, operation, record.lsn);
+    return { ...set, operations: set.operations.filter((operation) => operation.op !== "snapshot.delete") };
+  }
+
+  // Keeps the twin a refused delete names, under a name no operation can give (so the primary
+  // may reuse the name), with the snapshots taken of it.
+  private async retainTwin(group: string, operation: Operation, lsn: bigint): Promise<void> {
+    const target = this.host.groupVolume(group, operation.volumeId);
+    const store = target === undefined ? undefined : this.stores.get(target.volume.name);
+    if (store === undefined || !store.has(operation.snapshot)) return; // retained before a crash
+    const keep = (name: string) => `~retained.${lsn}.${name}`.slice(0, 64);
+    const names = [operation.snapshot, ...this.descendants(store, operation.snapshot)];
+    for (const name of names) await store.exclusive(() => store.rename(name, keep(name)));
+    this.retained.set(group, (this.retained.get(group) ?? 0) + names.length);
+    this.logger.warn({ group, lsn: String(lsn), kept: names.map(keep) }, "the protection policy refused a snapshot delete: its twins are kept");
+  }
+
+  // Waits until untilMs (status shows what is held), or until the node stops.
+  async hold(group: string, lsn: string, operations: string[], untilMs: number): Promise<void> {
+    if (this.nowMs() >= untilMs) return;
+    this.held.set(group, { lsn, operations, untilMs });
+    this.logger.warn({ group, lsn, operations, untilMs }, "the protection policy holds a destructive operation");
+    try {
+      while (this.nowMs() < untilMs) {
+        if (this.stopping) throw new OperatingError("SHUTTING_DOWN", { group, what: "a held operation" });
+        await new Promise((resolve) => setTimeout(resolve, Math.min(holdPollMs, untilMs - this.nowMs())));
+      }
+    } finally {
+      this.held.delete(group);
+    }
+  }
+
+  protectionStatus(group: string): { held: HeldOperation | null; retainedTwins: number } {
+    return { held: this.held.get(group) ?? null, retainedTwins: this.retained.get(group) ?? 0 };
   }
 
   private async performSnapshotChange(groupName: string, record: LogRecord): Promise<void> {
@@ -441,6 +516,7 @@ export class NodeSnapshots {
   }
 
   async close(): Promise<void> {
+    this.stopping = true;
     for (const [name, store] of this.stores) {
       await store.close().catch((error: unknown) => this.logger.error({ volume: name, err: error }, "closing the snapshot store failed"));
     }

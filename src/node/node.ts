@@ -29,7 +29,7 @@ import { Replica, type ReplicaHost } from "../group/replica.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import { NodeReplication } from "./node-replication.js";
 import type { VolumeOwner } from "./volume-export.js";
-import { NodeSnapshots, type SnapshotHost, type SnapshotVolume } from "./node-snapshots.js";
+import { NodeSnapshots, type ProtectionPolicy, type SnapshotHost, type SnapshotVolume } from "./node-snapshots.js";
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -284,6 +284,11 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     return this.snapshots.sync(group);
   }
 
+  protection(group: string): ProtectionPolicy | null {
+    if (!this.replicas.has(group)) return null;
+    return this.groupConfig(group).protection;
+  }
+
   groupOf(volumeName: string): string | undefined {
     return this.volumes.get(volumeName)?.entry.group;
   }
@@ -467,7 +472,10 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     for (const state of mine) {
       const entry = wanted.get(state.entry.id);
       if (entry === undefined || entry.name !== state.volume.name) await this.dropReplicaVolume(state);
-      else if (entry.size !== state.volume.size) await this.resizeReplicaVolume(state, entry.size);
+      else if (entry.size !== state.volume.size) {
+        if (entry.size < state.volume.size) await this.protectShrink(groupName, state.volume.name, entry.size);
+        await this.resizeReplicaVolume(state, entry.size);
+      }
     }
     for (const entry of table.volumes) {
       const existing = this.volumes.get(entry.name);
@@ -478,6 +486,14 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       }
       await this.createReplicaVolume(replica, entry);
     }
+  }
+
+  // A shrink destroys the data past the new end: the secondary's policy applies to it too.
+  private async protectShrink(group: string, volume: string, size: number): Promise<void> {
+    const policy = this.groupConfig(group).protection;
+    const what = `shrink ${volume} to ${size} bytes`;
+    if (policy.destructive === "refuse") throw new OperatingError("OPERATION_REFUSED", { group, operation: what });
+    if (policy.destructive === "delay") await this.snapshots.hold(group, "volume table", [what], this.environment.nowMs() + policy.delaySeconds * 1000);
   }
 
   private async createReplicaVolume(replica: Replica, table: { volumeId: number; name: string; size: number }): Promise<void> {
@@ -593,6 +609,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       resyncing: replica.resyncing,
       // while inconsistent, these volumes' readers get their protective snapshot (the last consistent image)
       protectedVolumes: this.snapshots.protectedVolumes(replica.volumeList()),
+      protection: { ...this.groupConfig(replica.name).protection, ...this.snapshots.protectionStatus(replica.name) },
       appliedLsn: String(replica.appliedLsn),
       receivedLsn: String(replica.log.headLsn),
       durableLsn: String(replica.log.durableLsn),

@@ -547,6 +547,18 @@ export class SnapshotStore implements ChangeGuard {
     return this.info(image);
   }
 
+  // Gives a snapshot another name (a secondary keeping a twin its policy would not delete);
+  // snapshots taken of it follow.
+  async rename(name: string, to: string): Promise<void> {
+    const image = this.image(name);
+    assert(!this.images.has(to), `rename ${name}: ${to} exists`);
+    const renamed = { ...image, name: to };
+    const children = this.children(name).map((child) => ({ ...child, parent: to }));
+    await this.metadata.commit({ deleteImages: [name], images: [renamed, ...children] });
+    this.images.delete(name);
+    for (const entry of [renamed, ...children]) this.images.set(entry.name, entry);
+  }
+
   children(name: string): ImageEntry[] {
     return [...this.images.values()].filter((image) => image.parent === name);
   }

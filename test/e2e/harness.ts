@@ -48,6 +48,7 @@ export interface NodeOptions {
   readonly netns?: string; // run the node (and its CLI calls) in this network namespace
   readonly logLevel?: string; // default warn (LOCKSTEP_TEST_LOG_LEVEL overrides)
   readonly snapshots?: { readonly chunkSize?: string; readonly storeSize?: string };
+  readonly protection?: { readonly destructive: "apply" | "delay" | "refuse"; readonly delaySeconds?: number };
 }
 
 export interface StartOptions {
@@ -89,6 +90,7 @@ export class TestNode {
         ...(options.snapshots === undefined
           ? []
           : ["    snapshots:", ...(options.snapshots.chunkSize ? [`      chunkSize: ${options.snapshots.chunkSize}`] : []), ...(options.snapshots.storeSize ? [`      storeSize: ${options.snapshots.storeSize}`] : [])]),
+        ...(options.protection === undefined ? [] : ["    protection:", `      destructive: ${options.protection.destructive}`, `      delaySeconds: ${options.protection.delaySeconds ?? 0}`]),
         "log:",
         `  level: ${process.env.LOCKSTEP_TEST_LOG_LEVEL ?? options.logLevel ?? "warn"}`,
         "",
