@@ -22,6 +22,7 @@
 //   POST   /v1/snapshots/:image/restore   {volume?}
 //   POST   /v1/snapshots/:image/refresh   {fromVolume?}
 //   GET    /v1/snapshots-diff?a=IMAGE&b=IMAGE
+//   POST   /v1/snapshots-sync          {from: IMAGE, to: IMAGE}   (to: the volume, or a writable snapshot)
 //   GET    /metrics                    Prometheus text format
 
 import { timingSafeEqual } from "node:crypto";
@@ -59,6 +60,7 @@ const acceptBody = z.object({ credential: z.string().min(1) }).strict();
 const drainBody = z.object({ group: z.string().optional(), timeoutMs: z.number().int().positive().max(24 * 3600 * 1000).optional() }).strict();
 const verifyBody = z.object({ group: z.string().optional() }).strict();
 const snapshotCreateBody = z.object({ image: z.string().min(3), from: z.string().min(1).optional(), writable: z.boolean().optional() }).strict();
+const snapshotSyncBody = z.object({ from: z.string().min(1), to: z.string().min(1) }).strict();
 const groupSnapshotBody = z.object({ name: z.string().min(1) }).strict();
 const snapshotRestoreBody = z.object({ volume: z.string().optional() }).strict();
 const snapshotRefreshBody = z.object({ fromVolume: z.boolean().optional() }).strict();
@@ -174,6 +176,13 @@ export class ApiServer {
       {
         method: "POST", pattern: /^\/v1\/snapshots\/([^/]+)\/refresh$/,
         handler: async ({ params, body }) => ({ snapshot: await node.snapshots.refresh(params[0]!, parseBody(snapshotRefreshBody, body).fromVolume ?? false) }),
+      },
+      {
+        method: "POST", pattern: /^\/v1\/snapshots-sync$/,
+        handler: async ({ body }) => {
+          const request = parseBody(snapshotSyncBody, body);
+          return node.snapshots.syncImages(request.from, request.to);
+        },
       },
       {
         method: "GET", pattern: /^\/v1\/snapshots-diff$/,

@@ -9,6 +9,7 @@
 //   lockstep snapshot diff disk0@nightly disk0                  regions that differ, and a total
 //   lockstep snapshot restore disk0@nightly                     disk0 equal to it again
 //   lockstep snapshot refresh disk0@test [--from-volume]        equal to its parent (or disk0) now
+//   lockstep snapshot sync disk0@nightly disk0@test             a writable snapshot equal to another image
 //   lockstep snapshot delete disk0@nightly [--recursive]
 
 import type { Command } from "commander";
@@ -119,6 +120,13 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .action(async (image: string, options: { fromVolume?: boolean }) => {
       const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/refresh`, { fromVolume: options.fromVolume ?? false })) as { snapshot: SnapshotView & OperationCost };
       output.print(output.json(), result, () => `refreshed ${result.snapshot.name} from ${result.snapshot.parent}\n${costText(result.snapshot)}`);
+    });
+  snapshot
+    .command("sync <from> <to>")
+    .description("make image <to> (the volume, or a writable snapshot) equal to image <from>, writing only the chunks that differ; on every site, no data on the links")
+    .action(async (from: string, to: string) => {
+      const result = (await callApi(output.target(), "POST", "/v1/snapshots-sync", { from, to })) as { bytesWritten: number; chunks: number } & OperationCost;
+      output.print(output.json(), result, () => `synced ${to} from ${from}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally\n${costText(result)}`);
     });
   snapshot
     .command("diff <a> <b>")

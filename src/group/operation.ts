@@ -27,6 +27,8 @@ const operationSchema = z.discriminatedUnion("op", [
   z.object({ op: z.literal("snapshot.delete"), volumeId, snapshot: snapshotName, recursive: z.boolean() }).strict(),
   z.object({ op: z.literal("snapshot.refresh"), volumeId, snapshot: snapshotName, fromVolume: z.boolean() }).strict(),
   z.object({ op: z.literal("snapshot.restore"), volumeId, snapshot: snapshotName }).strict(),
+  // make the writable snapshot `snapshot` equal to `from` (a snapshot, or null: the volume)
+  z.object({ op: z.literal("snapshot.sync"), volumeId, snapshot: snapshotName, from: snapshotName.nullable() }).strict(),
 ]);
 
 const operationSetSchema = z

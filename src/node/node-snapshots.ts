@@ -320,6 +320,8 @@ export class NodeSnapshots {
             await opened.beforeShrink(size);
             await this.host.resizeForRestore(volume, size);
           });
+        case "snapshot.sync":
+          return opened.sync(operation.from, operation.snapshot, lsn);
       }
     });
   }
@@ -474,6 +476,31 @@ export class NodeSnapshots {
     const { results, report } = await this.submit<{ bytesWritten: number; chunks: number }>(entry.group, set, () => void this.existing(text));
     this.logger.info({ snapshot: text, volume: image.volume, ...results[0], lsn: report.lsn, pauseMs: report.pauseMs }, "volume restored");
     return { snapshot: text, volume: image.volume, ...results[0]!, ...report };
+  }
+
+  // Makes image `to` equal to image `from` (both of one volume): to the volume, a restore;
+  // to a writable snapshot, a sync of its differing chunks. Either way one operation record,
+  // performed by every secondary on its own twins.
+  async syncImages(from: string, to: string): Promise<{ from: string; to: string; bytesWritten: number; chunks: number } & OperationReport> {
+    const source = parseImageName(from);
+    const target = parseImageName(to);
+    if (source.volume !== target.volume) throw new OperatingError("SNAPSHOT_CROSS_VOLUME", `${from} and ${to} belong to different volumes`);
+    if (target.snapshot === null) {
+      if (source.snapshot === null) throw new OperatingError("REQUEST_INVALID", "a volume is always equal to itself");
+      const restored = await this.restore(from);
+      return { from, to, bytesWritten: restored.bytesWritten, chunks: restored.chunks, lsn: restored.lsn, pauseMs: restored.pauseMs, recordBytes: restored.recordBytes, links: restored.links };
+    }
+    const { entry } = this.existing(to);
+    const check = () => {
+      const { store } = this.existing(to);
+      if (!store.image(target.snapshot!).writable) throw new OperatingError("REQUEST_INVALID", `${to} is read-only: a sync writes into the volume or a writable snapshot`);
+      if (source.snapshot !== null) this.existing(from);
+    };
+    check();
+    const set: OperationSet = { version: 1, order: "ordered", operations: [{ op: "snapshot.sync", volumeId: entry.volume.id, snapshot: target.snapshot, from: source.snapshot }] };
+    const { results, report } = await this.submit<{ bytesWritten: number; chunks: number }>(entry.group, set, check);
+    this.logger.info({ from, to, ...results[0], lsn: report.lsn, pauseMs: report.pauseMs }, "snapshot synced");
+    return { from, to, ...results[0]!, ...report };
   }
 
   diff(a: string, b: string): DiffResult & { a: string; b: string; chunkSize: number } {

@@ -750,6 +750,37 @@ export class SnapshotStore implements ChangeGuard {
     return { bytesWritten, chunks };
   }
 
+  // Makes a writable snapshot's content (and size) equal to another image's (from null: the
+  // volume), writing only the chunks whose locations differ into its own slots. The caller runs
+  // it exclusively. Restore is the same with the volume as the target.
+  async sync(from: string | null, to: string, lsn: bigint): Promise<{ bytesWritten: number; chunks: number }> {
+    const target = this.image(to);
+    if (!target.writable) throw new OperatingError("REQUEST_INVALID", `${this.volume.name}@${to} is read-only: a sync writes into the volume or a writable snapshot`);
+    const sourceChain = from === null ? [{ line: 0, epoch: liveEpoch }] : this.image(from).chain;
+    const size = from === null ? this.volume.size : this.image(from).size;
+    const { regions, truncated } = this.diff(from, to);
+    const pending = truncated ? [{ offset: 0, length: Math.max(size, target.size) }] : regions;
+    const resized: ImageEntry = { ...target, size };
+    await this.metadata.commit({ images: [resized] });
+    this.images.set(to, resized);
+    const buffer = Buffer.alloc(this.state.chunkSize);
+    let bytesWritten = 0;
+    let chunks = 0;
+    for (const region of pending) {
+      for (let offset = region.offset; offset < Math.min(size, region.offset + region.length); offset += this.state.chunkSize) {
+        const chunk = Math.floor(offset / this.state.chunkSize);
+        await this.readLocation(this.locate(sourceChain, chunk), chunk, buffer);
+        await this.writeChunk(resized, chunk, 0, buffer, this.state.chunkSize, false, null);
+        bytesWritten += Math.min(this.state.chunkSize, size - chunk * this.state.chunkSize);
+        chunks += 1;
+      }
+    }
+    await this.storeSync.sync();
+    this.state = { ...this.state, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    await this.metadata.commit({ state: this.state });
+    return { bytesWritten, chunks };
+  }
+
   private allChunks(): { offset: number; length: number }[] {
     return [{ offset: 0, length: this.volume.size }];
   }

@@ -61,6 +61,7 @@ describe("operations travel in the replication stream (demo --secondaries 1)", (
         const grown = await lockstep(["--node", primary.node, "volume", "resize", "disk1", "80MiB"]);
         assert.equal(grown.code, 0, grown.stderr);
         await operate("snapshot restore disk0@s2", ["snapshot", "restore", "disk0@s2"]);
+        await operate("snapshot sync disk0@s1 disk0@w1", ["snapshot", "sync", "disk0@s1", "disk0@w1"]);
         await operate("snapshot create disk0@after", ["snapshot", "create", "disk0@after"], snapshotCost);
         await operate("snapshot delete disk1@g1", ["snapshot", "delete", "disk1@g1"]);
         for (const writer of writers) writer.child.kill("SIGTERM");

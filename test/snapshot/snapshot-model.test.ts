@@ -1,6 +1,6 @@
 // Model-based property test of the snapshot store (fast-check): random sequences of writes to
 // the volume and to writable snapshots, creates (of the volume and of snapshots), deletes,
-// refreshes, restores, resizes and flushes run against the real store (simulated disks for
+// refreshes, restores, syncs of a writable snapshot from another image, resizes and flushes run against the real store (simulated disks for
 // the volume and the store file, LMDB for the metadata), and after every step every image
 // reads exactly what a plain in-memory model holds.
 //
@@ -34,6 +34,7 @@ type Step =
   | { kind: "delete"; target: number; recursive: boolean }
   | { kind: "refresh"; target: number; fromVolume: boolean }
   | { kind: "restore"; target: number }
+  | { kind: "sync"; from: number; target: number }
   | { kind: "resize"; chunks: number }
   | { kind: "flush" }
   | { kind: "crash"; seed: number };
@@ -48,6 +49,7 @@ const stepArbitrary = (crashes: boolean): fc.Arbitrary<Step> => {
     { arbitrary: fc.record({ kind: fc.constant("delete" as const), target: fc.integer({ min: 1, max: 8 }), recursive: fc.boolean() }), weight: 1 },
     { arbitrary: fc.record({ kind: fc.constant("refresh" as const), target: fc.integer({ min: 1, max: 8 }), fromVolume: fc.boolean() }), weight: 1 },
     { arbitrary: fc.record({ kind: fc.constant("restore" as const), target: fc.integer({ min: 1, max: 8 }) }), weight: 1 },
+    { arbitrary: fc.record({ kind: fc.constant("sync" as const), from: fc.nat(8), target: fc.integer({ min: 1, max: 8 }) }), weight: 1 },
     { arbitrary: fc.record({ kind: fc.constant("resize" as const), chunks: fc.integer({ min: 4, max: 12 }) }), weight: 1 },
     { arbitrary: fc.constant({ kind: "flush" as const }), weight: 1 },
   ];
@@ -121,7 +123,7 @@ class Harness {
     for (const image of [this.volumeModel, ...this.snapshots.values()]) image.allowed = this.freshAllowed(image);
   }
 
-  private freshAllowed(image: ModelImage): Set<number>[] {
+  freshAllowed(image: ModelImage): Set<number>[] {
     const allowed: Set<number>[] = [];
     for (let at = 0; at < image.content.length; at += sector) allowed.push(new Set([image.content[at]!]));
     return allowed;
@@ -189,6 +191,19 @@ class Harness {
         });
         this.volumeModel.content = Buffer.from(image.content);
         this.markDurable();
+        return;
+      }
+      case "sync": {
+        const source = this.pick(step.from);
+        const target = this.pick(step.target);
+        if (source === null || target === null || target === this.volumeModel || source === target) return;
+        if (!target.writable) {
+          await assert.rejects(this.store.sync(source === this.volumeModel ? null : source.name, target.name, this.nextLsn()), { code: "REQUEST_INVALID" });
+          return;
+        }
+        await this.store.sync(source === this.volumeModel ? null : source.name, target.name, this.nextLsn());
+        target.content = Buffer.from(source.content);
+        for (const image of this.snapshots.values()) image.allowed = this.freshAllowed(image); // the store was synced (the volume was not)
         return;
       }
       case "resize": {
