@@ -252,8 +252,9 @@ export class NodeSnapshots {
     const withData = record.kind === RecordKind.snapshotWrite;
     const { snapshot, data } = decodeSnapshotChange(record.payload, record.length, withData, record.lsn);
     const target = this.host.groupVolume(groupName, record.volumeId);
-    if (target === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { group: groupName, volumeId: record.volumeId, lsn: String(record.lsn) });
+    if (target === undefined) return; // the volume was deleted since (redo), like its data records
     const store = this.stores.get(target.volume.name);
+    if (store !== undefined && record.lsn < store.appliedOperationLsn && !store.has(snapshot)) return; // redo: deleted (or retained) since
     if (store === undefined || !store.has(snapshot)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${target.volume.name}@${snapshot}`, lsn: String(record.lsn) });
     if (record.lsn < store.durableThroughLsn) return; // redo: durable already, maybe refreshed since
     await store.write(snapshot, record.offset, data, record.length, false);
@@ -292,7 +293,12 @@ export class NodeSnapshots {
 
   private async performOne(groupName: string, operation: Operation, lsn: bigint): Promise<unknown> {
     const target = this.host.groupVolume(groupName, operation.volumeId);
-    if (target === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { group: groupName, volumeId: operation.volumeId, lsn: String(lsn) });
+    if (target === undefined) {
+      // only redo meets this: the volume was deleted after the operation (a live primary checks
+      // first, and a secondary creates volumes at their exact point in the stream)
+      this.logger.warn({ group: groupName, volumeId: operation.volumeId, lsn: String(lsn), op: operation.op }, "an operation on a volume that no longer exists: skipped");
+      return { skipped: true };
+    }
     let store = this.stores.get(target.volume.name) ?? null;
     if (store === null) {
       if (operation.op !== "snapshot.create") throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${target.volume.name}@${operation.snapshot}`, lsn: String(lsn) });

@@ -522,6 +522,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
 
   private async dropReplicaVolume(state: VolumeState): Promise<void> {
     state.replica!.removeVolume(state.volume);
+    await this.snapshots.removeVolume(state.volume); // its twins go with it, as on the primary
     this.volumes.delete(state.volume.name);
     await this.catalog.update((draft) => {
       draft.volumes = draft.volumes.filter((volume) => !(volume.id === state.entry.id && volume.group === state.entry.group));
