@@ -23,6 +23,7 @@ export interface GroupConfig {
   readonly role: "primary" | "secondary";
   readonly logSize: string; // as the config takes it, e.g. "1GiB"
   readonly durability: Durability;
+  readonly snapshots?: { readonly chunkSize: string; readonly storeSize: string }; // default: the node's defaults
 }
 
 export interface NodeConfig {
@@ -46,6 +47,9 @@ function configText(config: NodeConfig, dataDir: string, socketPath: string): st
     ...(config.group.role === "secondary" ? ["    role: secondary"] : []),
     `    logSize: ${config.group.logSize}`,
     `    durability: ${config.group.durability}`,
+    ...(config.group.snapshots === undefined ? [] : [
+      "    snapshots:", `      chunkSize: ${config.group.snapshots.chunkSize}`, `      storeSize: ${config.group.snapshots.storeSize}`,
+    ]),
     "",
   ].join("\n");
 }
@@ -148,7 +152,7 @@ export class LockstepNode {
   }
 
   /** One admin API request (what the CLI sends), for polls and timings. */
-  async api<T>(method: "GET" | "POST", path: string, body?: unknown, timeoutMs = apiRequestTimeoutMs): Promise<T> {
+  async api<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, timeoutMs = apiRequestTimeoutMs): Promise<T> {
     const response = await fetch(`${this.apiUrl}${path}`, {
       method,
       headers: { authorization: `Bearer ${this.apiToken}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },

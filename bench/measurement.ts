@@ -57,6 +57,7 @@ export async function rowMeasure(
   target: RunningTarget,
   timing: { runtimeSeconds: number; rampSeconds: number },
   context: MeasureContext,
+  onFioStart?: () => void, // after the page cache reset, as fio starts (a caller sampling the server during the job)
 ): Promise<RowResult> {
   const cacheReset = await pageCacheReset(context.imagePath, target.stateFiles(), context.cacheReset, context.fincoreAvailable);
   const outputPath = join(context.workDir, `fio-${row.name}.json`);
@@ -74,6 +75,7 @@ export async function rowMeasure(
     const text = await fioRun(args, outputPath, (timing.runtimeSeconds + timing.rampSeconds) * 1000 + fioSlackMs, () => {
       windowStart = sample();
       rampTimer = setTimeout(() => { windowStart = sample(); }, timing.rampSeconds * 1000);
+      onFioStart?.();
     });
     const windowEnd = sample();
     const figures = fioFiguresParse(text, row);

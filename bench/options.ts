@@ -5,6 +5,7 @@ import type { CacheResetMethod } from "./page-cache.js";
 import { rowsAll, rowsDefault } from "./fio-job.js";
 import { syncRowsAll } from "./link-sync.js";
 import { targetsAll, targetsDefault } from "./target-registry.js";
+import { snapshotRowsAll } from "./target-snapshots.js";
 
 export interface BenchOptions {
   readonly targets: readonly string[];
@@ -24,8 +25,9 @@ export interface BenchOptions {
   readonly resultPath: string | null; // null: bench/results/latest.json
 }
 
-const rowNamesKnown = [...rowsAll.map((row) => row.name), ...syncRowsAll.map((row) => row.name)];
-const rowsKnownDefault = [...rowsDefault, ...syncRowsAll.map((row) => row.name)];
+const ownRowNames = [...syncRowsAll, ...snapshotRowsAll].map((row) => row.name);
+const rowNamesKnown = [...rowsAll.map((row) => row.name), ...ownRowNames];
+const rowsKnownDefault = [...rowsDefault, ...ownRowNames];
 
 export const usage = `usage: npm run bench -- [options]
 
@@ -34,7 +36,8 @@ export const usage = `usage: npm run bench -- [options]
   --rows LIST          comma-separated, default ${rowsKnownDefault.join(",")}
                        known: ${rowNamesKnown.join(", ")}
                        (fio rows run on every target that runs them; ${syncRowsAll.map((row) => row.name).join(" and ")}
-                       only on lockstep-link; lockstep-async/-sync run randwrite-4k-qd16 only)
+                       only on lockstep-link; ${snapshotRowsAll.map((row) => row.name).join(" and ")} only on
+                       lockstep-snapshots; lockstep-async/-sync run randwrite-4k-qd16 only)
   --runtime SECONDS    measured time per job (default 15; --quick: 5)
   --ramp SECONDS       ramp time per job, not measured (default 3; --quick: 1)
   --quick              short jobs, 1 GiB memory check, docs/BENCHMARKS.md left alone
@@ -46,8 +49,9 @@ export const usage = `usage: npm run bench -- [options]
   --uv-io-uring M      default | on | off: UV_USE_IO_URING for lockstep targets
   --tmp DIR            parent of the temp dir (default /var/tmp)
   --docs / --no-docs   regenerate docs/BENCHMARKS.md figures (default: yes unless --quick); a run
-                       of only lockstep and lockstep-async/-sync/-link rewrites only the
-                       replication block of the figures and keeps the data-path block
+                       of only lockstep, lockstep-async/-sync/-link and lockstep-snapshots
+                       rewrites only the replication and/or snapshot blocks it measured and
+                       keeps the data-path block
   --out PATH           JSON result file (default bench/results/latest.json)
 `;
 

@@ -11,18 +11,12 @@
 import type { SyncRowResult } from "./link-sync.js";
 import type { RowResult } from "./measurement.js";
 import type { BenchResult } from "./report.js";
-import { fixed, grouped, markdownTable, mebibytes, textTable, type Table } from "./table.js";
+import { fixed, grouped, mebibytes, titledMarkdown, titledText, type TitledTable } from "./table.js";
 
 const baselineTarget = "lockstep";
 const asyncTarget = "lockstep-async";
 const asyncRatioGoal = 0.85;
 const mebibyte = 1024 ** 2;
-
-interface TitledTable {
-  readonly title: string;
-  readonly table: Table;
-  readonly notes: string[];
-}
 
 function rowOf(result: BenchResult, target: string, row: string): RowResult | undefined {
   return result.targets.find((candidate) => candidate.name === target)?.rows.find((entry) => entry.row === row);
@@ -133,12 +127,9 @@ function sections(result: BenchResult): TitledTable[] {
 }
 
 export function replicationText(result: BenchResult): string[] {
-  return sections(result).map((section) =>
-    [`\n${section.title.replace(/`/g, "")}`, textTable(section.table), ...section.notes].join("\n"));
+  return titledText(sections(result));
 }
 
 export function replicationMarkdown(result: BenchResult): string[] {
-  return sections(result).flatMap((section) => [
-    "", `#### ${section.title}`, "", markdownTable(section.table), ...(section.notes.length > 0 ? ["", ...section.notes.map((note) => `- ${note}`)] : []),
-  ]);
+  return titledMarkdown(sections(result));
 }

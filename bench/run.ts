@@ -4,10 +4,12 @@
 // turn (lockstep, lockstep-wal, lockstep with an async and a sync secondary, nbdkit,
 // qemu-nbd, then fio on the file itself) and runs the same fio jobs, the page cache reset
 // before each; a replicated target then drains its link. lockstep-link measures a link's
-// initial sync and resync on an image of its own (link-sync.ts). Prints a table with ratios
-// against the peers measured in the same run, writes bench/results/latest.json and the
-// figures section of docs/BENCHMARKS.md. Exit 0 when every target ran, 1 when one failed, 2
-// on a usage or setup error. Methodology and caveats: docs/BENCHMARKS.md.
+// initial sync and resync on an image of its own (link-sync.ts); lockstep-snapshots measures
+// writes with 0 to 32 snapshots and the snapshot operations (target-snapshots.ts). Prints a
+// table with ratios against the peers measured in the same run, writes
+// bench/results/latest.json and the figures section of docs/BENCHMARKS.md. Exit 0 when every
+// target ran, 1 when one failed, 2 on a usage or setup error. Methodology and caveats:
+// docs/BENCHMARKS.md.
 
 import { mkdirSync, mkdtempSync, rmSync, statfsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -22,7 +24,9 @@ import { dropCachesWritable } from "./page-cache.js";
 import { childrenKillAll, clockTicksPerSecond, commandCheck } from "./process-tree.js";
 import { docsFiguresWrite, jsonWrite, ratiosCompute, textReport, type BenchResult, type TargetResult } from "./report.js";
 import { TargetUnavailableError, type RunningTarget, type TargetDefinition } from "./target.js";
-import { ratioPairs, replicationTargetNames, targetsAll } from "./target-registry.js";
+import { ratioPairs, replicationTargetNames, snapshotTargetNames, targetsAll } from "./target-registry.js";
+import { snapshotRowsAll } from "./target-snapshots.js";
+import { snapshotRowText } from "./report-snapshots.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const imageCreateTimeoutMs = 600_000;
@@ -96,8 +100,14 @@ async function fioRowsRun(definition: TargetDefinition, running: RunningTarget, 
   }
 }
 
-/** The selected rows the target measures itself (lockstep-link: initial sync, resync). */
+/** The selected rows the target measures itself (lockstep-link: initial sync, resync; lockstep-snapshots). */
 async function ownRowsRun(definition: TargetDefinition, running: RunningTarget, options: BenchOptions, result: TargetResult): Promise<void> {
+  for (const row of snapshotRowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.ownRows?.includes(candidate.name) ?? false))) {
+    if (running.snapshotRowMeasure === undefined) throw new Error(`${definition.name} lists row ${row.name} but cannot measure it`);
+    const measured = await running.snapshotRowMeasure(row.name);
+    result.snapshotRows.push(measured);
+    progress(`${definition.name} ${row.name}: ${snapshotRowText(measured)}`);
+  }
   for (const row of syncRowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.ownRows?.includes(candidate.name) ?? false))) {
     if (running.ownRowMeasure === undefined) throw new Error(`${definition.name} lists row ${row.name} but cannot measure it`);
     const measured = await running.ownRowMeasure(row.name);
@@ -117,7 +127,7 @@ async function targetRun(
 ): Promise<TargetResult> {
   const result: TargetResult = {
     name: definition.name, description: definition.description, command: null, error: null, rows: [], memory: null, memoryError: null,
-    notes: [], syncRows: [],
+    notes: [], syncRows: [], snapshotRows: [],
   };
   const workDir = join(tempDir, definition.name);
   mkdirSync(workDir);
@@ -127,7 +137,7 @@ async function targetRun(
     progress(`${definition.name}: starting`);
     running = await definition.start({
       repoRoot, workDir, imagePath, imageSizeBytes: options.imageSizeBytes, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring,
-      cacheReset: options.cacheReset, fincoreAvailable,
+      cacheReset: options.cacheReset, fincoreAvailable, runtimeSeconds: options.runtimeSeconds, rampSeconds: options.rampSeconds,
     });
     result.command = running.command.split(tempDir).join("$BENCH_DIR");
     result.notes.push(...(running.notes ?? []));
@@ -153,7 +163,10 @@ async function targetRun(
 }
 
 function cacheResetNote(result: BenchResult, options: BenchOptions): string {
-  const resets = result.targets.flatMap((target) => target.rows.map((row) => row.cacheReset));
+  const resets = result.targets.flatMap((target) => [
+    ...target.rows.map((row) => row.cacheReset),
+    ...target.snapshotRows.flatMap((row) => (row.kind === "writes" ? row.rounds.map((round) => round.measured.cacheReset) : [])),
+  ]);
   const methods = [...new Set(resets.map((reset) => reset.method))].join(", ") || "none run";
   const after = resets.map((reset) => reset.residentBytesAfter);
   const verified = after.every((bytes) => bytes !== null)
@@ -189,6 +202,7 @@ async function main(argv: readonly string[]): Promise<number> {
     await imageCreate(imagePath, options.imageSizeBytes);
     const rows = rowsAll.filter((row) => options.rows.includes(row.name));
     const syncRows = syncRowsAll.filter((row) => options.rows.includes(row.name));
+    const snapshotRows = snapshotRowsAll.filter((row) => options.rows.includes(row.name));
     const result: BenchResult = {
       command: ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" "),
       startedAt: new Date().toISOString(),
@@ -202,6 +216,7 @@ async function main(argv: readonly string[]): Promise<number> {
       cacheResetNote: "",
       rows,
       syncRows,
+      snapshotRows,
       targets: [],
       ratios: [],
     };
@@ -221,9 +236,12 @@ async function main(argv: readonly string[]): Promise<number> {
     jsonWrite(resultPath, result);
     progress(`wrote ${resultPath}`);
     if (options.docs) {
-      const replicationOnly = options.targets.some((name) => replicationTargetNames.includes(name)) &&
-        options.targets.every((name) => replicationTargetNames.includes(name) || name === "lockstep");
-      docsFiguresWrite(join(repoRoot, "docs", "BENCHMARKS.md"), result, "# Benchmarks\n", { dataPath: !replicationOnly, replicationTargets: replicationTargetNames });
+      const blockTargetNames = [...replicationTargetNames, ...snapshotTargetNames]; // each has its own block of the figures
+      const blocksOnly = options.targets.some((name) => blockTargetNames.includes(name)) &&
+        options.targets.every((name) => blockTargetNames.includes(name) || name === "lockstep");
+      docsFiguresWrite(join(repoRoot, "docs", "BENCHMARKS.md"), result, "# Benchmarks\n", {
+        dataPath: !blocksOnly, replicationTargets: replicationTargetNames, snapshotTargets: snapshotTargetNames,
+      });
       progress("updated docs/BENCHMARKS.md");
     }
     return result.targets.some((target) => target.error !== null) ? 1 : 0;

@@ -28,3 +28,20 @@ export function markdownTable(table: Table): string {
   const rule = table.header.map((title, column) => (column === 0 || (table.leftColumns ?? []).includes(title) ? "---" : "---:"));
   return [line(table.header), line(rule), ...table.lines.map(line)].join("\n");
 }
+
+/** A table with a title and notes under it: a section of the replication or snapshot output. */
+export interface TitledTable {
+  readonly title: string;
+  readonly table: Table;
+  readonly notes: string[];
+}
+
+export function titledText(sections: readonly TitledTable[]): string[] {
+  return sections.map((section) => [`\n${section.title.replace(/`/g, "")}`, textTable(section.table), ...section.notes].join("\n"));
+}
+
+export function titledMarkdown(sections: readonly TitledTable[]): string[] {
+  return sections.flatMap((section) => [
+    "", `#### ${section.title}`, "", markdownTable(section.table), ...(section.notes.length > 0 ? ["", ...section.notes.map((note) => `- ${note}`)] : []),
+  ]);
+}

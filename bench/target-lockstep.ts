@@ -7,7 +7,7 @@
 // UV_USE_IO_URING is left as the environment and the lockstep bin have it unless the bench
 // is given --uv-io-uring on|off, so the two can be compared run against run.
 
-import { LockstepNode, uvNote, type Durability } from "./lockstep-node.js";
+import { LockstepNode, uvNote, type Durability, type GroupConfig } from "./lockstep-node.js";
 import { nbdExportWait } from "./nbd-export-wait.js";
 import type { RunningTarget, TargetContext, TargetDefinition } from "./target.js";
 
@@ -23,10 +23,11 @@ export async function volumeAdopt(node: LockstepNode, imagePath: string, sizeByt
   await nbdExportWait(node.uri(volumeName), node.socketPath, node.server, sizeBytes, serveTimeoutMs);
 }
 
-async function lockstepStart(context: TargetContext, durability: Durability): Promise<RunningTarget> {
+/** A node as the lockstep targets run it (in the target's directory), the bench image adopted as its volume. */
+export async function imageNodeStart(context: TargetContext, group: Omit<GroupConfig, "name" | "role">): Promise<LockstepNode> {
   const node = await LockstepNode.start(context, context.workDir, {
     name: "bench",
-    group: { name: groupName, role: "primary", logSize, durability },
+    group: { name: groupName, role: "primary", ...group },
     replicationListen: false,
   });
   try {
@@ -35,6 +36,11 @@ async function lockstepStart(context: TargetContext, durability: Durability): Pr
     await node.stop();
     throw error;
   }
+  return node;
+}
+
+async function lockstepStart(context: TargetContext, durability: Durability): Promise<RunningTarget> {
+  const node = await imageNodeStart(context, { logSize, durability });
   return {
     fio: { kind: "nbd", uri: node.uri(volumeName) },
     serverPid: node.pid,

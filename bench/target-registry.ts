@@ -3,20 +3,25 @@
 // The list grows by adding a definition and, for a new comparison, a pair to `ratioPairs`.
 // Replication (DESIGN.md §8): `lockstep-async` and `lockstep-sync` are the `lockstep` target
 // with one secondary, compared with it; `lockstep-link` measures a link's initial sync and
-// resync (rows of its own, link-sync.ts).
+// resync (rows of its own, link-sync.ts). `lockstep-snapshots` measures writes with 0 to 32
+// snapshots and the snapshot operations (rows of its own, target-snapshots.ts).
 
 import type { TargetDefinition } from "./target.js";
 import { linkSyncTarget } from "./link-sync.js";
 import { lockstepTargets } from "./target-lockstep.js";
 import { peerTargets } from "./target-peers.js";
 import { replicatedTargets } from "./target-replicated.js";
+import { snapshotTarget } from "./target-snapshots.js";
 
-export const targetsAll: readonly TargetDefinition[] = [...lockstepTargets, ...replicatedTargets, linkSyncTarget, ...peerTargets];
+export const targetsAll: readonly TargetDefinition[] = [...lockstepTargets, ...replicatedTargets, linkSyncTarget, snapshotTarget, ...peerTargets];
 
-export const targetsDefault = ["lockstep", "lockstep-wal", "lockstep-async", "lockstep-sync", "lockstep-link", "nbdkit", "qemu-nbd", "raw"];
+export const targetsDefault = ["lockstep", "lockstep-wal", "lockstep-async", "lockstep-sync", "lockstep-link", "lockstep-snapshots", "nbdkit", "qemu-nbd", "raw"];
 
 /** The replication targets: a run of only these (and `lockstep`, their baseline) rewrites only the replication block of the docs. */
 export const replicationTargetNames: readonly string[] = [...replicatedTargets, linkSyncTarget].map((target) => target.name);
+
+/** The snapshot targets: a run of only these (and `lockstep`) rewrites only the snapshot block of the docs. */
+export const snapshotTargetNames: readonly string[] = [snapshotTarget.name];
 
 /** [numerator, denominator]: printed as numerator/denominator of the headline figure. */
 export const ratioPairs: ReadonlyArray<readonly [string, string]> = [

@@ -3,11 +3,13 @@
 //
 // Most targets run the fio rows (fio-job.ts). A replicated target also waits for its
 // secondary after each row (afterRow), and a target may have rows of its own that are not fio
-// jobs (link-sync.ts: a link's initial sync and resync), which it measures itself.
+// jobs (link-sync.ts: a link's initial sync and resync; target-snapshots.ts: writes with 0 to
+// 32 snapshots, snapshot operations), which it measures itself.
 
 import type { FioTarget } from "./fio-job.js";
 import type { SyncRowResult } from "./link-sync.js";
 import type { LinkCatchUp } from "./node-pair.js";
+import type { SnapshotRowResult } from "./target-snapshots.js";
 
 export interface TargetContext {
   readonly repoRoot: string;
@@ -18,6 +20,8 @@ export interface TargetContext {
   readonly uvIoUring: "default" | "on" | "off";
   readonly cacheReset: "auto" | "fadvise" | "drop";
   readonly fincoreAvailable: boolean;
+  readonly runtimeSeconds: number; // of every fio row (a target measuring fio jobs of its own uses it too)
+  readonly rampSeconds: number;
 }
 
 export interface RunningTarget {
@@ -33,6 +37,8 @@ export interface RunningTarget {
   afterRow?(): Promise<LinkCatchUp>;
   /** Targets with rows of their own (TargetDefinition.ownRows): measures one. */
   ownRowMeasure?(row: string): Promise<SyncRowResult>;
+  /** The same for the snapshot rows (target-snapshots.ts). */
+  snapshotRowMeasure?(row: string): Promise<SnapshotRowResult>;
   stop(): Promise<void>;
 }
 
