@@ -78,7 +78,8 @@ export const snapshotDiffRegionsMax = 100_000; // regions one diff returns (the 
 export const operationQuiesceMsMax = 5_000;
 export const operationsPerSetMax = 256; // operations in one log record (a snapshot of every volume of a group fits)
 export const operationPayloadBytesMax = 64 * KiB; // an operation record's JSON
-export const snapshotChunksInflightMax = 16; // chunks one snapshot write (or trim) changes at once
+export const snapshotChunksInflightMax = 16;
+export const snapshotChunkBuffersMax = 64; // chunk buffers kept for reuse per volume (4 MiB at 64 KiB chunks) // chunks one snapshot write (or trim) changes at once
 export const snapshotMetadataMapBytes = 64 * GiB; // LMDB map size (virtual; files grow as used)
 
 // ---- Allocation queries (SEEK_DATA/SEEK_HOLE; src/volume/allocated-regions.ts) ----

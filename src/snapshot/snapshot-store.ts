@@ -30,7 +30,8 @@ import type { Volume } from "../volume/volume.js";
 import { ChunkLocks } from "./chunk-locks.js";
 import { FreshChunks } from "./fresh-chunks.js";
 import { currentNeeded, frozenChain, frozenEpochs, liveLines, mustPreserve, resolveChunk, sameLocation, versionNeeded, type ChunkLocation } from "./image-chain.js";
-import { liveEpoch, SnapshotMetadata, type ChainLink, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
+import { ChunkBuffers } from "./chunk-buffers.js";
+import { liveEpoch, SnapshotMetadata, type ChainLink, type ChunkCurrent, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
 
 const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const gcBatchEntries = 4096; // metadata entries examined per garbage-collection commit
@@ -83,6 +84,7 @@ export class SnapshotStore implements ChangeGuard {
   private readonly fresh = new FreshChunks();
   private readonly locks = new ChunkLocks();
   private readonly storeSync: SyncCoalescer;
+  private buffers!: ChunkBuffers;
   private reserved = 0; // slots promised to changes between reserve() and preserve()
   private readonly uncommitted = new Set<number>(); // slots handed out, not yet in a commit
   private slotsFree = 0;
@@ -119,6 +121,7 @@ export class SnapshotStore implements ChangeGuard {
       this.state = stored;
     }
     this.state = { ...this.state, slotsMax: Math.floor(this.options.storeSizeMax / this.state.chunkSize) };
+    this.buffers = new ChunkBuffers(this.state.chunkSize);
     for (const line of this.metadata.lines()) this.lines.set(line.id, line);
     for (const image of this.metadata.images()) this.images.set(image.name, image);
     this.slotsFree = this.metadata.freeSlots(Infinity, new Set()).length;
@@ -259,11 +262,12 @@ export class SnapshotStore implements ChangeGuard {
       const line = this.lines.get(0)!;
       const birth = this.metadata.current(0, chunk)?.birth ?? 0;
       const { slot, fromFree } = this.takeSlot(reservation);
+      const data = this.buffers.take();
       try {
-        const data = Buffer.alloc(this.state.chunkSize);
         const offset = chunk * this.state.chunkSize;
         const inVolume = Math.max(0, Math.min(this.state.chunkSize, this.volume.size - offset));
         if (inVolume > 0) await this.volume.read(data.subarray(0, inVolume), offset);
+        data.fill(0, inVolume);
         await this.store.write([data], this.slotOffset(slot));
         await this.storeSync.sync();
         await this.metadata.commit({
@@ -275,6 +279,8 @@ export class SnapshotStore implements ChangeGuard {
       } catch (error) {
         this.returnSlot(slot, fromFree);
         throw error;
+      } finally {
+        this.buffers.give(data);
       }
       this.slotCommitted(slot);
       this.fresh.add(chunk);
@@ -418,31 +424,41 @@ export class SnapshotStore implements ChangeGuard {
         await this.store.write([data ?? Buffer.alloc(length)], this.slotOffset(current.slot) + inner, durable);
         return;
       }
-      const content = Buffer.alloc(this.state.chunkSize);
-      if (length < this.state.chunkSize) {
-        // the chunk's content so far: the line's own, or the image below it
-        const below = current !== undefined ? ({ kind: "slot", slot: current.slot } as const) : this.locate(image.chain.slice(1), chunk);
-        await this.readLocation(below, chunk, content);
-      }
-      if (data !== null) data.copy(content, inner);
-      else content.fill(0, inner, inner + length);
-      const { slot, fromFree } = this.takeSlot(reservation);
+      const content = this.buffers.take();
+      content.fill(0);
       try {
-        await this.store.write([content], this.slotOffset(slot));
-        await this.storeSync.sync();
-        const change: MetadataChange = {
-          state: this.state,
-          currents: [{ line, current: { chunk, birth: epoch, slot } }],
-          taken: fromFree ? [slot] : [],
-        };
-        if (current !== undefined) change.versions = [{ line, version: { chunk, death: epoch, birth: current.birth, slot: current.slot } }];
-        await this.metadata.commit(change);
-      } catch (error) {
-        this.returnSlot(slot, fromFree);
-        throw error;
+        await this.fillAndCommit(image, line, chunk, epoch, current, content, inner, data, length, reservation);
+      } finally {
+        this.buffers.give(content);
       }
-      this.slotCommitted(slot);
     });
+  }
+
+  // A new slot for the chunk: its content so far, the change on top, durable before the commit.
+  private async fillAndCommit(image: ImageEntry, line: number, chunk: number, epoch: number, current: ChunkCurrent | undefined, content: Buffer, inner: number, data: Buffer | null, length: number, reservation: Reservation | null): Promise<void> {
+    if (length < this.state.chunkSize) {
+      // the chunk's content so far: the line's own, or the image below it
+      const below = current !== undefined ? ({ kind: "slot", slot: current.slot } as const) : this.locate(image.chain.slice(1), chunk);
+      await this.readLocation(below, chunk, content);
+    }
+    if (data !== null) data.copy(content, inner);
+    else content.fill(0, inner, inner + length);
+    const { slot, fromFree } = this.takeSlot(reservation);
+    try {
+      await this.store.write([content], this.slotOffset(slot));
+      await this.storeSync.sync();
+      const change: MetadataChange = {
+        state: this.state,
+        currents: [{ line, current: { chunk, birth: epoch, slot } }],
+        taken: fromFree ? [slot] : [],
+      };
+      if (current !== undefined) change.versions = [{ line, version: { chunk, death: epoch, birth: current.birth, slot: current.slot } }];
+      await this.metadata.commit(change);
+    } catch (error) {
+      this.returnSlot(slot, fromFree);
+      throw error;
+    }
+    this.slotCommitted(slot);
   }
 
   private async readLocation(location: ChunkLocation, chunk: number, target: Buffer): Promise<void> {
