@@ -29,7 +29,7 @@ interface SnapshotView {
   createdAtMs: number;
   refreshedAtMs: number | null;
   depth: number;
-  storeBytes: number;
+  storeBytes: number | null;
 }
 
 // What an operation cost: its pause at the primary, its record, and the bytes on each link.
@@ -56,7 +56,7 @@ function treeRows(snapshots: SnapshotView[], table: Output["table"]): string {
       formatSize(snapshot.size),
       snapshot.createdLsn,
       new Date(snapshot.refreshedAtMs ?? snapshot.createdAtMs).toISOString().replace(/\.\d+Z$/, "Z") + (snapshot.refreshedAtMs === null ? "" : " (refreshed)"),
-      formatSize(snapshot.storeBytes),
+      snapshot.storeBytes === null ? "-" : formatSize(snapshot.storeBytes),
     ]),
   ]);
 }

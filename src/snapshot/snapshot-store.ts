@@ -68,7 +68,7 @@ export interface SnapshotInfo {
   readonly createdAtMs: number;
   readonly refreshedAtMs: number | null;
   readonly depth: number;
-  readonly storeBytes: number;
+  readonly storeBytes: number | null; // null where not counted (an operation's answer; `list` counts)
 }
 
 export interface Reservation {
@@ -815,7 +815,7 @@ export class SnapshotStore implements ChangeGuard {
 
   // ---- Reporting ----
 
-  info(image: ImageEntry, storeBytes = -1): SnapshotInfo {
+  info(image: ImageEntry, storeBytes: number | null = null): SnapshotInfo {
     return {
       name: `${this.volume.name}@${image.name}`,
       volume: this.volume.name,
