@@ -248,11 +248,8 @@ export class Group {
   // everything else: LSN, log, and the store's write only once the record is durable (the
   // activity map covers volumes, not snapshot stores, so redo must be able to replay it).
   // gateKey: the snapshot's own key, so overlapping changes to it land in LSN order.
-  async snapshotChange(volume: Volume, gateKey: number, kind: number, offset: number, length: number, payload: Buffer, fua: boolean, apply: () => Promise<void>): Promise<void> {
-    this.checkOpen();
-    if (this.paused !== null) await this.admitWhenResumed();
-    this.active += 1;
-    try {
+  snapshotChange(volume: Volume, gateKey: number, kind: number, offset: number, length: number, payload: Buffer, fua: boolean, apply: () => Promise<void>): Promise<void> {
+    return this.admitted(async () => {
       if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
       const lsn = this.log.append({ kind, flags: fua ? RecordFlag.fua : 0, volumeId: volume.id, offset, length, payload });
       const ticket = this.snapshotGate.enter(gateKey, offset, length);
@@ -268,10 +265,7 @@ export class Group {
         this.watermark.end(lsn);
       }
       this.stats.snapshotChanges += 1;
-    } finally {
-      this.finished();
-    }
-    this.maybeCheckpoint();
+    });
   }
 
   // ---- The write path ----
@@ -337,12 +331,18 @@ export class Group {
     return this.change(volume, RecordKind.trim, fua ? RecordFlag.fua : 0, offset, length, undefined);
   }
 
-  private async change(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
+  private change(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
+    return this.admitted(() => this.changeAdmitted(volume, kind, flags, offset, length, payload));
+  }
+
+  // Every change: it waits while an operation holds the group quiet, is counted in flight
+  // (quiesce waits for it) and may start a checkpoint once done.
+  private async admitted(work: () => Promise<void>): Promise<void> {
     this.checkOpen();
     if (this.paused !== null) await this.admitWhenResumed();
     this.active += 1;
     try {
-      await this.changeAdmitted(volume, kind, flags, offset, length, payload);
+      await work();
     } finally {
       this.finished();
     }
@@ -398,28 +398,24 @@ export class Group {
   // Reads a range at an exact point of the write order: after every change with an LSN up to
   // the one returned, before any later change (the range gate orders it like a write). A
   // resync ships the content at that point of the stream, and verify hashes it there.
-  async readOrdered(volume: Volume, offset: number, target: Buffer): Promise<bigint> {
-    const lsn = this.log.headLsn;
-    const ticket = this.gate.enter(volume.id, offset, target.length);
-    try {
-      if (ticket.wait !== null) await ticket.wait;
-      await volume.read(target, offset);
-    } finally {
-      this.gate.leave(ticket);
-    }
-    return lsn;
+  readOrdered(volume: Volume, offset: number, target: Buffer): Promise<bigint> {
+    return this.readAtPoint(this.gate, volume.id, offset, target, () => volume.read(target, offset));
   }
 
   // A snapshot's range at an exact point of the write order, like readOrdered: after every
   // snapshot change with an LSN up to the one returned (they hold the snapshot gate).
-  async readOrderedSnapshot(image: SnapshotImageView, offset: number, target: Buffer): Promise<bigint> {
+  readOrderedSnapshot(image: SnapshotImageView, offset: number, target: Buffer): Promise<bigint> {
+    return this.readAtPoint(this.snapshotGate, image.gateKey, offset, target, () => image.read(offset, target));
+  }
+
+  private async readAtPoint(gate: RangeGate, key: number, offset: number, target: Buffer, read: () => Promise<void>): Promise<bigint> {
     const lsn = this.log.headLsn;
-    const ticket = this.snapshotGate.enter(image.gateKey, offset, target.length);
+    const ticket = gate.enter(key, offset, target.length);
     try {
       if (ticket.wait !== null) await ticket.wait;
-      await image.read(offset, target);
+      await read();
     } finally {
-      this.snapshotGate.leave(ticket);
+      gate.leave(ticket);
     }
     return lsn;
   }

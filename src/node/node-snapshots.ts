@@ -18,7 +18,7 @@
 import { existsSync, promises as fsp } from "node:fs";
 import { join } from "node:path";
 
-import { snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
+import { snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
@@ -26,11 +26,10 @@ import type { Group, SnapshotImageView } from "../group/group.js";
 import { decodeOperationSet, encodeOperationSet, operationVolumes, type Operation, type OperationSet } from "../group/operation.js";
 import { isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import { decodeSnapshotChange, encodeSnapshotChange } from "../group/snapshot-change.js";
-import { SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
+import { checkSnapshotName, SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
 import type { Volume } from "../volume/volume.js";
 import { SnapshotExport } from "./snapshot-export.js";
 
-const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 // A secondary's protective snapshot during a resync: '~' is not allowed in operators' names.
 export const protectiveSnapshot = "~resync";
 
@@ -85,6 +84,11 @@ export interface OperationReport {
 export interface ImageName {
   readonly volume: string;
   readonly snapshot: string | null;
+}
+
+// A snapshot's key in the group's snapshot gate (volume ids < 2^20, image ids < 2^32: exact).
+function snapshotGateKey(volume: Volume, imageId: number): number {
+  return volume.id * 2 ** 32 + imageId;
 }
 
 function describeOperation(operation: Operation): string {
@@ -177,7 +181,7 @@ export class NodeSnapshots {
     const { reservation, release } = store.reserveWrite(snapshot, offset, length);
     try {
       const kind = data === null ? RecordKind.snapshotZero : RecordKind.snapshotWrite;
-      const gateKey = entry.volume.id * 2 ** 32 + store.image(snapshot).id; // as snapshotImages() gives it
+      const gateKey = snapshotGateKey(entry.volume, store.image(snapshot).id);
       await entry.group.snapshotChange(entry.volume, gateKey, kind, offset, length, encodeSnapshotChange(snapshot, data), fua, () => store.write(snapshot, offset, data, length, fua, reservation));
     } finally {
       release();
@@ -266,7 +270,7 @@ export class NodeSnapshots {
     if (store === undefined) return [];
     return store.names().filter((name) => name !== protectiveSnapshot).map((name) => {
       const image = store.image(name);
-      return { name, size: image.size, gateKey: volume.id * 2 ** 32 + image.id, read: (offset: number, target: Buffer) => store.read(name, offset, target) };
+      return { name, size: image.size, gateKey: snapshotGateKey(volume, image.id), read: (offset: number, target: Buffer) => store.read(name, offset, target) };
     });
   }
 
@@ -397,9 +401,7 @@ export class NodeSnapshots {
   }
 
   private checkCreate(volume: string, name: string, from: string | null): void {
-    if (!snapshotNamePattern.test(name) || name.length > snapshotNameLengthMax) {
-      throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} letters, digits, '_', '.' or '-'`);
-    }
+    checkSnapshotName(name);
     const store = this.stores.get(volume);
     if (store?.has(name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${volume}@${name}` });
     if (from !== null && !store?.has(from)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${volume}@${from}` });

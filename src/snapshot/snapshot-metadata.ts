@@ -136,22 +136,38 @@ export class SnapshotMetadata {
     return value === undefined ? undefined : { chunk, birth: value[0], slot: value[1] };
   }
 
-  // A line's versions from (chunk, death) on, in key order, at most limit; and its current
-  // chunks from a chunk on.
-  versionsOf(line: number, from: { chunk: number; death: number } = { chunk: 0, death: 0 }, limit = Infinity): ChunkVersion[] {
-    const found: ChunkVersion[] = [];
-    for (const { key, value } of this.versionTable.getRange({ start: [line, from.chunk, from.death], end: [line + 1], limit })) {
-      found.push({ chunk: key[1]!, death: key[2]!, birth: value[0], slot: value[1] });
+  // A line's versions, then its current chunks, with chunk in [fromChunk, endChunk), in key
+  // order and in pages of at most pageEntries: each page is read when the caller asks for it,
+  // after whatever it committed for the page before (garbage collection deletes as it goes).
+  *versionPages(line: number, pageEntries: number, fromChunk = 0, endChunk = Number.MAX_SAFE_INTEGER): Generator<ChunkVersion[]> {
+    let start: number[] = [line, fromChunk, 0];
+    for (;;) {
+      const page: ChunkVersion[] = [];
+      for (const { key, value } of this.versionTable.getRange({ start, end: [line, endChunk], limit: pageEntries })) {
+        page.push({ chunk: key[1]!, death: key[2]!, birth: value[0], slot: value[1] });
+      }
+      if (page.length > 0) yield page;
+      if (page.length < pageEntries) return;
+      const last = page[page.length - 1]!;
+      start = [line, last.chunk, last.death + 1];
     }
-    return found;
   }
 
-  currentsOf(line: number, fromChunk = 0, limit = Infinity): ChunkCurrent[] {
-    const found: ChunkCurrent[] = [];
-    for (const { key, value } of this.currentTable.getRange({ start: [line, fromChunk], end: [line + 1], limit })) {
-      found.push({ chunk: key[1]!, birth: value[0], slot: value[1] });
+  *currentPages(line: number, pageEntries: number, fromChunk = 0, endChunk = Number.MAX_SAFE_INTEGER): Generator<ChunkCurrent[]> {
+    let start = fromChunk;
+    for (;;) {
+      const page: ChunkCurrent[] = [];
+      for (const { key, value } of this.currentTable.getRange({ start: [line, start], end: [line, endChunk], limit: pageEntries })) {
+        page.push({ chunk: key[1]!, birth: value[0], slot: value[1] });
+      }
+      if (page.length > 0) yield page;
+      if (page.length < pageEntries) return;
+      start = page[page.length - 1]!.chunk + 1;
     }
-    return found;
+  }
+
+  get freeSlotCount(): number {
+    return this.freeTable.getKeysCount();
   }
 
   // Up to `count` free slots that are not in `skip` (slots handed out but not yet committed).

@@ -34,6 +34,16 @@ import { ChunkBuffers } from "./chunk-buffers.js";
 import { liveEpoch, SnapshotMetadata, type ChainLink, type ChunkCurrent, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
 
 const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+// An operator's snapshot name (the node's own start with '~', outside this alphabet).
+export function checkSnapshotName(name: string): void {
+  if (!snapshotNamePattern.test(name) || name.length > snapshotNameLengthMax) {
+    throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} letters, digits, '_', '.' or '-'`);
+  }
+}
+
+// The chain of the volume itself: its line, live.
+const volumeChain: readonly ChainLink[] = [{ line: 0, epoch: liveEpoch }];
 const gcBatchEntries = 4096; // metadata entries examined per garbage-collection commit
 const diffWindowChunks = 65_536; // chunks whose candidates are gathered at once by a diff
 
@@ -124,7 +134,7 @@ export class SnapshotStore implements ChangeGuard {
     this.buffers = new ChunkBuffers(this.state.chunkSize);
     for (const line of this.metadata.lines()) this.lines.set(line.id, line);
     for (const image of this.metadata.images()) this.images.set(image.name, image);
-    this.slotsFree = this.metadata.freeSlots(Infinity, new Set()).length;
+    this.slotsFree = this.metadata.freeSlotCount;
     this.indexImages();
     if (this.state.gcPending) await this.collectGarbage();
     this.volume.changeGuard = this;
@@ -132,10 +142,6 @@ export class SnapshotStore implements ChangeGuard {
 
   get chunkSize(): number {
     return this.state.chunkSize;
-  }
-
-  get interruptedRestore(): string | null {
-    return this.state.restoring;
   }
 
   // The LSN of the last operation performed here (each operation commits it with its effect).
@@ -507,15 +513,18 @@ export class SnapshotStore implements ChangeGuard {
 
   // ---- Operations (the caller holds the group quiet and runs them through exclusive()) ----
 
-  private checkName(name: string): void {
-    if (!snapshotNamePattern.test(name) || name.length > snapshotNameLengthMax) {
-      throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} letters, digits, '_', '.' or '-'`);
-    }
+  // An image's chain and size (null: the volume).
+  private chainOf(name: string | null): readonly ChainLink[] {
+    return name === null ? volumeChain : this.image(name).chain;
+  }
+
+  private sizeOf(name: string | null): number {
+    return name === null ? this.volume.size : this.image(name).size;
   }
 
   // The chain of an image taken now of `source` (null: the volume), and the line epochs it moves.
-  private chainOf(source: string | null): { chain: ChainLink[]; lines: LineEntry[] } {
-    const sourceChain = source === null ? [{ line: 0, epoch: liveEpoch }] : this.image(source).chain;
+  private frozenChainOf(source: string | null): { chain: ChainLink[]; lines: LineEntry[] } {
+    const sourceChain = this.chainOf(source);
     const chain = frozenChain(sourceChain, (line) => this.lines.get(line)!.epoch);
     const top = sourceChain[0]!;
     const lines = top.epoch === liveEpoch ? [{ id: top.line, epoch: this.lines.get(top.line)!.epoch + 1 }] : [];
@@ -528,20 +537,21 @@ export class SnapshotStore implements ChangeGuard {
     return { chain: [{ line: id, epoch: liveEpoch }, ...chain], lines: [...lines, { id, epoch: 1 }], nextLineId: id + 1 };
   }
 
-  private async durableBeforeFreeze(): Promise<void> {
+  // What the volume and the store hold is on disk (before an image freezes it, after a restore).
+  private async syncVolumeAndStore(): Promise<void> {
     await Promise.all([this.volume.flush(), this.storeSync.sync()]);
   }
 
   // internal: a snapshot the node takes for itself (a name outside the operators' alphabet).
   async create(request: { name: string; from: string | null; writable: boolean; lsn: bigint; internal?: boolean }): Promise<SnapshotInfo> {
-    if (!request.internal) this.checkName(request.name);
+    if (!request.internal) checkSnapshotName(request.name);
     if (this.images.has(request.name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${this.volume.name}@${request.name}` });
     if (this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
-    const size = request.from === null ? this.volume.size : this.image(request.from).size;
-    const frozen = this.chainOf(request.from);
+    const size = this.sizeOf(request.from);
+    const frozen = this.frozenChainOf(request.from);
     const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, request.writable, frozen.lines);
     if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: request.name, chainLengthMax: snapshotChainLengthMax });
-    await this.durableBeforeFreeze(); // what the snapshot reads from the volume is on disk
+    await this.syncVolumeAndStore(); // what the snapshot reads from the volume is on disk
     const image: ImageEntry = {
       id: this.state.nextImageId,
       name: request.name,
@@ -606,11 +616,11 @@ export class SnapshotStore implements ChangeGuard {
     const image = this.image(name);
     const source = fromVolume ? null : image.parent;
     if (source !== null && this.isDescendantOf(source, name)) throw new OperatingError("REQUEST_INVALID", `${name} cannot be refreshed from its own descendant ${source}`);
-    const size = source === null ? this.volume.size : this.image(source).size;
-    const frozen = this.chainOf(source);
+    const size = this.sizeOf(source);
+    const frozen = this.frozenChainOf(source);
     const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, image.writable, frozen.lines);
     if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: name, chainLengthMax: snapshotChainLengthMax });
-    await this.durableBeforeFreeze();
+    await this.syncVolumeAndStore();
     const refreshed: ImageEntry = { ...image, chain, size, parent: fromVolume ? null : image.parent, refreshedAtMs: this.options.nowMs() };
     this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state, images: [refreshed], lines });
@@ -634,22 +644,14 @@ export class SnapshotStore implements ChangeGuard {
     for (const line of lineIds) {
       const epochs = this.epochs.get(line);
       const live = this.live.has(line);
-      for (let from = { chunk: 0, death: 0 }; ; ) {
-        const versions = this.metadata.versionsOf(line, from, gcBatchEntries);
+      for (const versions of this.metadata.versionPages(line, gcBatchEntries)) {
         const dead = versions.filter((version) => !versionNeeded(version.birth, version.death, epochs));
         if (dead.length > 0) await this.free({ deleteVersions: dead.map((version) => ({ line, chunk: version.chunk, death: version.death })) }, dead.map((version) => version.slot), freedSlots);
-        if (versions.length < gcBatchEntries) break;
-        const last = versions[versions.length - 1]!;
-        from = { chunk: last.chunk, death: last.death + 1 };
       }
       if (line === 0) continue; // the volume's current chunks are the volume itself
-      for (let from = 0; ; ) {
-        const currents = this.metadata.currentsOf(line, from, gcBatchEntries);
-        if (currents.length === 0) break;
+      for (const currents of this.metadata.currentPages(line, gcBatchEntries)) {
         const dead = currents.filter((current) => !currentNeeded(current.birth, live, epochs));
         if (dead.length > 0) await this.free({ deleteCurrents: dead.map((current) => ({ line, chunk: current.chunk })) }, dead.map((current) => current.slot), freedSlots);
-        from = currents[currents.length - 1]!.chunk + 1;
-        if (currents.length < gcBatchEntries) break;
       }
       if (!live && epochs === undefined) {
         await this.metadata.commit({ deleteLines: [line] });
@@ -683,10 +685,10 @@ export class SnapshotStore implements ChangeGuard {
   // Regions where two images (null: the volume) may differ, from metadata alone: a chunk
   // differs when the two resolve to different places. Sizes that differ add the tail.
   diff(a: string | null, b: string | null): DiffResult {
-    const chainA = a === null ? [{ line: 0, epoch: liveEpoch }] : this.image(a).chain;
-    const chainB = b === null ? [{ line: 0, epoch: liveEpoch }] : this.image(b).chain;
-    const sizeA = a === null ? this.volume.size : this.image(a).size;
-    const sizeB = b === null ? this.volume.size : this.image(b).size;
+    const chainA = this.chainOf(a);
+    const chainB = this.chainOf(b);
+    const sizeA = this.sizeOf(a);
+    const sizeB = this.sizeOf(b);
     const common = Math.min(sizeA, sizeB);
     const lines = [...new Set([...chainA, ...chainB].map((link) => link.line))];
     const regions: { offset: number; length: number }[] = [];
@@ -716,27 +718,16 @@ export class SnapshotStore implements ChangeGuard {
   private candidates(lines: readonly number[], start: number, end: number): number[] {
     const found = new Set<number>();
     for (const line of lines) {
-      for (let from = { chunk: start, death: 0 }; from.chunk < end; ) {
-        const versions = this.metadata.versionsOf(line, from, gcBatchEntries);
-        for (const version of versions) if (version.chunk < end) found.add(version.chunk);
-        if (versions.length < gcBatchEntries) break;
-        const last = versions[versions.length - 1]!;
-        from = { chunk: last.chunk, death: last.death + 1 };
-      }
-      for (let from = start; from < end; ) {
-        const currents = this.metadata.currentsOf(line, from, gcBatchEntries).filter((current) => current.chunk < end);
-        for (const current of currents) found.add(current.chunk);
-        if (currents.length < gcBatchEntries) break;
-        from = currents[currents.length - 1]!.chunk + 1;
-      }
+      for (const versions of this.metadata.versionPages(line, gcBatchEntries, start, end)) for (const version of versions) found.add(version.chunk);
+      for (const currents of this.metadata.currentPages(line, gcBatchEntries, start, end)) for (const current of currents) found.add(current.chunk);
     }
     return [...found].sort((x, y) => x - y);
   }
 
   // Makes the volume's content (and size) equal to the snapshot's, writing only the chunks
   // that differ, through the same preservation as any change (other snapshots keep theirs).
-  // The caller has the group quiet and its log checkpointed. An interrupted restore is
-  // recorded and restarted by the next start (restoreInterrupted).
+  // The caller runs it exclusively with the group quiet. `restoring` shows an interrupted one
+  // in status; redo of its operation record runs it again to the end.
   async restore(name: string, lsn: bigint, resize: (size: number) => Promise<void>): Promise<{ bytesWritten: number; chunks: number }> {
     const image = this.image(name);
     this.state = { ...this.state, restoring: name };
@@ -760,7 +751,7 @@ export class SnapshotStore implements ChangeGuard {
         chunks += 1;
       }
     }
-    await Promise.all([this.volume.flush(), this.storeSync.sync()]);
+    await this.syncVolumeAndStore();
     this.state = { ...this.state, restoring: null, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state });
     return { bytesWritten, chunks };
@@ -772,8 +763,8 @@ export class SnapshotStore implements ChangeGuard {
   async sync(from: string | null, to: string, lsn: bigint): Promise<{ bytesWritten: number; chunks: number }> {
     const target = this.image(to);
     if (!target.writable) throw new OperatingError("REQUEST_INVALID", `${this.volume.name}@${to} is read-only: a sync writes into the volume or a writable snapshot`);
-    const sourceChain = from === null ? [{ line: 0, epoch: liveEpoch }] : this.image(from).chain;
-    const size = from === null ? this.volume.size : this.image(from).size;
+    const sourceChain = this.chainOf(from);
+    const size = this.sizeOf(from);
     const { regions, truncated } = this.diff(from, to);
     const pending = truncated ? [{ offset: 0, length: Math.max(size, target.size) }] : regions;
     const resized: ImageEntry = { ...target, size };
@@ -865,20 +856,9 @@ export class SnapshotStore implements ChangeGuard {
           if (reads) bytes.set(reader.name, (bytes.get(reader.name) ?? 0) + this.state.chunkSize);
         }
       };
-      for (let from = { chunk: 0, death: 0 }; ; ) {
-        const versions = this.metadata.versionsOf(line, from, gcBatchEntries);
-        for (const version of versions) count(version.birth, version.death);
-        if (versions.length < gcBatchEntries) break;
-        const last = versions[versions.length - 1]!;
-        from = { chunk: last.chunk, death: last.death + 1 };
-      }
+      for (const versions of this.metadata.versionPages(line, gcBatchEntries)) for (const version of versions) count(version.birth, version.death);
       if (line === 0) continue;
-      for (let from = 0; ; ) {
-        const currents = this.metadata.currentsOf(line, from, gcBatchEntries);
-        for (const current of currents) count(current.birth, Infinity);
-        if (currents.length < gcBatchEntries) break;
-        from = currents[currents.length - 1]!.chunk + 1;
-      }
+      for (const currents of this.metadata.currentPages(line, gcBatchEntries)) for (const current of currents) count(current.birth, Infinity);
     }
     return bytes;
   }
