@@ -71,5 +71,8 @@ if (files.length === 0) {
   console.error("error: no test files found under dist/test");
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ["--test", "--test-concurrency=2", "--test-timeout=600000", ...files], { stdio: "inherit" });
+// --test-force-exit: a file whose tests have all finished exits even if a handle is still open
+// (its child processes are killed by PID on exit, test/child-process.ts); the harness prints
+// the handles it finds open, so a leak shows in the output instead of a 10-minute timeout.
+const result = spawnSync(process.execPath, ["--test", "--test-concurrency=2", "--test-timeout=600000", "--test-force-exit", ...files], { stdio: "inherit" });
 process.exit(result.status ?? 1);

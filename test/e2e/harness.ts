@@ -8,11 +8,26 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 
 export const projectRoot = fileURLToPath(new URL("../../../", import.meta.url));
 export const lockstepBin = join(projectRoot, "bin", "lockstep.js");
 export { run, type RunResult };
+
+// After a file's tests (and its own `after` hooks, which stop its nodes): what still holds the
+// process open (a leaked socket, timer or child) is printed, so a leak is visible in the
+// output; scripts/test.js then lets the file exit anyway (--test-force-exit).
+after(async () => {
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  // the process's own stdio are handles too (pipes under the test runner): not a leak
+  const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
+  const open = handles.filter((handle) => handle !== process.stdout && handle !== process.stderr && handle !== process.stdin && !(handle instanceof Object && handle.constructor.name === "Timeout"));
+  if (open.length > 0 || children.size > 0) {
+    const describe = (handle: object): string => (handle.constructor.name === "Socket" ? `Socket(${(handle as { remoteAddress?: string; _pipeName?: string }).remoteAddress ?? (handle as { _pipeName?: string })._pipeName ?? "?"})` : handle.constructor.name);
+    console.error(`# still open after the tests: ${open.map(describe).join(", ") || "no handles"}; children: ${[...children].map((child) => `${child.spawnfile} (${child.pid})`).join(", ") || "none"}`);
+  }
+});
 
 export async function runOk(command: string, args: readonly string[], options: Parameters<typeof run>[2] = {}): Promise<RunResult> {
   const result = await run(command, args, options);
