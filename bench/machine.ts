@@ -26,6 +26,8 @@ export const toolPackages: Record<string, string> = {
   fincore: "util-linux",
   dd: "coreutils",
   sync: "coreutils",
+  sha256sum: "coreutils",
+  nbdcopy: "libnbd-bin",
 };
 
 export async function toolAvailable(tool: string): Promise<boolean> {

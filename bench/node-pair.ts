@@ -134,11 +134,25 @@ export class NodePair {
     return this.nudgesDone;
   }
 
-  /** `link add` on the primary, `link accept` on the secondary. */
-  async linkAdd(mode: LinkMode): Promise<void> {
+  /** `link add` on the primary (to the secondary's address, or a relay in front of it), `link accept` on the secondary. */
+  async linkAdd(mode: LinkMode, address = this.secondaryAddress): Promise<void> {
     const credentialPath = join(this.workDir, `${peerName}.link`);
-    await this.primary.cli(["link", "add", this.groupName, peerName, this.secondaryAddress, "--mode", mode, "--credential-out", credentialPath]);
+    await this.primary.cli(["link", "add", this.groupName, peerName, address, "--mode", mode, "--credential-out", credentialPath]);
     await this.secondary.cli(["link", "accept", "--file", credentialPath]);
+  }
+
+  /**
+   * linkAdd, then the initial sync as an operator waits for it: the secondary consistent, the
+   * primary saying so, and `link progress` satisfied. Returns the seconds from `link add`
+   * until the secondary was consistent.
+   */
+  async linkUp(mode: LinkMode, timeoutMs: number, address = this.secondaryAddress): Promise<number> {
+    const startMs = performance.now();
+    await this.linkAdd(mode, address);
+    const consistentMs = await this.replicaConsistentWait(0, 0n, startMs, timeoutMs);
+    await this.primaryConsistentWait(timeoutMs);
+    await this.primary.cli(["link", "progress", this.groupName, peerName, "--timeout", "1m"]); // what an operator waits on: must say consistent now
+    return consistentMs / 1000;
   }
 
   async link(): Promise<LinkView> {

@@ -6,6 +6,7 @@ import { rowsAll, rowsDefault } from "./fio-job.js";
 import { syncRowsAll } from "./link-sync.js";
 import { targetsAll, targetsDefault } from "./target-registry.js";
 import { snapshotRowsAll } from "./target-snapshots.js";
+import { operationRowsAll } from "./target-operations.js";
 
 export interface BenchOptions {
   readonly targets: readonly string[];
@@ -25,7 +26,7 @@ export interface BenchOptions {
   readonly resultPath: string | null; // null: bench/results/latest.json
 }
 
-const ownRowNames = [...syncRowsAll, ...snapshotRowsAll].map((row) => row.name);
+const ownRowNames = [...syncRowsAll, ...snapshotRowsAll, ...operationRowsAll].map((row) => row.name);
 const rowNamesKnown = [...rowsAll.map((row) => row.name), ...ownRowNames];
 const rowsKnownDefault = [...rowsDefault, ...ownRowNames];
 
@@ -37,7 +38,9 @@ export const usage = `usage: npm run bench -- [options]
                        known: ${rowNamesKnown.join(", ")}
                        (fio rows run on every target that runs them; ${syncRowsAll.map((row) => row.name).join(" and ")}
                        only on lockstep-link; ${snapshotRowsAll.map((row) => row.name).join(" and ")} only on
-                       lockstep-snapshots; lockstep-async/-sync run randwrite-4k-qd16 only)
+                       lockstep-snapshots; ${operationRowsAll.map((row) => row.name).join(", ")} only on
+                       lockstep-operations, not a default target: its volume is 4 × --image-size
+                       and the change --image-size; lockstep-async/-sync run randwrite-4k-qd16 only)
   --runtime SECONDS    measured time per job (default 15; --quick: 5)
   --ramp SECONDS       ramp time per job, not measured (default 3; --quick: 1)
   --quick              short jobs, 1 GiB memory check, docs/BENCHMARKS.md left alone
@@ -49,9 +52,9 @@ export const usage = `usage: npm run bench -- [options]
   --uv-io-uring M      default | on | off: UV_USE_IO_URING for lockstep targets
   --tmp DIR            parent of the temp dir (default /var/tmp)
   --docs / --no-docs   regenerate docs/BENCHMARKS.md figures (default: yes unless --quick); a run
-                       of only lockstep, lockstep-async/-sync/-link and lockstep-snapshots
-                       rewrites only the replication and/or snapshot blocks it measured and
-                       keeps the data-path block
+                       of only lockstep, lockstep-async/-sync/-link, lockstep-snapshots and
+                       lockstep-operations rewrites only the replication, snapshot and/or
+                       operations blocks it measured and keeps the data-path block
   --out PATH           JSON result file (default bench/results/latest.json)
 `;
 

@@ -5,7 +5,9 @@
 // qemu-nbd, then fio on the file itself) and runs the same fio jobs, the page cache reset
 // before each; a replicated target then drains its link. lockstep-link measures a link's
 // initial sync and resync on an image of its own (link-sync.ts); lockstep-snapshots measures
-// writes with 0 to 32 snapshots and the snapshot operations (target-snapshots.ts). Prints a
+// writes with 0 to 32 snapshots and the snapshot operations (target-snapshots.ts);
+// lockstep-operations, not run by default, compares snapshot create and restore in band with
+// re-replicating the data they change (target-operations.ts). Prints a
 // table with ratios against the peers measured in the same run, writes
 // bench/results/latest.json and the figures section of docs/BENCHMARKS.md. Exit 0 when every
 // target ran, 1 when one failed, 2 on a usage or setup error. Methodology and caveats:
@@ -24,9 +26,11 @@ import { dropCachesWritable } from "./page-cache.js";
 import { childrenKillAll, clockTicksPerSecond, commandCheck } from "./process-tree.js";
 import { docsFiguresWrite, jsonWrite, ratiosCompute, textReport, type BenchResult, type TargetResult } from "./report.js";
 import { TargetUnavailableError, type RunningTarget, type TargetDefinition } from "./target.js";
-import { ratioPairs, replicationTargetNames, snapshotTargetNames, targetsAll } from "./target-registry.js";
+import { operationsTargetNames, ratioPairs, replicationTargetNames, snapshotTargetNames, targetsAll } from "./target-registry.js";
 import { snapshotRowsAll } from "./target-snapshots.js";
+import { operationRowsAll } from "./target-operations.js";
 import { snapshotRowText } from "./report-snapshots.js";
+import { operationsRowText } from "./report-operations.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const imageCreateTimeoutMs = 600_000;
@@ -100,13 +104,19 @@ async function fioRowsRun(definition: TargetDefinition, running: RunningTarget, 
   }
 }
 
-/** The selected rows the target measures itself (lockstep-link: initial sync, resync; lockstep-snapshots). */
+/** The selected rows the target measures itself (lockstep-link: initial sync, resync; lockstep-snapshots; lockstep-operations). */
 async function ownRowsRun(definition: TargetDefinition, running: RunningTarget, options: BenchOptions, result: TargetResult): Promise<void> {
   for (const row of snapshotRowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.ownRows?.includes(candidate.name) ?? false))) {
     if (running.snapshotRowMeasure === undefined) throw new Error(`${definition.name} lists row ${row.name} but cannot measure it`);
     const measured = await running.snapshotRowMeasure(row.name);
     result.snapshotRows.push(measured);
     progress(`${definition.name} ${row.name}: ${snapshotRowText(measured)}`);
+  }
+  for (const row of operationRowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.ownRows?.includes(candidate.name) ?? false))) {
+    if (running.operationRowMeasure === undefined) throw new Error(`${definition.name} lists row ${row.name} but cannot measure it`);
+    const measured = await running.operationRowMeasure(row.name);
+    result.operationRows.push(measured);
+    progress(`${definition.name} ${row.name}: ${operationsRowText(measured)}`);
   }
   for (const row of syncRowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.ownRows?.includes(candidate.name) ?? false))) {
     if (running.ownRowMeasure === undefined) throw new Error(`${definition.name} lists row ${row.name} but cannot measure it`);
@@ -127,7 +137,7 @@ async function targetRun(
 ): Promise<TargetResult> {
   const result: TargetResult = {
     name: definition.name, description: definition.description, command: null, error: null, rows: [], memory: null, memoryError: null,
-    notes: [], syncRows: [], snapshotRows: [],
+    notes: [], syncRows: [], snapshotRows: [], operationRows: [],
   };
   const workDir = join(tempDir, definition.name);
   mkdirSync(workDir);
@@ -166,6 +176,7 @@ function cacheResetNote(result: BenchResult, options: BenchOptions): string {
   const resets = result.targets.flatMap((target) => [
     ...target.rows.map((row) => row.cacheReset),
     ...target.snapshotRows.flatMap((row) => (row.kind === "writes" ? row.rounds.map((round) => round.measured.cacheReset) : [])),
+    ...target.operationRows.flatMap((row) => row.cacheResets),
   ]);
   const methods = [...new Set(resets.map((reset) => reset.method))].join(", ") || "none run";
   const after = resets.map((reset) => reset.residentBytesAfter);
@@ -203,6 +214,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const rows = rowsAll.filter((row) => options.rows.includes(row.name));
     const syncRows = syncRowsAll.filter((row) => options.rows.includes(row.name));
     const snapshotRows = snapshotRowsAll.filter((row) => options.rows.includes(row.name));
+    const operationRows = operationRowsAll.filter((row) => options.rows.includes(row.name));
     const result: BenchResult = {
       command: ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" "),
       startedAt: new Date().toISOString(),
@@ -217,6 +229,7 @@ async function main(argv: readonly string[]): Promise<number> {
       rows,
       syncRows,
       snapshotRows,
+      operationRows,
       targets: [],
       ratios: [],
     };
@@ -236,11 +249,11 @@ async function main(argv: readonly string[]): Promise<number> {
     jsonWrite(resultPath, result);
     progress(`wrote ${resultPath}`);
     if (options.docs) {
-      const blockTargetNames = [...replicationTargetNames, ...snapshotTargetNames]; // each has its own block of the figures
+      const blockTargetNames = [...replicationTargetNames, ...snapshotTargetNames, ...operationsTargetNames]; // each has its own block of the figures
       const blocksOnly = options.targets.some((name) => blockTargetNames.includes(name)) &&
         options.targets.every((name) => blockTargetNames.includes(name) || name === "lockstep");
       docsFiguresWrite(join(repoRoot, "docs", "BENCHMARKS.md"), result, "# Benchmarks\n", {
-        dataPath: !blocksOnly, replicationTargets: replicationTargetNames, snapshotTargets: snapshotTargetNames,
+        dataPath: !blocksOnly, replicationTargets: replicationTargetNames, snapshotTargets: snapshotTargetNames, operationsTargets: operationsTargetNames,
       });
       progress("updated docs/BENCHMARKS.md");
     }

@@ -30,11 +30,7 @@ async function replicatedStart(context: TargetContext, mode: LinkMode): Promise<
   let initialSyncSeconds: number;
   try {
     await volumeAdopt(pair.primary, context.imagePath, context.imageSizeBytes);
-    const startMs = performance.now();
-    await pair.linkAdd(mode);
-    initialSyncSeconds = (await pair.replicaConsistentWait(0, 0n, startMs, initialSyncTimeoutMs)) / 1000;
-    await pair.primaryConsistentWait(initialSyncTimeoutMs);
-    await pair.primary.cli(["link", "progress", groupName, peerName, "--timeout", "1m"]); // what an operator waits on: must say consistent now
+    initialSyncSeconds = await pair.linkUp(mode, initialSyncTimeoutMs);
   } catch (error) {
     await pair.stop();
     throw error;

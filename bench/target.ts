@@ -4,11 +4,13 @@
 // Most targets run the fio rows (fio-job.ts). A replicated target also waits for its
 // secondary after each row (afterRow), and a target may have rows of its own that are not fio
 // jobs (link-sync.ts: a link's initial sync and resync; target-snapshots.ts: writes with 0 to
-// 32 snapshots, snapshot operations), which it measures itself.
+// 32 snapshots, snapshot operations; target-operations.ts: operations in band against
+// re-replicating their data), which it measures itself.
 
 import type { FioTarget } from "./fio-job.js";
 import type { SyncRowResult } from "./link-sync.js";
 import type { LinkCatchUp } from "./node-pair.js";
+import type { OperationsRowResult } from "./operations-in-band.js";
 import type { SnapshotRowResult } from "./target-snapshots.js";
 
 export interface TargetContext {
@@ -39,6 +41,8 @@ export interface RunningTarget {
   ownRowMeasure?(row: string): Promise<SyncRowResult>;
   /** The same for the snapshot rows (target-snapshots.ts). */
   snapshotRowMeasure?(row: string): Promise<SnapshotRowResult>;
+  /** The same for the operations row (target-operations.ts). */
+  operationRowMeasure?(row: string): Promise<OperationsRowResult>;
   stop(): Promise<void>;
 }
 
