@@ -111,6 +111,7 @@ export const replicaApplyCheckpointFillRatio = 0.5; // the applier syncs volumes
 export const replicaRoomWaitMsMax = 120_000; // a receiver waits this long for log room, then drops the link
 export const verifyRegionsPerRequestMax = 16; // regions hashed per verify round trip
 export const drainMsDefault = 600_000; // `drain` gives up (TIMEOUT) after this unless told otherwise
+export const linkTwinsStaleMax = 4_096; // twin names a link remembers missing changes to; beyond, all are rebuilt
 export const verifyDifferencesReportedMax = 1_000; // differing regions listed in a verify report (all are counted)
 export const stateFileBytesMax = 64 * KiB; // a link's or a replica's small JSON state file
 

@@ -27,6 +27,7 @@ import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
 import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
 import { applyChange } from "./apply-change.js";
+import type { Twin } from "../replication/twins.js";
 import { crashPoint } from "../crash-point.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
@@ -54,6 +55,19 @@ export interface OperationPerformer {
   sync(): Promise<void>;
   // The volume's snapshots that have twins on the secondaries (verify compares them).
   snapshotImages(volume: Volume): SnapshotImageView[];
+  // With the group quiet: the volume's snapshots and frozen copies of its images, from which a
+  // link builds a peer's twins after a resync (docs/DESIGN-NOTES.md §8).
+  freezeTwins(volume: Volume): Promise<FrozenTwins>;
+}
+
+// What a twin build reads: the volume's snapshots and copies of every image, frozen at one
+// point of the write order, whatever happens to the images after it.
+export interface FrozenTwins {
+  readonly catalog: readonly Twin[]; // the volume's snapshots (operators' names), as at the point
+  // Where the frozen snapshot differs from the frozen image `base` (null: the volume).
+  diffRegions(snapshot: string, base: string | null): Iterable<{ offset: number; length: number }>;
+  read(snapshot: string, offset: number, target: Buffer): Promise<void>;
+  release(): Promise<void>;
 }
 
 export interface SnapshotImageView {

@@ -29,6 +29,7 @@ import { isOperationKind, isSnapshotChangeKind, RecordKind, type LogRecord } fro
 import type { Accept } from "../replication/handshake.js";
 import type { RegionData } from "../replication/resync.js";
 import type { VolumeTable } from "../replication/volume-table.js";
+import type { CatalogTwin, Twin, TwinCatalog, TwinRegion } from "../replication/twins.js";
 import type { Volume } from "../volume/volume.js";
 import { applyChange } from "./apply-change.js";
 import { crashPoint } from "../crash-point.js";
@@ -52,12 +53,19 @@ export interface ReplicaHost {
   performOperation(group: string, record: LogRecord): Promise<void>;
   // Makes the snapshot changes applied so far durable (before the log copy releases them).
   syncSnapshots(group: string): Promise<void>;
+  // Twins when the exact point was lost (replication/twins.ts): the volume's twins; the
+  // primary's catalog (deletions, then builds); a region of a twin being built.
+  twinList(volume: Volume): Twin[];
+  applyTwinCatalog(group: string, volume: Volume, catalog: readonly CatalogTwin[], lsn: bigint): Promise<{ built: string[]; kept: string[]; deleted: string[]; retained: string[] }>;
+  writeTwin(volume: Volume, snapshot: string, offset: number, data: Buffer | null, length: number): Promise<void>;
 }
 
 export type ReplicaItem =
   | { readonly kind: "regionData"; readonly message: RegionData }
   | { readonly kind: "volumeTable"; readonly message: VolumeTable }
   | { readonly kind: "resyncEnd"; readonly consistentLsn: bigint }
+  | { readonly kind: "twinCatalog"; readonly message: TwinCatalog }
+  | { readonly kind: "twinRegion"; readonly message: TwinRegion }
   | { readonly kind: "task"; readonly run: () => Promise<void> }; // e.g. verify's hashes at this point
 
 interface PendingItem {
@@ -107,7 +115,7 @@ export class Replica {
   private readHold: Promise<void> | null = null;
   private readsInFlight = 0;
   private readsIdle: (() => void) | null = null;
-  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0 };
+  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0 };
 
   private constructor(
     readonly name: string,
@@ -458,7 +466,7 @@ export class Replica {
       if (isOperationKind(record.kind) || isSnapshotChangeKind(record.kind)) {
         // readers of the volumes wait: a restore must not be seen half done
         if (isOperationKind(record.kind)) crashPoint("replica-operation-received");
-        await this.withReadsHeld(() => this.options.host.performOperation(this.name, record));
+        await this.withReadsHeld(() => this.performDuringResync(record));
         if (isOperationKind(record.kind)) crashPoint("replica-operation-performed");
         if (isOperationKind(record.kind)) this.stats.appliedOperations += 1;
         else this.stats.appliedSnapshotChanges += 1;
@@ -471,6 +479,26 @@ export class Replica {
       this.stats.appliedRecords += 1;
       this.stats.appliedBytes += record.payloadSize;
     }
+  }
+
+  // An operation or snapshot change. During a resync a twin it names may be missing or stale
+  // (the link missed changes to it while on its bitmap): it is skipped, and the twin is built
+  // at the end of the resync from the primary's snapshot as it is then (replication/twins.ts).
+  private async performDuringResync(record: LogRecord): Promise<void> {
+    try {
+      await this.options.host.performOperation(this.name, record);
+    } catch (error) {
+      const code = (error as OperatingError).code;
+      if (!this.stateValue.resyncing || (code !== "SNAPSHOT_NOT_FOUND" && code !== "SNAPSHOT_EXISTS" && code !== "SNAPSHOT_HAS_CHILDREN")) throw error;
+      this.stats.operationsDeferred += 1;
+      this.options.logger.warn({ lsn: String(record.lsn), code }, "an operation on a twin the resync has not built yet: skipped; the twin is built at the end of the resync");
+    }
+  }
+
+  // The twins of a volume of the replica (at the applier's point, for a twin list request).
+  twinList(volumeId: number): Twin[] {
+    const volume = this.volumes.get(volumeId);
+    return volume === undefined ? [] : this.options.host.twinList(volume);
   }
 
   private async perform(item: ReplicaItem): Promise<void> {
@@ -494,7 +522,7 @@ export class Replica {
         // Every announced region and every record through consistentLsn is in the volumes:
         // make them durable, then say so.
         assert(this.appliedLsnValue === item.consistentLsn, "resyncEnd applied at its LSN");
-        await Promise.all(this.volumeList().map((volume) => volume.flush()));
+        await Promise.all([...this.volumeList().map((volume) => volume.flush()), this.options.host.syncSnapshots(this.name)]);
         // Said (status, acks) only once it is durable.
         await this.persistState({ ...this.stateValue, consistent: true, resyncing: false });
         await this.options.host.afterResync(this.name, this.appliedLsnValue);
@@ -502,6 +530,23 @@ export class Replica {
         if (this.intervalLsn !== null && this.intervalLsn < this.appliedLsnValue) this.intervalLsn = this.appliedLsnValue;
         this.options.logger.info({ consistentLsn: String(item.consistentLsn) }, "resync complete: replica consistent");
         return;
+      case "twinCatalog": {
+        const volume = this.volumes.get(item.message.volumeId);
+        if (volume === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { group: this.name, volumeId: item.message.volumeId, what: "a twin catalog for a volume the replica lacks" });
+        const result = await this.withReadsHeld(() => this.options.host.applyTwinCatalog(this.name, volume, item.message.twins, this.appliedLsnValue));
+        this.stats.twinsBuilt += result.built.length;
+        this.stats.twinsDeleted += result.deleted.length + result.retained.length;
+        this.options.logger.info({ volume: volume.name, atLsn: String(this.appliedLsnValue), ...result }, "twins reconciled with the primary's snapshots");
+        return;
+      }
+      case "twinRegion": {
+        const { volumeId, twin, offset, length, data } = item.message;
+        const volume = this.volumes.get(volumeId);
+        if (volume === undefined) throw new OperatingError("VOLUME_NOT_FOUND", { group: this.name, volumeId, what: "a twin region for a volume the replica lacks" });
+        await this.options.host.writeTwin(volume, twin, offset, data, length);
+        this.stats.twinBytesApplied += length;
+        return;
+      }
       case "task":
         await item.run();
         return;

@@ -27,3 +27,10 @@ export function decodeSnapshotChange(payload: Buffer, length: number, withData: 
   }
   return { snapshot: payload.subarray(1, 1 + nameLength).toString("utf8"), data: withData ? payload.subarray(1 + nameLength) : null };
 }
+
+// Only the snapshot's name (a link folding the record into its bitmap needs no more).
+export function decodeSnapshotChangeName(payload: Buffer, lsn: bigint): string {
+  const nameLength = payload[0] ?? 0;
+  if (nameLength < 1 || 1 + nameLength > payload.length) throw new OperatingError("LOG_CORRUPT", { lsn: String(lsn), reason: "snapshot change payload" });
+  return payload.subarray(1, 1 + nameLength).toString("utf8");
+}

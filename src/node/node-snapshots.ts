@@ -22,16 +22,27 @@ import { snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
-import type { Group, SnapshotImageView } from "../group/group.js";
+import type { FrozenTwins, Group, SnapshotImageView } from "../group/group.js";
 import { decodeOperationSet, encodeOperationSet, operationVolumes, type Operation, type OperationSet } from "../group/operation.js";
 import { isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import { decodeSnapshotChange, encodeSnapshotChange } from "../group/snapshot-change.js";
 import { checkSnapshotName, SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
 import type { Volume } from "../volume/volume.js";
 import { SnapshotExport } from "./snapshot-export.js";
+import { doomedTwins, type CatalogTwin, type Twin } from "../replication/twins.js";
 
 // A secondary's protective snapshot during a resync: '~' is not allowed in operators' names.
 export const protectiveSnapshot = "~resync";
+// A primary's frozen copies while it builds a peer's twins (~twin.<build>.<image id>).
+const frozenPrefix = "~twin.";
+
+// What a peer did with a catalog.
+export interface TwinCatalogResult {
+  readonly built: string[];
+  readonly kept: string[];
+  readonly deleted: string[];
+  readonly retained: string[]; // deletions the protection policy refused: kept under ~retained.*
+}
 
 export interface SnapshotSettings {
   readonly chunkSize: number;
@@ -95,6 +106,21 @@ function describeOperation(operation: Operation): string {
   return `${operation.op} volume ${operation.volumeId} ${operation.snapshot}`;
 }
 
+// A store's snapshots that have (or are) twins: operators' names, not the node's own '~' ones.
+function twinsOf(store: SnapshotStore): Twin[] {
+  return store
+    .names()
+    .filter((name) => !name.startsWith("~"))
+    .map((name) => {
+      const image = store.image(name);
+      return { name, parent: image.parent, writable: image.writable, size: image.size, createdLsn: BigInt(image.createdLsn) };
+    });
+}
+
+function notFrozen(snapshot: { name: string }): boolean {
+  return !snapshot.name.startsWith(frozenPrefix);
+}
+
 export function parseImageName(text: string): ImageName {
   const at = text.indexOf("@");
   if (at < 0) return { volume: text, snapshot: null };
@@ -110,6 +136,7 @@ export class NodeSnapshots {
   private readonly held = new Map<string, HeldOperation>(); // by group: what its policy holds now
   private readonly retained = new Map<string, number>(); // by group: twins kept against a delete
   private stopping = false;
+  private freezes = 0; // twin builds so far: names each build's frozen copies
 
   constructor(
     private readonly host: SnapshotHost,
@@ -136,6 +163,8 @@ export class NodeSnapshots {
     const file = await this.files.open(join(directory, "store"), { create: 0 });
     const store = await SnapshotStore.open(volume, file, join(directory, "meta"), { chunkSize: settings.chunkSize, storeSizeMax: settings.storeSize, nowMs: this.nowMs });
     this.stores.set(volume.name, store);
+    // copies frozen for a twin build that a crash interrupted (the link builds again)
+    await store.dropImages(store.names().filter((name) => name.startsWith(frozenPrefix)));
     return store;
   }
 
@@ -373,6 +402,80 @@ export class NodeSnapshots {
     return (offset, target) => store.read(protectiveSnapshot, offset, target);
   }
 
+  // ---- Twins when the exact point was lost (docs/DESIGN-NOTES.md §8) ----
+
+  // Primary, with the group quiet: the volume's snapshots and a frozen copy of every image, so
+  // that a link can build a peer's twins from them as they were at this point.
+  async freezeTwins(volume: Volume): Promise<FrozenTwins> {
+    const store = this.stores.get(volume.name);
+    if (store === undefined) return { catalog: [], diffRegions: () => [], read: () => Promise.reject(new OperatingError("SNAPSHOT_NOT_FOUND", { volume: volume.name })), release: async () => undefined };
+    const build = (this.freezes += 1);
+    const catalog = twinsOf(store);
+    const copyOf = new Map<string | null, string>([[null, `${frozenPrefix}${build}.v`]]);
+    for (const twin of catalog) copyOf.set(twin.name, `${frozenPrefix}${build}.${store.image(twin.name).id}`);
+    await store.exclusive(() => store.freezeImages([...copyOf].map(([source, name]) => ({ name, source }))));
+    const copy = (image: string | null): string => copyOf.get(image)!;
+    return {
+      catalog,
+      diffRegions: (snapshot, base) => store.diffRegions(copy(snapshot), copy(base)),
+      read: (snapshot, offset, target) => store.read(copy(snapshot), offset, target),
+      release: () => store.exclusive(() => store.dropImages([...copyOf.values()])),
+    };
+  }
+
+  // Secondary, in its applier at the point: the twins of a volume (not its own local images).
+  twinList(volume: Volume): Twin[] {
+    const store = this.stores.get(volume.name);
+    return store === undefined ? [] : twinsOf(store);
+  }
+
+  // Secondary, in its applier at the point: deletes the twins the primary has no snapshot of
+  // (its policy may keep them as ~retained.*), then builds every twin the catalog flags, parents
+  // first, each on its base as the peer has it now; the regions follow (writeTwin).
+  async applyTwinCatalog(group: string, volume: Volume, settings: SnapshotSettings, catalog: readonly CatalogTwin[], lsn: bigint): Promise<TwinCatalogResult> {
+    const existing = this.stores.get(volume.name);
+    if (existing === undefined && catalog.length === 0) return { built: [], kept: [], deleted: [], retained: [] };
+    const store = existing ?? (await this.openStore(volume, settings));
+    const policy = this.host.protection(group);
+    const keep = policy !== null && policy.destructive !== "apply";
+    const deleted: string[] = [];
+    const retained: string[] = [];
+    await store.exclusive(async () => {
+      for (const name of doomedTwins(twinsOf(store), catalog)) {
+        this.exports.delete(`${volume.name}@${name}`);
+        if (keep) {
+          const kept = `~retained.${lsn}.${name}`.slice(0, 64);
+          await store.rename(name, kept);
+          retained.push(kept);
+        } else {
+          await store.delete(name, false, store.appliedOperationLsn > lsn ? store.appliedOperationLsn : lsn);
+          deleted.push(name);
+        }
+      }
+      for (const twin of catalog) {
+        if (!twin.build) {
+          if (!store.has(twin.name)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${volume.name}@${twin.name}`, lsn: String(lsn), what: "the primary counted on this twin being kept" });
+          continue;
+        }
+        await store.buildTwin(twin, lsn);
+        this.exports.delete(`${volume.name}@${twin.name}`); // its size may have changed
+      }
+    });
+    if (retained.length > 0) this.retained.set(group, (this.retained.get(group) ?? 0) + retained.length);
+    const built = catalog.filter((twin) => twin.build).map((twin) => twin.name);
+    return { built, kept: catalog.filter((twin) => !twin.build).map((twin) => twin.name), deleted, retained };
+  }
+
+  // Secondary: a region of a twin being built.
+  async writeTwin(volume: Volume, snapshot: string, offset: number, data: Buffer | null, length: number): Promise<void> {
+    const store = this.stores.get(volume.name);
+    if (store === undefined || !store.has(snapshot)) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${volume.name}@${snapshot}`, what: "a region for a twin the catalog did not build" });
+    const size = store.image(snapshot).size;
+    if (offset >= size) return;
+    const clipped = Math.min(length, size - offset);
+    await store.writeTwin(snapshot, offset, data === null ? null : data.subarray(0, clipped), clipped);
+  }
+
   // ---- The operator's operations (primary) ----
 
   // Logs the set at one point of the group's write order and performs it. check() runs with
@@ -436,9 +539,9 @@ export class NodeSnapshots {
   list(volumeName?: string): SnapshotInfo[] {
     if (volumeName !== undefined) {
       if (!this.stores.has(volumeName)) this.host.snapshotVolume(volumeName); // VOLUME_NOT_FOUND
-      return this.stores.get(volumeName)?.list() ?? [];
+      return this.stores.get(volumeName)?.list().filter(notFrozen) ?? [];
     }
-    return [...this.stores.values()].flatMap((store) => store.list());
+    return [...this.stores.values()].flatMap((store) => store.list().filter(notFrozen));
   }
 
   async delete(text: string, options: { recursive: boolean; force: boolean }): Promise<{ deleted: string[] } & OperationReport> {

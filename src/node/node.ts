@@ -26,10 +26,11 @@ import { nodeFiles, readOrCreateToken, removeApiInfo, writeApiInfo } from "./nod
 import { VolumeExport } from "./volume-export.js";
 import { formatSize } from "../units.js";
 import { Replica, type ReplicaHost } from "../group/replica.js";
+import type { CatalogTwin, Twin } from "../replication/twins.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import { NodeReplication } from "./node-replication.js";
 import type { VolumeOwner } from "./volume-export.js";
-import { NodeSnapshots, type ProtectionPolicy, type SnapshotHost, type SnapshotVolume } from "./node-snapshots.js";
+import { NodeSnapshots, type ProtectionPolicy, type SnapshotHost, type SnapshotVolume, type TwinCatalogResult } from "./node-snapshots.js";
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -139,6 +140,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       perform: (record) => this.snapshots.performRecord(groupConfig.name, record),
       sync: () => this.snapshots.sync(groupConfig.name),
       snapshotImages: (volume) => this.snapshots.snapshotImages(volume),
+      freezeTwins: (volume) => this.snapshots.freezeTwins(volume),
     };
     this.groups.set(groupConfig.name, group);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) {
@@ -282,6 +284,18 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
 
   syncSnapshots(group: string): Promise<void> {
     return this.snapshots.sync(group);
+  }
+
+  twinList(volume: Volume): Twin[] {
+    return this.snapshots.twinList(volume);
+  }
+
+  applyTwinCatalog(group: string, volume: Volume, catalog: readonly CatalogTwin[], lsn: bigint): Promise<TwinCatalogResult> {
+    return this.snapshots.applyTwinCatalog(group, volume, this.groupConfig(group).snapshots, catalog, lsn);
+  }
+
+  writeTwin(volume: Volume, snapshot: string, offset: number, data: Buffer | null, length: number): Promise<void> {
+    return this.snapshots.writeTwin(volume, snapshot, offset, data, length);
   }
 
   protection(group: string): ProtectionPolicy | null {

@@ -32,6 +32,7 @@ import { recordsSizeMax, recordsSizeMin } from "./records-batch.js";
 import { bitmapRegionsSizeMax, bitmapRegionsSizeMin, regionDataHeaderSize, regionDataSizeMax, resyncEndSize } from "./resync.js";
 import { volumeTableSizeMax, volumeTableSizeMin } from "./volume-table.js";
 import { hashReplySizeMax, hashReplySizeMin, hashRequestSizeMax, hashRequestSizeMin } from "./verify-hashes.js";
+import { twinListRequestSize, twinListSizeMax, twinListSizeMin, twinRegionSizeMax, twinRegionSizeMin } from "./twins.js";
 
 export const frameHeaderSize = 32;
 export const frameMagic = 0x5052_534c; // bytes "L S R P" (Lockstep Replication Protocol)
@@ -50,12 +51,16 @@ export const FrameType = {
   volumeTable: 10,
   hashRequest: 11,
   hashReply: 12,
+  twinListRequest: 13,
+  twinList: 14,
+  twinCatalog: 15,
+  twinRegion: 16,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
 // Flags are defined per frame type; any other bit is refused.
 export const RecordsFlag = { ackNow: 0x1, intervalEnd: 0x2 } as const;
-export const RegionDataFlag = { zero: 0x1 } as const;
+export const RegionDataFlag = { zero: 0x1 } as const; // regionData and twinRegion
 
 interface FrameTypeRule {
   readonly name: FrameTypeName;
@@ -77,6 +82,10 @@ const rules: readonly FrameTypeRule[] = [
   { name: "volumeTable", flagsKnown: 0, payloadSizeMin: volumeTableSizeMin, payloadSizeMax: volumeTableSizeMax },
   { name: "hashRequest", flagsKnown: 0, payloadSizeMin: hashRequestSizeMin, payloadSizeMax: hashRequestSizeMax },
   { name: "hashReply", flagsKnown: 0, payloadSizeMin: hashReplySizeMin, payloadSizeMax: hashReplySizeMax },
+  { name: "twinListRequest", flagsKnown: 0, payloadSizeMin: twinListRequestSize, payloadSizeMax: twinListRequestSize },
+  { name: "twinList", flagsKnown: 0, payloadSizeMin: twinListSizeMin, payloadSizeMax: twinListSizeMax },
+  { name: "twinCatalog", flagsKnown: 0, payloadSizeMin: twinListSizeMin, payloadSizeMax: twinListSizeMax },
+  { name: "twinRegion", flagsKnown: RegionDataFlag.zero, payloadSizeMin: twinRegionSizeMin, payloadSizeMax: twinRegionSizeMax },
 ];
 const ruleByType = new Map(rules.map((rule) => [FrameType[rule.name] as number, rule]));
 

@@ -91,8 +91,11 @@ function streamingStep(state: ReceiverState, message: Message, nowMs: number): [
       return [state, [{ kind: "item" }]];
     case "bitmapRegions":
     case "regionData":
+    case "twinListRequest":
+    case "twinCatalog":
+    case "twinRegion":
       if (state.start !== "resync" || state.resyncEnded) return protocolError(state, `${message.kind} outside a resync`);
-      return [state, message.kind === "regionData" ? [{ kind: "item" }] : []];
+      return [state, message.kind === "bitmapRegions" ? [] : [{ kind: "item" }]];
     case "resyncEnd":
       if (state.start !== "resync" || state.resyncEnded) return protocolError(state, "resyncEnd outside a resync");
       return [{ ...state, resyncEnded: true }, [{ kind: "item" }]];

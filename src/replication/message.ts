@@ -26,12 +26,13 @@ import {
   resyncEndEncode,
 } from "./resync.js";
 import { type VolumeTable, volumeTableDecode, volumeTableEncode } from "./volume-table.js";
+import { type TwinCatalog, twinCatalogDecode, twinCatalogEncode, type TwinList, twinListDecode, twinListEncode, type TwinListRequest, twinListRequestDecode, twinListRequestEncode, type TwinRegion, twinRegionDecode, twinRegionEncode } from "./twins.js";
 import { type HashReply, hashReplyDecode, hashReplyEncode, type HashRequest, hashRequestDecode, hashRequestEncode } from "./verify-hashes.js";
 
 // A records message to send: records as read from the log (see RecordToSend).
 export type RecordsToSend = Omit<Records, "records"> & { readonly records: readonly RecordToSend[] };
 
-export type Message = Hello | Accept | Reject | Records | Ack | Heartbeat | BitmapRegions | RegionData | ResyncEnd | VolumeTable | HashRequest | HashReply;
+export type Message = Hello | Accept | Reject | Records | Ack | Heartbeat | BitmapRegions | RegionData | ResyncEnd | VolumeTable | HashRequest | HashReply | TwinListRequest | TwinList | TwinCatalog | TwinRegion;
 export type MessageToSend = Exclude<Message, Records> | RecordsToSend;
 export type MessageKind = Message["kind"];
 
@@ -70,6 +71,14 @@ export function messageEncode(message: MessageToSend): FramePayload {
       return { type: FrameType.hashRequest, flags: 0, payload: [hashRequestEncode(message)] };
     case "hashReply":
       return { type: FrameType.hashReply, flags: 0, payload: [hashReplyEncode(message)] };
+    case "twinListRequest":
+      return { type: FrameType.twinListRequest, flags: 0, payload: [twinListRequestEncode(message)] };
+    case "twinList":
+      return { type: FrameType.twinList, flags: 0, payload: [twinListEncode(message)] };
+    case "twinCatalog":
+      return { type: FrameType.twinCatalog, flags: 0, payload: [twinCatalogEncode(message)] };
+    case "twinRegion":
+      return { type: FrameType.twinRegion, flags: message.data === null ? RegionDataFlag.zero : 0, payload: twinRegionEncode(message) };
     default:
       return unreachable(message, "message kind");
   }
@@ -110,6 +119,14 @@ export function messageDecode(frame: Frame, expected: RecordsExpectation = {}): 
       return hashRequestDecode(payload);
     case FrameType.hashReply:
       return hashReplyDecode(payload);
+    case FrameType.twinListRequest:
+      return twinListRequestDecode(payload);
+    case FrameType.twinList:
+      return twinListDecode(payload);
+    case FrameType.twinCatalog:
+      return twinCatalogDecode(payload);
+    case FrameType.twinRegion:
+      return twinRegionDecode(payload, (frame.flags & RegionDataFlag.zero) !== 0);
     default:
       throw new FrameError("type", { type: frame.type });
   }

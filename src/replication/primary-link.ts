@@ -23,7 +23,7 @@
 import { promises as fsp } from "node:fs";
 import type { Duplex } from "node:stream";
 import { assert } from "../assert.js";
-import { linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowFillRatio, linkReconnectMsMax, linkReconnectMsMin, linkSilenceMsMax, replicationMessagesBytesMax, stateFileBytesMax, verifyDifferencesReportedMax, verifyRegionsPerRequestMax } from "../constants.js";
+import { linkTwinsStaleMax, linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowFillRatio, linkReconnectMsMax, linkReconnectMsMin, linkSilenceMsMax, replicationMessagesBytesMax, stateFileBytesMax, verifyDifferencesReportedMax, verifyRegionsPerRequestMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
@@ -46,6 +46,8 @@ import type { VolumeRegion } from "./resync.js";
 import { replicationBatchRecordsMax, replicationFramePayloadSizeMax, replicationRegionDataSizeMax } from "./limits.js";
 import { recordsBatchHeaderSize } from "./records-batch.js";
 import type { VolumeTable } from "./volume-table.js";
+import { type CatalogTwin, planTwins, type Twin, doomedTwins } from "./twins.js";
+import { decodeSnapshotChangeName } from "../group/snapshot-change.js";
 
 export type LinkMode = "sync" | "async" | "periodic";
 export type OverflowPolicy = "bitmap" | "stall";
@@ -68,6 +70,20 @@ interface LinkProgress {
   coveredLsn: bigint;
   bitmapBaseLsn: bigint | null; // the peer had everything through it when the bitmap began; null: every allocated region
   resyncs: number;
+  // Twins the peer may have wrong because the link missed changes to them ("volumeId:name"),
+  // or "all" (a new peer, a full resync): built again at the end of the next resync.
+  twinsStale: readonly string[] | "all";
+}
+
+// The last twin build of a link, as status reports it.
+interface TwinBuildReport {
+  readonly atLsn: string;
+  readonly built: number;
+  readonly kept: number;
+  readonly peerDeletes: number;
+  readonly regionBytes: number; // of the twins' regions (zero regions count, and cost a header)
+  readonly bytesSent: number; // on the wire for the build: lists, catalogs and regions
+  readonly ms: number;
 }
 
 export interface LinkEnvironment {
@@ -96,7 +112,8 @@ interface Session {
   controls: Control[]; // volume tables and verify requests, each sent right after record atLsn
   hold: Promise<void> | null; // set while verify reads at an exact point: the pump parks
   parked: (() => void) | null;
-  replies: Map<number, (digests: Buffer | null) => void>;
+  replies: Map<number, (reply: Message | null) => void>; // hashReply, twinList
+  twinMarks: number; // the link's twin marks when this session's resync built the twins (-1: it did not)
   nextRequestId: number;
   accepted: boolean; // the accept went out: heartbeats may follow it
   peerConsistent: boolean; // the peer's last ack said its volumes are a consistent image
@@ -126,7 +143,9 @@ interface ResyncProgress {
 const bitmapPieceBytes = replicationRegionDataSizeMax;
 
 export class PrimaryLink {
-  private progress: LinkProgress = { peerDurableLsn: 0n, peerAppliedLsn: 0n, bitmapActive: false, coveredLsn: 0n, bitmapBaseLsn: null, resyncs: 0 };
+  private progress: LinkProgress = { peerDurableLsn: 0n, peerAppliedLsn: 0n, bitmapActive: false, coveredLsn: 0n, bitmapBaseLsn: null, resyncs: 0, twinsStale: [] };
+  private twinMarks = 0; // names marked stale so far: a resync clears them only if none came after its build
+  private lastTwinBuild: TwinBuildReport | null = null;
   private persisted: LinkProgress = { ...this.progress };
   private bitmap: DirtyBitmap | null = null;
   private bitmapMarks = 0; // marks since the bitmap was loaded: a resync clears it only if none came during it
@@ -142,7 +161,7 @@ export class PrimaryLink {
   private streamedThisSession = false;
   private folding: Promise<void> | null = null; // a checkpoint folding records into the bitmap
   private helloInProgress = false; // a peer's hello is being answered: no fold may start
-  readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0, operationsMissed: 0 };
+  readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0, operationsMissed: 0, twinsBuilt: 0, twinBytesSent: 0 };
 
   private constructor(
     readonly group: Group,
@@ -163,7 +182,7 @@ export class PrimaryLink {
         for (const volume of group.volumeList()) {
           for await (const region of allocatedRegions(volume.file, volume.size)) link.bitmap.mark(volume.id, region.offset, region.length);
         }
-        link.progress = { ...link.progress, bitmapActive: true, coveredLsn: group.log.headLsn, bitmapBaseLsn: null };
+        link.progress = { ...link.progress, bitmapActive: true, coveredLsn: group.log.headLsn, bitmapBaseLsn: null, twinsStale: "all" };
         await link.saveBitmap();
         await link.persistProgress();
       });
@@ -176,6 +195,7 @@ export class PrimaryLink {
         coveredLsn: BigInt(raw.coveredLsn as string),
         bitmapBaseLsn: raw.bitmapBaseLsn === null || raw.bitmapBaseLsn === undefined ? null : BigInt(raw.bitmapBaseLsn as string),
         resyncs: raw.resyncs as number,
+        twinsStale: (raw.twinsStale as unknown as string[] | "all" | undefined) ?? [],
       };
       link.persisted = { ...link.progress };
       if (link.progress.bitmapActive) link.bitmap = (await dirtyBitmapLoad(files.bitmap)) ?? link.fullBitmapLost();
@@ -204,6 +224,7 @@ export class PrimaryLink {
     this.logger.warn({ peer: this.peer }, "link bitmap missing; every region will be resynced");
     const bitmap = this.emptyBitmap();
     for (const volume of this.group.volumeList()) bitmap.markAll(volume.id);
+    this.progress = { ...this.progress, twinsStale: "all" };
     return bitmap;
   }
 
@@ -301,6 +322,7 @@ export class PrimaryLink {
       hold: null,
       parked: null,
       replies: new Map(),
+      twinMarks: -1,
       nextRequestId: 1,
       accepted: false,
       peerConsistent: false,
@@ -406,14 +428,15 @@ export class PrimaryLink {
       case "reject":
         this.step(session, { kind: "reject", reject: message });
         return;
-      case "hashReply": {
+      case "hashReply":
+      case "twinList": {
         const reply = session.replies.get(message.requestId);
         if (reply === undefined) {
-          this.step(session, { kind: "protocolError", reason: `hashReply to unknown request ${message.requestId}` });
+          this.step(session, { kind: "protocolError", reason: `${message.kind} to unknown request ${message.requestId}` });
           return;
         }
         session.replies.delete(message.requestId);
-        reply(message.digests);
+        reply(message);
         return;
       }
       default:
@@ -565,6 +588,7 @@ export class PrimaryLink {
     if (records.length === 0) return;
     await this.windowRoom(session, bytes);
     if (session.state.phase !== "streaming") return;
+    if (this.stateName === "resyncing") for (const record of records) if (isOperationKind(record.kind)) this.operationDuringResync(record);
     const lastLsn = records[records.length - 1]!.lsn;
     const ok = session.stream.send({ kind: "records", records, ackNow: this.settingsValue.mode === "sync", intervalEnd: closesInterval && lastLsn === session.cutLsn });
     session.inFlight.push({ lastLsn, bytes });
@@ -615,7 +639,7 @@ export class PrimaryLink {
         for await (const region of allocatedRegions(volume.file, volume.size)) this.bitmap.mark(volume.id, region.offset, region.length);
       }
       this.bitmapMarks += 1;
-      this.progress = { ...this.progress, bitmapActive: true, coveredLsn: this.group.log.headLsn, bitmapBaseLsn: null };
+      this.progress = { ...this.progress, bitmapActive: true, coveredLsn: this.group.log.headLsn, bitmapBaseLsn: null, twinsStale: "all" };
       await this.saveBitmap();
       await this.persistProgress();
     });
@@ -650,6 +674,8 @@ export class PrimaryLink {
     if (session.state.phase !== "streaming") return;
     await this.pumpRecords(session, session.state.sentLsn); // volume tables queued at this point go first
     if (session.state.phase !== "streaming") return;
+    await this.buildTwins(session);
+    if (session.state.phase !== "streaming") return;
     session.resyncEndLsn = session.state.sentLsn;
     session.stream.send({ kind: "resyncEnd", consistentLsn: session.state.sentLsn });
     this.logger.info({ peer: this.peer, consistentLsn: String(session.state.sentLsn), regionBytesSent: this.resync.sentBytes }, "resync sent");
@@ -668,7 +694,9 @@ export class PrimaryLink {
       return;
     }
     this.bitmap = null;
-    this.progress = { ...this.progress, bitmapActive: false, resyncs: this.progress.resyncs + 1 };
+    // the twins are built too, unless a change to one was missed after the build
+    const twinsStale = session.twinMarks === this.twinMarks ? [] : this.progress.twinsStale;
+    this.progress = { ...this.progress, bitmapActive: false, resyncs: this.progress.resyncs + 1, twinsStale };
     await this.persistProgress();
     await fsp.rm(this.files.bitmap, { force: true });
     this.logger.info({ peer: this.peer }, "resync complete: peer consistent");
@@ -698,14 +726,19 @@ export class PrimaryLink {
         const data = buffer.subarray(0, Math.min(chunkBytes, size - offset));
         const count = Math.ceil(data.length / regionBytes);
         const requestId = session.nextRequestId++;
-        const reply = new Promise<Buffer | null>((resolve) => session.replies.set(requestId, resolve));
+        const reply = new Promise<Message | null>((resolve) => session.replies.set(requestId, resolve));
         await this.holdPump(session, async () => {
           const atLsn = snapshot === null ? await this.group.readOrdered(volume, offset, data) : await this.group.readOrderedSnapshot(snapshot, offset, data);
           session.controls.push({ atLsn, message: { kind: "hashRequest", requestId, volumeId: volume.id, regionBytes, count, offset, snapshot: snapshot?.name ?? null } });
         });
         const local = Buffer.concat(Array.from({ length: count }, (_, index) => regionDigest(data.subarray(index * regionBytes, Math.min(data.length, (index + 1) * regionBytes)))));
-        const remote = await reply;
-        if (remote === null) throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "link dropped during verify" });
+        const answer = await reply;
+        if (answer === null) throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "link dropped during verify" });
+        if (answer.kind !== "hashReply") {
+          this.step(session, { kind: "protocolError", reason: `${answer.kind} answered a hashRequest` });
+          throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "peer answered verify with another message" });
+        }
+        const remote = answer.digests;
         if (remote.length > local.length || remote.length % 16 !== 0) {
           this.step(session, { kind: "protocolError", reason: `hashReply with ${remote.length / 16} digests for ${count} regions` });
           throw new OperatingError("PEER_UNREACHABLE", { peer: this.peer, what: "peer answered verify with too many digests" });
@@ -787,7 +820,10 @@ export class PrimaryLink {
       if (record === null) break;
       if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, record);
       else if (isOperationKind(record.kind)) this.markMissedOperation(bitmap, record);
-      else if (isSnapshotChangeKind(record.kind)) this.stats.operationsMissed += 1; // the twin falls behind (docs/DESIGN-NOTES.md §8)
+      else if (isSnapshotChangeKind(record.kind)) {
+        this.stats.operationsMissed += 1;
+        this.markTwinStale(record.volumeId, decodeSnapshotChangeName(record.payload, record.lsn)); // the twin falls behind
+      }
     }
     this.bitmapMarks += 1;
     await this.saveBitmap();
@@ -804,11 +840,127 @@ export class PrimaryLink {
     this.stats.operationsMissed += 1;
     const set = decodeOperationSet(record.payload, record.lsn);
     for (const operation of set.operations) {
+      // the snapshot it creates, deletes, refreshes or syncs into: built again after the resync
+      if (operation.op !== "snapshot.restore") this.markTwinStale(operation.volumeId, operation.snapshot);
       if (operation.op !== "snapshot.restore") continue;
       const volume = this.group.volumeList().find((candidate) => candidate.id === operation.volumeId);
       if (volume !== undefined) this.markClipped(bitmap, { volumeId: volume.id, offset: 0, length: volume.size });
     }
     this.logger.warn({ lsn: String(record.lsn), operations: set.operations.map((operation) => operation.op) }, "an operation folded into the link's bitmap: the peer does not perform it at its point");
+  }
+
+  // A twin the peer may have wrong (the link missed a change to it, or the change came in a
+  // resync and read an image that was not yet right there): built again after the resync.
+  private markTwinStale(volumeId: number, name: string): void {
+    const stale = this.progress.twinsStale;
+    const key = `${volumeId}:${name}`;
+    if (stale === "all" || stale.includes(key)) return;
+    this.twinMarks += 1;
+    this.progress = { ...this.progress, twinsStale: stale.length >= linkTwinsStaleMax ? "all" : [...stale, key] };
+  }
+
+  private staleTwins(volumeId: number): Set<string> | null {
+    const stale = this.progress.twinsStale;
+    if (stale === "all") return null;
+    const prefix = `${volumeId}:`;
+    return new Set(stale.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length)));
+  }
+
+  // An operation streamed during a resync runs on the peer's images before they are right: the
+  // volume is part old, and a twin may be missing or stale. What it creates, refreshes or syncs
+  // into is built again at the end; a restore from a stale twin marks its whole volume, which a
+  // further resync sends (the peer restored from the wrong content).
+  private operationDuringResync(record: LogRecord): void {
+    const set = decodeOperationSet(record.payload, record.lsn);
+    for (const operation of set.operations) {
+      if (operation.op === "snapshot.create" || operation.op === "snapshot.refresh" || operation.op === "snapshot.sync") this.markTwinStale(operation.volumeId, operation.snapshot);
+      if (operation.op !== "snapshot.restore" || this.bitmap === null) continue;
+      const stale = this.staleTwins(operation.volumeId);
+      if (stale !== null && !stale.has(operation.snapshot)) continue;
+      const volume = this.group.volumeList().find((candidate) => candidate.id === operation.volumeId);
+      if (volume === undefined) continue;
+      this.markClipped(this.bitmap, { volumeId: volume.id, offset: 0, length: volume.size });
+      this.bitmapMarks += 1;
+      void this.saveBitmap();
+    }
+  }
+
+  // ---- Twins when the exact point was lost (replication/twins.ts) ----
+
+  // At the end of a resync, with the peer's volumes equal to ours: asks the peer for its twins,
+  // freezes our images at one point X (the group quiet for an O(1) copy of each), sends the
+  // records through X, then for each volume the catalog and the regions where each twin to
+  // build differs from its base, all before any record after X.
+  private async buildTwins(session: Session): Promise<void> {
+    const performer = this.group.operations;
+    const stale = this.progress.twinsStale;
+    if (performer === null || performer === undefined || (stale !== "all" && stale.length === 0)) {
+      session.twinMarks = this.twinMarks;
+      return;
+    }
+    const startedMs = this.environment.clock.nowMs();
+    const bytesBefore = session.stream.bytesSent;
+    const volumes = this.group.volumeList();
+    const lists = new Map<number, readonly Twin[]>();
+    for (const volume of volumes) {
+      const requestId = session.nextRequestId++;
+      const reply = new Promise<Message | null>((resolve) => session.replies.set(requestId, resolve));
+      session.stream.send({ kind: "twinListRequest", requestId, volumeId: volume.id });
+      const answer = await reply;
+      if (answer === null) return; // the link dropped: the next resync builds them
+      if (answer.kind !== "twinList" || answer.volumeId !== volume.id) {
+        this.step(session, { kind: "protocolError", reason: `${answer.kind} answered a twinListRequest for volume ${volume.id}` });
+        return;
+      }
+      lists.set(volume.id, answer.twins);
+    }
+    const { result: frozen } = await this.group.quiesce(async () => ({ atLsn: this.group.log.headLsn, images: await Promise.all(volumes.map((volume) => performer.freezeTwins(volume))) }));
+    let built = 0;
+    let kept = 0;
+    let peerDeletes = 0;
+    let regionBytes = 0;
+    try {
+      await this.pumpRecords(session, frozen.atLsn); // marks what operations in it make stale
+      const marks = this.twinMarks;
+      await this.persistProgress();
+      for (const [index, volume] of volumes.entries()) {
+        if (session.state.phase !== "streaming") return;
+        const images = frozen.images[index]!;
+        const peer = lists.get(volume.id)!;
+        const catalog = planTwins(images.catalog, peer, this.staleTwins(volume.id));
+        if (catalog.length === 0 && peer.length === 0) continue;
+        peerDeletes += doomedTwins(peer, images.catalog).length;
+        session.stream.send({ kind: "twinCatalog", volumeId: volume.id, twins: catalog });
+        for (const twin of catalog) {
+          if (!twin.build) {
+            kept += 1;
+            continue;
+          }
+          built += 1;
+          for (const region of images.diffRegions(twin.name, keptBase(twin, catalog))) {
+            const end = Math.min(region.offset + region.length, twin.size);
+            for (let offset = region.offset; offset < end; offset += bitmapPieceBytes) {
+              if (session.state.phase !== "streaming") return;
+              const length = Math.min(bitmapPieceBytes, end - offset);
+              const data = Buffer.allocUnsafe(length);
+              await images.read(twin.name, offset, data);
+              const zero = isZero(data);
+              const ok = session.stream.send({ kind: "twinRegion", volumeId: volume.id, twin: twin.name, offset, length, data: zero ? null : data });
+              regionBytes += length;
+              if (!ok) await session.stream.drained();
+            }
+          }
+        }
+      }
+      session.twinMarks = marks;
+      const bytesSent = session.stream.bytesSent - bytesBefore;
+      this.stats.twinsBuilt += built;
+      this.stats.twinBytesSent += bytesSent;
+      this.lastTwinBuild = { atLsn: String(frozen.atLsn), built, kept, peerDeletes, regionBytes, bytesSent, ms: this.environment.clock.nowMs() - startedMs };
+      this.logger.info({ peer: this.peer, ...this.lastTwinBuild }, "twins built on the peer after the resync");
+    } finally {
+      await Promise.all(frozen.images.map((images) => images.release()));
+    }
   }
 
   // Marks regions that may differ (hot extents after a crash) for the next resync.
@@ -943,6 +1095,8 @@ export class PrimaryLink {
       rpoSeconds: rpoMs === null ? null : rpoMs / 1000,
       rttMs: state?.rttMs ?? null,
       bitmap: this.progress.bitmapActive ? { coveredLsn: String(this.progress.coveredLsn), dirtyBytes: this.bitmap?.dirtyBytes ?? 0 } : null,
+      twinsStale: this.progress.twinsStale === "all" ? "all" : this.progress.twinsStale.length,
+      lastTwinBuild: this.lastTwinBuild,
       resync: resync === null ? null : { totalBytes: resync.totalBytes, sentBytes: resync.sentBytes, percent: resync.totalBytes === 0 ? 100 : Math.floor((resync.sentBytes / resync.totalBytes) * 1000) / 10, bytesPerSecond: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil((resync.totalBytes - resync.sentBytes) / rate) : null },
       stats: this.stats,
     };
@@ -965,6 +1119,16 @@ function bigintText(_key: string, value: unknown): unknown {
 }
 
 const zeroPiece = Buffer.alloc(bitmapPieceBytes);
+
+// What a twin to build is built on at the peer: the nearest ancestor the peer keeps (a parent
+// being built too is, when its child is built, still only its own base), or the volume.
+function keptBase(twin: CatalogTwin, catalog: readonly CatalogTwin[]): string | null {
+  const byName = new Map(catalog.map((entry) => [entry.name, entry]));
+  for (let parent = twin.parent === null ? undefined : byName.get(twin.parent); parent !== undefined; parent = parent.parent === null ? undefined : byName.get(parent.parent)) {
+    if (!parent.build) return parent.name;
+  }
+  return null;
+}
 
 function isZero(data: Buffer): boolean {
   return data.equals(zeroPiece.subarray(0, data.length));

@@ -172,6 +172,16 @@ export class ReplicaSession {
         if (message.consistentLsn !== this.replica.log.headLsn) throw new FrameError("field", { field: "consistentLsn", value: message.consistentLsn, receivedLsn: this.replica.log.headLsn });
         this.replica.enqueue({ kind: "resyncEnd", consistentLsn: message.consistentLsn });
         return;
+      case "twinListRequest":
+        this.replica.enqueue({ kind: "task", run: async () => void this.stream.send({ kind: "twinList", requestId: message.requestId, volumeId: message.volumeId, twins: this.replica.twinList(message.volumeId) }) });
+        return;
+      case "twinCatalog":
+        this.replica.enqueue({ kind: "twinCatalog", message });
+        return;
+      case "twinRegion":
+        await this.replica.pendingBelow(replicaPendingBytesMax);
+        this.replica.enqueue({ kind: "twinRegion", message }, message.length);
+        return;
       case "hashRequest":
         await this.replica.pendingBelow(replicaPendingBytesMax);
         this.replica.enqueue({ kind: "task", run: () => hashRequestPerform(this.replica, message, (reply) => this.stream.send(reply)) });

@@ -407,9 +407,13 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   write(name: string, offset: number, data: Buffer | null, length: number, durable: boolean, reservation: Reservation | null = null): Promise<void> {
+    const image = this.image(name);
+    if (!image.writable) return Promise.reject(new OperatingError("READ_ONLY", { snapshot: `${this.volume.name}@${name}` }));
+    return this.writeImage(image, offset, data, length, durable, reservation);
+  }
+
+  private writeImage(image: ImageEntry, offset: number, data: Buffer | null, length: number, durable: boolean, reservation: Reservation | null): Promise<void> {
     return this.io(async () => {
-      const image = this.image(name);
-      if (!image.writable) throw new OperatingError("READ_ONLY", { snapshot: `${this.volume.name}@${name}` });
       const pieces: { chunk: number; inner: number; at: number; length: number }[] = [];
       this.forEachPiece(offset, length, (chunk, inner, at, pieceLength) => pieces.push({ chunk, inner, at, length: pieceLength }));
       // a bounded number of chunks at once: a large trim must not hold a chunk buffer per chunk
@@ -585,6 +589,86 @@ export class SnapshotStore implements ChangeGuard {
     for (const entry of [renamed, ...children]) this.images.set(entry.name, entry);
   }
 
+  // A twin built at the end of a resync (docs/DESIGN-NOTES.md §8, "when the exact point is
+  // lost"): the snapshot `entry.name` becomes, in O(1), an image of `entry.parent` (null: the
+  // volume) as it is now, with a line of its own on top, whatever it was before (an existing
+  // twin keeps its children and their content, as a refresh does). The primary then ships the
+  // regions where its snapshot differs from that base (writeTwin). The twin has the primary's
+  // size, creation LSN and writability; a read-only one simply never takes a write through the
+  // stream again, so its own line stays as the build left it.
+  async buildTwin(entry: { name: string; parent: string | null; writable: boolean; size: number; createdLsn: bigint }, lsn: bigint): Promise<void> {
+    const existing = this.images.get(entry.name);
+    if (existing === undefined && this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
+    if (entry.parent !== null && (entry.parent === entry.name || this.isDescendantOf(entry.parent, entry.name))) throw new OperatingError("REQUEST_INVALID", `${entry.name} cannot be built on its own descendant ${entry.parent}`);
+    const frozen = this.frozenChainOf(entry.parent);
+    const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, true, frozen.lines);
+    if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: entry.name, chainLengthMax: snapshotChainLengthMax });
+    await this.syncVolumeAndStore();
+    const id = existing?.id ?? this.state.nextImageId;
+    const image: ImageEntry = {
+      id,
+      name: entry.name,
+      parent: entry.parent,
+      writable: entry.writable,
+      size: entry.size,
+      createdLsn: String(entry.createdLsn),
+      createdAtMs: existing?.createdAtMs ?? this.options.nowMs(),
+      refreshedAtMs: existing === undefined ? null : this.options.nowMs(),
+      chain,
+    };
+    const applied = this.appliedOperationLsn > lsn ? this.appliedOperationLsn : lsn;
+    this.state = { ...this.state, nextImageId: existing === undefined ? id + 1 : this.state.nextImageId, nextLineId, gcPending: existing !== undefined, appliedOperationLsn: String(applied), durableThroughLsn: String(lsn) };
+    await this.metadata.commit({ state: this.state, images: [image], lines });
+    for (const line of lines) this.lines.set(line.id, line);
+    this.images.set(image.name, image);
+    this.indexImages();
+    if (chain.some((link) => link.line === 0 && link.epoch !== liveEpoch)) this.fresh.clear();
+    if (existing !== undefined) await this.collectGarbage();
+  }
+
+  // Local read-only copies of images (source null: the volume) as they are now, in one commit:
+  // what a twin build reads at one point while the images go on changing (and are refreshed,
+  // deleted or written) after it. The copies change nothing the store's LSNs say.
+  async freezeImages(copies: readonly { name: string; source: string | null }[]): Promise<void> {
+    if (copies.length === 0) return;
+    assert(copies.every((copy) => copy.name.startsWith("~") && !this.images.has(copy.name)), "frozen copies have new local names");
+    assert(new Set(copies.map((copy) => copy.source)).size === copies.length, "one copy per image");
+    await this.syncVolumeAndStore();
+    const images: ImageEntry[] = [];
+    const lines: LineEntry[] = [];
+    let nextImageId = this.state.nextImageId;
+    for (const copy of copies) {
+      const frozen = this.frozenChainOf(copy.source); // each image's live line is its own: one bump each
+      lines.push(...frozen.lines);
+      // no parent: a copy is nobody's child (its source may be deleted or refreshed meanwhile)
+      images.push({ id: nextImageId++, name: copy.name, parent: null, writable: false, size: this.sizeOf(copy.source), createdLsn: String(this.appliedOperationLsn), createdAtMs: this.options.nowMs(), refreshedAtMs: null, chain: frozen.chain });
+    }
+    this.state = { ...this.state, nextImageId };
+    await this.metadata.commit({ state: this.state, images, lines });
+    for (const line of lines) this.lines.set(line.id, line);
+    for (const image of images) this.images.set(image.name, image);
+    this.indexImages();
+    this.fresh.clear();
+  }
+
+  // Drops local images no other image was taken of (frozen copies), in one commit, and frees
+  // what only they held.
+  async dropImages(names: readonly string[]): Promise<void> {
+    const present = names.filter((name) => this.images.has(name));
+    if (present.length === 0) return;
+    assert(present.every((name) => name.startsWith("~") && this.children(name).length === 0), "only local images nothing was taken of are dropped");
+    this.state = { ...this.state, gcPending: true };
+    await this.metadata.commit({ state: this.state, deleteImages: present });
+    for (const name of present) this.images.delete(name);
+    this.indexImages();
+    await this.collectGarbage();
+  }
+
+  // A region of a twin being built (data null: zeroes), into its own line. Durable with flush().
+  writeTwin(name: string, offset: number, data: Buffer | null, length: number): Promise<void> {
+    return this.writeImage(this.image(name), offset, data, length, false, null);
+  }
+
   children(name: string): ImageEntry[] {
     return [...this.images.values()].filter((image) => image.parent === name);
   }
@@ -685,33 +769,51 @@ export class SnapshotStore implements ChangeGuard {
   // Regions where two images (null: the volume) may differ, from metadata alone: a chunk
   // differs when the two resolve to different places. Sizes that differ add the tail.
   diff(a: string | null, b: string | null): DiffResult {
+    const regions: { offset: number; length: number }[] = [];
+    let totalBytes = 0;
+    let truncated = false;
+    for (const region of this.diffRegions(a, b)) {
+      totalBytes += region.length;
+      if (regions.length < snapshotDiffRegionsMax) regions.push(region);
+      else truncated = true;
+    }
+    return { regions, totalBytes, truncated };
+  }
+
+  // The same regions, merged where adjacent, one at a time and without a bound on their number
+  // (a twin's build at the end of a resync walks them all). Chunk by chunk, a window of chunks'
+  // metadata at a time.
+  *diffRegions(a: string | null, b: string | null): Generator<{ offset: number; length: number }> {
     const chainA = this.chainOf(a);
     const chainB = this.chainOf(b);
     const sizeA = this.sizeOf(a);
     const sizeB = this.sizeOf(b);
     const common = Math.min(sizeA, sizeB);
     const lines = [...new Set([...chainA, ...chainB].map((link) => link.line))];
-    const regions: { offset: number; length: number }[] = [];
-    let totalBytes = 0;
-    let truncated = false;
-    const add = (offset: number, length: number) => {
-      totalBytes += length;
-      const last = regions[regions.length - 1];
-      if (last !== undefined && last.offset + last.length === offset) last.length += length;
-      else if (regions.length < snapshotDiffRegionsMax) regions.push({ offset, length });
-      else truncated = true;
-    };
+    let pending: { offset: number; length: number } | null = null;
     const chunks = Math.ceil(common / this.state.chunkSize);
     for (let windowStart = 0; windowStart < chunks; windowStart += diffWindowChunks) {
       const windowEnd = Math.min(chunks, windowStart + diffWindowChunks);
       for (const chunk of this.candidates(lines, windowStart, windowEnd)) {
         if (sameLocation(this.locate(chainA, chunk), this.locate(chainB, chunk))) continue;
         const offset = chunk * this.state.chunkSize;
-        add(offset, Math.min(this.state.chunkSize, common - offset));
+        const length = Math.min(this.state.chunkSize, common - offset);
+        if (pending !== null && pending.offset + pending.length === offset) pending.length += length;
+        else {
+          if (pending !== null) yield pending;
+          pending = { offset, length };
+        }
       }
     }
-    if (sizeA !== sizeB) add(common, Math.max(sizeA, sizeB) - common);
-    return { regions, totalBytes, truncated };
+    if (sizeA !== sizeB) {
+      const tail = { offset: common, length: Math.max(sizeA, sizeB) - common };
+      if (pending !== null && pending.offset + pending.length === tail.offset) pending.length += tail.length;
+      else {
+        if (pending !== null) yield pending;
+        pending = tail;
+      }
+    }
+    if (pending !== null) yield pending;
   }
 
   // Chunks in [start, end) that any of the lines has metadata for, ascending.

@@ -162,7 +162,7 @@ describe("replication frame codec", () => {
     assert.equal(reason(badCrc), "headerChecksum");
     assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt16LE(1, 10))), "reserved");
     assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt16LE(0, 6))), "type");
-    assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt16LE(13, 6))), "type");
+    assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt16LE(17, 6))), "type");
     assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt16LE(0xffff, 6))), "type");
     assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt16LE(1, 8))), "flags"); // heartbeat has no flags
     assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt32LE(15, 12))), "size"); // heartbeat is exactly 16

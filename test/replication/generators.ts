@@ -19,6 +19,7 @@ import type { RecordToSend } from "../../src/replication/records-batch.js";
 import type { BitmapRegions, RegionData, ResyncEnd, VolumeRegion } from "../../src/replication/resync.js";
 import type { VolumeTable } from "../../src/replication/volume-table.js";
 import type { HashReply, HashRequest } from "../../src/replication/verify-hashes.js";
+import type { CatalogTwin, TwinCatalog, TwinList, TwinListRequest, TwinRegion } from "../../src/replication/twins.js";
 
 export const u64Max = 0xffff_ffff_ffff_ffffn;
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
@@ -192,6 +193,36 @@ export const hashReplyArbitrary: fc.Arbitrary<HashReply> = fc
   .record({ requestId: fc.nat({ max: 0xffff_ffff }), count: fc.integer({ min: 0, max: 16 }) })
   .chain(({ requestId, count }) => fc.uint8Array({ minLength: count * 16, maxLength: count * 16 }).map((bytes) => ({ kind: "hashReply" as const, requestId, digests: Buffer.from(bytes) })));
 
+export const twinListRequestArbitrary: fc.Arbitrary<TwinListRequest> = fc.record({ kind: fc.constant("twinListRequest" as const), requestId: u32, volumeId: fc.integer({ min: 0, max: volumeIdMax }) });
+
+// A snapshot tree of one volume, parents before children.
+const twinsArbitrary: fc.Arbitrary<CatalogTwin[]> = fc
+  .uniqueArray(nameArbitrary, { maxLength: 8 })
+  .chain((names) =>
+    fc.tuple(
+      ...names.map((name, index) =>
+        fc.record({
+          name: fc.constant(name),
+          parent: index === 0 ? fc.constant(null) : fc.option(fc.constantFrom(...names.slice(0, index)), { nil: null }),
+          writable: fc.boolean(),
+          size: fc.integer({ min: 1, max: volumeSizeMax / sectorSize }).map((sectors) => sectors * sectorSize),
+          createdLsn: u64,
+          build: fc.boolean(),
+        }),
+      ),
+    ).map((twins) => twins.map((twin) => ({ ...twin }))), // plain objects (fast-check records have a null prototype)
+  );
+
+export const twinListArbitrary: fc.Arbitrary<TwinList> = fc
+  .record({ requestId: u32, volumeId: fc.integer({ min: 0, max: volumeIdMax }), twins: twinsArbitrary })
+  .map(({ requestId, volumeId, twins }) => ({ kind: "twinList" as const, requestId, volumeId, twins: twins.map(({ build: _build, ...twin }) => twin) }));
+
+export const twinCatalogArbitrary: fc.Arbitrary<TwinCatalog> = fc.record({ kind: fc.constant("twinCatalog" as const), volumeId: fc.integer({ min: 0, max: volumeIdMax }), twins: twinsArbitrary });
+
+export const twinRegionArbitrary: fc.Arbitrary<TwinRegion> = fc
+  .record({ region: regionDataArbitrary, twin: nameArbitrary })
+  .map(({ region, twin }) => ({ kind: "twinRegion" as const, volumeId: region.volumeId, twin, offset: region.offset, length: region.length, data: region.data }));
+
 export const messageArbitrary: fc.Arbitrary<MessageToSend> = fc.oneof(
   helloArbitrary,
   acceptArbitrary,
@@ -205,6 +236,10 @@ export const messageArbitrary: fc.Arbitrary<MessageToSend> = fc.oneof(
   volumeTableArbitrary,
   hashRequestArbitrary,
   hashReplyArbitrary,
+  twinListRequestArbitrary,
+  twinListArbitrary,
+  twinCatalogArbitrary,
+  twinRegionArbitrary,
 );
 
 // Frames for a stream: each message framed with sequences 0, 1, 2, …; returns each frame's bytes.

@@ -31,6 +31,10 @@ import {
   volumeTableArbitrary,
   hashRequestArbitrary,
   hashReplyArbitrary,
+  twinCatalogArbitrary,
+  twinListArbitrary,
+  twinListRequestArbitrary,
+  twinRegionArbitrary,
   u64Max,
 } from "./generators.js";
 
@@ -82,6 +86,10 @@ describe("replication messages", () => {
     volumeTable: volumeTableArbitrary,
     hashRequest: hashRequestArbitrary,
     hashReply: hashReplyArbitrary,
+    twinListRequest: twinListRequestArbitrary,
+    twinList: twinListArbitrary,
+    twinCatalog: twinCatalogArbitrary,
+    twinRegion: twinRegionArbitrary,
   } satisfies Record<Message["kind"], fc.Arbitrary<MessageToSend>>;
 
   for (const [kind, arbitrary] of Object.entries(arbitraries)) {
