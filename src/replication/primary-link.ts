@@ -1098,7 +1098,8 @@ export class PrimaryLink {
       twinsStale: this.progress.twinsStale === "all" ? "all" : this.progress.twinsStale.length,
       lastTwinBuild: this.lastTwinBuild,
       resync: resync === null ? null : { totalBytes: resync.totalBytes, sentBytes: resync.sentBytes, percent: resync.totalBytes === 0 ? 100 : Math.floor((resync.sentBytes / resync.totalBytes) * 1000) / 10, bytesPerSecond: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil((resync.totalBytes - resync.sentBytes) / rate) : null },
-      stats: this.stats,
+      // bytesSent counts the closed connections' bytes and, live, the current one's
+      stats: { ...this.stats, bytesSent: this.stats.bytesSent + (session?.stream.bytesSent ?? 0) },
     };
   }
 
