@@ -144,10 +144,12 @@ export class Group {
     this.volumes.set(volume.id, volume);
   }
 
-  async removeVolume(volume: Volume): Promise<void> {
+  // record: the operation record that carries the detach to the secondaries, at this point.
+  async removeVolume(volume: Volume, record: Buffer | null = null): Promise<void> {
     await this.quiesce(async () => {
       await volume.flush();
       this.volumes.delete(volume.id);
+      if (record !== null) await this.recordVolumeChange(record, volume.id);
     });
   }
 
@@ -239,23 +241,43 @@ export class Group {
     const { result, pauseMs } = await this.quiesce(async () => {
       check();
       if (this.quietWaitMs > operationQuiesceMsMax) throw new OperatingError("TIMEOUT", { group: this.name, what: `writes in flight did not finish within ${operationQuiesceMsMax} ms; the operation was not started` });
-      if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
-      const lsn = this.log.append({ kind: RecordKind.operationFirst, flags: 0, volumeId, offset: 0, length: 0, payload });
-      this.watermark.begin(lsn);
-      try {
-        const remote = this.replication?.syncWait(lsn) ?? null;
-        await this.log.durable(lsn);
+      return this.logOperation(payload, volumeId, async (lsn) => {
         crashPoint("operation-logged");
         const performed = await perform(lsn);
         crashPoint("operation-performed");
-        if (remote !== null) await remote;
-        this.replication?.operationLogged(lsn);
-        return { performed, lsn };
-      } finally {
-        this.watermark.end(lsn);
-      }
+        return performed;
+      });
     });
     return { result: result.performed, lsn: result.lsn, pauseMs, recordBytes: recordHeaderSize + payload.length };
+  }
+
+  // A change the caller has just made to the group's volumes (created, resized, deleted) with
+  // the group quiet (inside quiesce()), recorded at this point: the record carries it to the
+  // secondaries, which perform it there. The primary's catalog already holds the change, so
+  // redo here skips the record; a crash between the change and its record is covered by the
+  // volume table every replication stream starts with.
+  async recordVolumeChange(payload: Buffer, volumeId: number): Promise<{ lsn: bigint; recordBytes: number }> {
+    this.checkOpen();
+    const { lsn } = await this.logOperation(payload, volumeId, async () => undefined);
+    return { lsn, recordBytes: recordHeaderSize + payload.length };
+  }
+
+  // Appends an operation record (the group is quiet), makes it durable, performs it, waits for
+  // sync peers to have it, and cuts periodic intervals at it.
+  private async logOperation<T>(payload: Buffer, volumeId: number, perform: (lsn: bigint) => Promise<T>): Promise<{ performed: T; lsn: bigint }> {
+    if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
+    const lsn = this.log.append({ kind: RecordKind.operationFirst, flags: 0, volumeId, offset: 0, length: 0, payload });
+    this.watermark.begin(lsn);
+    try {
+      const remote = this.replication?.syncWait(lsn) ?? null;
+      await this.log.durable(lsn);
+      const performed = await perform(lsn);
+      if (remote !== null) await remote;
+      this.replication?.operationLogged(lsn);
+      return { performed, lsn };
+    } finally {
+      this.watermark.end(lsn);
+    }
   }
 
   // A change to a writable snapshot (kind snapshotWrite or snapshotZero), in write order with

@@ -13,7 +13,7 @@
 // a crash performs every operation exactly once.
 
 import { z } from "zod";
-import { operationPayloadBytesMax, operationsPerSetMax } from "../constants.js";
+import { operationPayloadBytesMax, operationsPerSetMax, sectorSize, volumeNameLengthMax, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { RecordKind } from "../log/record.js";
 
@@ -21,6 +21,8 @@ export const operationSetKind = RecordKind.operationFirst; // 0x100
 
 const volumeId = z.number().int().positive();
 const snapshotName = z.string().min(1).max(64);
+const volumeName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(volumeNameLengthMax);
+const volumeSize = z.number().int().positive().max(volumeSizeMax).refine((size) => size % sectorSize === 0, "a volume's size is whole sectors");
 
 const operationSchema = z.discriminatedUnion("op", [
   z.object({ op: z.literal("snapshot.create"), volumeId, snapshot: snapshotName, from: snapshotName.nullable(), writable: z.boolean() }).strict(),
@@ -29,6 +31,10 @@ const operationSchema = z.discriminatedUnion("op", [
   z.object({ op: z.literal("snapshot.restore"), volumeId, snapshot: snapshotName }).strict(),
   // make the writable snapshot `snapshot` equal to `from` (a snapshot, or null: the volume)
   z.object({ op: z.literal("snapshot.sync"), volumeId, snapshot: snapshotName, from: snapshotName.nullable() }).strict(),
+  // the group's volumes: performed on the primary before the record, at the same point
+  z.object({ op: z.literal("volume.attach"), volumeId, name: volumeName, size: volumeSize }).strict(),
+  z.object({ op: z.literal("volume.resize"), volumeId, size: volumeSize }).strict(),
+  z.object({ op: z.literal("volume.detach"), volumeId }).strict(),
 ]);
 
 const operationSetSchema = z
@@ -40,6 +46,12 @@ const operationSetSchema = z
   .strict();
 
 export type Operation = z.infer<typeof operationSchema>;
+export type SnapshotOperation = Extract<Operation, { snapshot: string }>;
+export type VolumeOperation = Exclude<Operation, SnapshotOperation>;
+
+export function isVolumeOperation(operation: Operation): operation is VolumeOperation {
+  return operation.op.startsWith("volume.");
+}
 export type OperationSet = z.infer<typeof operationSetSchema>;
 
 export function encodeOperationSet(set: OperationSet): Buffer {

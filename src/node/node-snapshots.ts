@@ -23,7 +23,7 @@ import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
 import type { Logger } from "../logger.js";
 import type { FrozenTwins, Group, SnapshotImageView } from "../group/group.js";
-import { decodeOperationSet, encodeOperationSet, operationVolumes, type Operation, type OperationSet } from "../group/operation.js";
+import { decodeOperationSet, encodeOperationSet, isVolumeOperation, operationVolumes, type Operation, type OperationSet, type SnapshotOperation, type VolumeOperation } from "../group/operation.js";
 import { isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import { decodeSnapshotChange, encodeSnapshotChange } from "../group/snapshot-change.js";
 import { checkSnapshotName, SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
@@ -68,6 +68,9 @@ export interface SnapshotHost {
   protection(group: string): ProtectionPolicy | null;
   // Resizes a volume whose group is quiet (a restore to a snapshot of another size).
   resizeForRestore(volume: Volume, size: number): Promise<void>;
+  // A volume attached, resized or detached: performed on a secondary at its point (a primary
+  // made the change before it logged the record, and skips it).
+  performVolumeOperation(group: string, operation: VolumeOperation, lsn: bigint): Promise<unknown>;
 }
 
 export interface ProtectionPolicy {
@@ -103,7 +106,7 @@ function snapshotGateKey(volume: Volume, imageId: number): number {
 }
 
 function describeOperation(operation: Operation): string {
-  return `${operation.op} volume ${operation.volumeId} ${operation.snapshot}`;
+  return isVolumeOperation(operation) ? `${operation.op} volume ${operation.volumeId}` : `${operation.op} volume ${operation.volumeId} ${operation.snapshot}`;
 }
 
 // A store's snapshots that have (or are) twins: operators' names, not the node's own '~' ones.
@@ -251,7 +254,7 @@ export class NodeSnapshots {
 
   // Keeps the twin a refused delete names, under a name no operation can give (so the primary
   // may reuse the name), with the snapshots taken of it.
-  private async retainTwin(group: string, operation: Operation, lsn: bigint): Promise<void> {
+  private async retainTwin(group: string, operation: SnapshotOperation, lsn: bigint): Promise<void> {
     const target = this.host.groupVolume(group, operation.volumeId);
     const store = target === undefined ? undefined : this.stores.get(target.volume.name);
     if (store === undefined || !store.has(operation.snapshot)) return; // retained before a crash
@@ -325,6 +328,7 @@ export class NodeSnapshots {
   }
 
   private async performOne(groupName: string, operation: Operation, lsn: bigint): Promise<unknown> {
+    if (isVolumeOperation(operation)) return this.host.performVolumeOperation(groupName, operation, lsn);
     const target = this.host.groupVolume(groupName, operation.volumeId);
     if (target === undefined) {
       // only redo meets this: the volume was deleted after the operation (a live primary checks

@@ -26,6 +26,7 @@ import { nodeFiles, readOrCreateToken, removeApiInfo, writeApiInfo } from "./nod
 import { VolumeExport } from "./volume-export.js";
 import { formatSize } from "../units.js";
 import { Replica, type ReplicaHost } from "../group/replica.js";
+import { encodeOperationSet, type VolumeOperation } from "../group/operation.js";
 import type { CatalogTwin, Twin } from "../replication/twins.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import { NodeReplication } from "./node-replication.js";
@@ -363,9 +364,13 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       draft.nextVolumeId += 1;
       draft.volumes.push(entry);
     });
-    await this.attachVolume(entry, group);
-    this.replication.groupLinks(group.name).volumesChanged();
-    this.logger.info({ volume: entry.name, group: group.name, size, path, adopted: adopt }, "volume created");
+    // attached and recorded at one point: no write to it comes before its record
+    const { result: recorded } = await group.quiesce(async () => {
+      await this.attachVolume(entry, group);
+      this.replication.groupLinks(group.name).volumesChanged();
+      return group.recordVolumeChange(encodeOperationSet({ version: 1, order: "ordered", operations: [{ op: "volume.attach", volumeId: entry.id, name: entry.name, size: entry.size }] }), entry.id);
+    });
+    this.logger.info({ volume: entry.name, group: group.name, size, path, adopted: adopt, lsn: String(recorded.lsn), recordBytes: recorded.recordBytes }, "volume created");
     return entry;
   }
 
@@ -374,12 +379,13 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     const state = this.primaryVolume(name);
     checkVolumeSize(size);
     if (state.volume.file.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `${state.volume.path} is a block device; resize it with its own tools`);
-    const { pauseMs } = await state.group.quiesce(async () => {
+    const { result: recorded, pauseMs } = await state.group.quiesce(async () => {
       await state.group.checkpoint();
       await this.snapshots.beforeShrink(name, size); // snapshots keep their own size and content
       await this.resizeQuiet(name, size);
+      return state.group.recordVolumeChange(encodeOperationSet({ version: 1, order: "ordered", operations: [{ op: "volume.resize", volumeId: state.entry.id, size }] }), state.entry.id);
     });
-    this.logger.info({ volume: name, size, pauseMs }, "volume resized");
+    this.logger.info({ volume: name, size, pauseMs, lsn: String(recorded.lsn), recordBytes: recorded.recordBytes }, "volume resized");
     return this.catalog.find(name)!;
   }
 
@@ -404,7 +410,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     }
     const snapshots = this.snapshots.snapshotCount(name);
     if (snapshots > 0 && !options.force) throw new OperatingError("VOLUME_BUSY", `volume ${name} has ${snapshots} snapshot(s); delete them or use --force`);
-    await state.group.removeVolume(state.volume);
+    await state.group.removeVolume(state.volume, encodeOperationSet({ version: 1, order: "ordered", operations: [{ op: "volume.detach", volumeId: state.entry.id }] }));
     await this.snapshots.removeVolume(state.volume);
     this.replication.groupLinks(state.group.name).volumesChanged();
     this.volumes.delete(name);
@@ -487,7 +493,10 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       const entry = wanted.get(state.entry.id);
       if (entry === undefined || entry.name !== state.volume.name) await this.dropReplicaVolume(state);
       else if (entry.size !== state.volume.size) {
-        if (entry.size < state.volume.size) await this.protectShrink(groupName, state.volume.name, entry.size);
+        if (entry.size < state.volume.size) {
+          await this.protectShrink(groupName, state.volume.name, entry.size);
+          await this.snapshots.beforeShrink(state.volume.name, entry.size);
+        }
         await this.resizeReplicaVolume(state, entry.size);
       }
     }
@@ -499,6 +508,38 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
         continue;
       }
       await this.createReplicaVolume(replica, entry);
+    }
+  }
+
+  // A volume operation record (group/operation.ts). A primary made the change before it logged
+  // the record (its catalog holds it), so redo skips it; a secondary makes it at its point.
+  async performVolumeOperation(groupName: string, operation: VolumeOperation, lsn: bigint): Promise<unknown> {
+    const replica = this.replicas.get(groupName);
+    if (replica === undefined) return { skipped: true };
+    const state = [...this.volumes.values()].find((candidate) => candidate.replica === replica && candidate.entry.id === operation.volumeId);
+    switch (operation.op) {
+      case "volume.attach": {
+        if (state !== undefined) return { skipped: true }; // redo
+        if (this.volumes.has(operation.name)) {
+          this.logger.error({ group: groupName, volume: operation.name, lsn: String(lsn) }, "the primary's volume has the name of another volume on this node; not replicated");
+          return { skipped: true };
+        }
+        await this.createReplicaVolume(replica, { volumeId: operation.volumeId, name: operation.name, size: operation.size });
+        return { attached: operation.name };
+      }
+      case "volume.resize": {
+        if (state === undefined || state.volume.size === operation.size) return { skipped: true };
+        if (operation.size < state.volume.size) {
+          await this.protectShrink(groupName, state.volume.name, operation.size);
+          await this.snapshots.beforeShrink(state.volume.name, operation.size); // the twins keep what they read past the end
+        }
+        await this.resizeReplicaVolume(state, operation.size);
+        return { resized: state.volume.name, size: operation.size };
+      }
+      case "volume.detach":
+        if (state === undefined) return { skipped: true };
+        await this.dropReplicaVolume(state);
+        return { detached: state.volume.name };
     }
   }
 

@@ -130,8 +130,7 @@ export class GroupLinks implements GroupReplication {
   }
 
   volumesChanged(): void {
-    const atLsn = this.group.log.headLsn;
-    for (const link of this.links.values()) link.volumesChanged(atLsn);
+    for (const link of this.links.values()) link.volumesChanged();
   }
 
   // ---- Operator ----

@@ -29,7 +29,7 @@ import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
 import { isOperationKind, isSnapshotChangeKind, type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
-import { decodeOperationSet } from "../group/operation.js";
+import { decodeOperationSet, isVolumeOperation } from "../group/operation.js";
 import type { Group } from "../group/group.js";
 import type { LinkMetricsView } from "../api/metrics.js";
 import { allocatedRegions } from "../volume/allocated-regions.js";
@@ -491,13 +491,11 @@ export class PrimaryLink {
     return { kind: "volumeTable", atLsn, volumes };
   }
 
-  // The group's volumes changed (created, deleted, resized) with the group quiet at atLsn.
-  volumesChanged(atLsn: bigint): void {
+  // The group's volumes changed (created, deleted, resized) with the group quiet: the bitmap
+  // follows their sizes. The change reaches the peer as an operation record at its point
+  // (group/operation.ts), or in the volume table every stream starts with.
+  volumesChanged(): void {
     for (const volume of this.group.volumeList()) this.bitmap?.setVolume(volume.id, volume.size);
-    const session = this.session;
-    if (session === null || session.state.phase !== "streaming") return;
-    session.controls.push({ atLsn, message: this.volumeTable(atLsn) });
-    session.wake?.();
   }
 
   // Sends records (and queued volume tables at their places) until throughLsn has been sent;
@@ -840,6 +838,8 @@ export class PrimaryLink {
     this.stats.operationsMissed += 1;
     const set = decodeOperationSet(record.payload, record.lsn);
     for (const operation of set.operations) {
+      // a volume attached, resized or detached: the volume table that starts the next stream has it
+      if (isVolumeOperation(operation)) continue;
       // the snapshot it creates, deletes, refreshes or syncs into: built again after the resync
       if (operation.op !== "snapshot.restore") this.markTwinStale(operation.volumeId, operation.snapshot);
       if (operation.op !== "snapshot.restore") continue;

@@ -15,7 +15,8 @@ import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock } from "../log/group-log.js";
 import type { Replica } from "../group/replica.js";
 import { FrameError } from "./frame-error.js";
-import { type LogRecord, RecordKind } from "../log/record.js";
+import { isOperationKind, type LogRecord, RecordKind } from "../log/record.js";
+import { decodeOperationSet, type OperationSet } from "../group/operation.js";
 import { FrameStream } from "./frame-stream.js";
 import { protocolVersionMax, protocolVersionMin } from "./handshake.js";
 import { type ReceiverEffect, type ReceiverExpectation, type ReceiverState, receiverInitial, receiverStep, receiverTick } from "./link-receiver.js";
@@ -193,10 +194,29 @@ export class ReplicaSession {
 
   private checkVolumes(records: readonly LogRecord[]): void {
     for (const record of records) {
+      if (isOperationKind(record.kind)) this.followVolumeOperations(record);
       if (record.kind !== RecordKind.write && record.kind !== RecordKind.zero && record.kind !== RecordKind.trim) continue;
       const size = this.tableVolumes?.get(record.volumeId);
       if (size === undefined) throw new FrameError("field", { field: "volumeId", lsn: record.lsn, volumeId: record.volumeId, reason: "no such volume in the primary's table" });
       if (record.offset + record.length > size) throw new FrameError("field", { field: "offset", lsn: record.lsn, volumeId: record.volumeId, reason: "past the volume's end" });
+    }
+  }
+
+  // Volumes attached, resized or detached by an operation record: the records after it are
+  // checked against the table as it changes. (A record that does not decode stops the applier
+  // with LOG_CORRUPT when it gets there; here it changes nothing.)
+  private followVolumeOperations(record: LogRecord): void {
+    let set: OperationSet;
+    try {
+      set = decodeOperationSet(record.payload, record.lsn);
+    } catch {
+      return;
+    }
+    const table = this.tableVolumes;
+    if (table === null) return;
+    for (const operation of set.operations) {
+      if (operation.op === "volume.attach" || operation.op === "volume.resize") table.set(operation.volumeId, operation.size);
+      else if (operation.op === "volume.detach") table.delete(operation.volumeId);
     }
   }
 

@@ -80,6 +80,9 @@ describe("replication in each mode (demo --secondaries 2)", () => {
         for (const volume of ["disk0", "disk1"]) {
           await runOk("qemu-img", ["compare", "-f", "raw", "-F", "raw", join(primary.node, "volumes", `${volume}.img`), listing.volumes.find((entry) => entry.name === volume)!.path]);
         }
+        // The attach and the grow came as operation records, at their points of the stream.
+        const status = JSON.parse((await lockstep(["--node", secondary.node, "--json", "status"])).stdout) as { groups: { stats: { appliedOperations: number } }[] };
+        assert.ok(status.groups[0]!.stats.appliedOperations >= 2, `${name} applied the attach and the resize records`);
         // A secondary's volumes change only through its primary.
         const refused = await lockstep(["--node", secondary.node, "volume", "resize", "disk0", "128MiB"]);
         assert.match(refused.stderr, /^error ROLE_CONFLICT: /m);
