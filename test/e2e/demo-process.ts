@@ -14,6 +14,7 @@ export interface Ready {
 export function startDemo(dir: string, args: readonly string[]): Promise<{ child: ChildProcess; ready: Ready }> {
   const child = spawn(process.execPath, [lockstepBin, "demo", "--dir", dir, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
+  child.once("exit", () => children.delete(child));
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   return new Promise((resolve, reject) => {
