@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { children, run, type RunResult } from "../child-process.js";
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after } from "node:test";
@@ -50,6 +50,19 @@ export async function sha256File(path: string, length?: number): Promise<string>
   const stream = createReadStream(path, length === undefined ? {} : { start: 0, end: length - 1 });
   for await (const chunk of stream) hash.update(chunk as Buffer);
   return hash.digest("hex");
+}
+
+// A file's size and modification time: changes whenever the file is written (cheaper than a
+// sha256 when it must be checked often).
+export function fileStamp(path: string): string {
+  const stat = statSync(path, { bigint: true });
+  return `${stat.size}/${stat.mtimeNs}`;
+}
+
+// A process's resident memory (Linux /proc), in bytes.
+export function residentBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return match === null ? Number.NaN : Number(match[1]) * 1024;
 }
 
 export interface NodeOptions {

@@ -4,6 +4,7 @@
 import { connect, type Socket } from "node:net";
 import {
   clientFlag,
+  command,
   goOptionEncode,
   info,
   magicSimpleReply,
@@ -28,6 +29,22 @@ export interface Reply {
   readonly type: number; // structured chunk type (or -1 for a simple reply)
   readonly flags: number;
   readonly payload: Buffer;
+}
+
+// Writes `data` at `offset` of an export through a fresh connection, then flushes.
+export async function writeThrough(path: string, exportName: string, offset: number, data: Buffer): Promise<void> {
+  const client = await RawClient.connect(path);
+  try {
+    await client.handshake(exportName);
+    client.request(command.write, 1, offset, data.length, 0, data);
+    client.request(command.flush, 2, 0, 0);
+    for (let reply = 0; reply < 2; reply++) {
+      const { errno } = await client.reply();
+      if (errno !== 0) throw new Error(`write to ${exportName} failed with errno ${errno}`);
+    }
+  } finally {
+    client.destroy();
+  }
 }
 
 export class RawClient {
@@ -89,6 +106,11 @@ export class RawClient {
     return this.isEnded;
   }
 
+  // What has arrived and not been read yet, left in place.
+  peek(): Buffer {
+    return Buffer.concat(this.buffered);
+  }
+
   get bytesBuffered(): number {
     return this.bufferedLength;
   }
@@ -139,6 +161,25 @@ export class RawClient {
     const exportInfo = replies.find((reply) => reply.type === optionReply.info && reply.data.readUInt16BE(0) === info.export);
     if (!exportInfo) throw new Error("no NBD_INFO_EXPORT");
     return { size: Number(exportInfo.data.readBigUInt64BE(2)), flags: exportInfo.data.readUInt16BE(10) };
+  }
+
+  // handshake()'s options and `then` (requests) in one write, before reading anything: what a
+  // client that pipelines its requests behind GO sends. Then reads the greeting and every reply.
+  async handshakePipelined(name: string, options: { structured?: boolean; meta?: boolean; blockSize?: boolean }, then: Buffer): Promise<void> {
+    const flags = Buffer.alloc(4);
+    flags.writeUInt32BE(clientFlag.fixedNewstyle | clientFlag.noZeroes);
+    const sent = [
+      ...(options.structured ? [optionEncode(option.structuredReply)] : []),
+      ...(options.meta ? [optionEncode(option.setMetaContext, metaContextOptionEncode(name, ["base:allocation"]))] : []),
+      optionEncode(option.go, goOptionEncode(name, options.blockSize ? [info.blockSize] : [])),
+    ];
+    this.write(Buffer.concat([flags, ...sent, then]));
+    if ((await this.read(18)).subarray(0, 16).toString("latin1") !== "NBDMAGICIHAVEOPT") throw new Error("bad greeting");
+    for (let answered = 0; answered < sent.length; ) {
+      const reply = await this.optionReply();
+      if (reply.type >= 0x80000000) throw new Error(`option ${reply.option} failed: 0x${reply.type.toString(16)}`);
+      if (reply.type === optionReply.ack) answered += 1;
+    }
   }
 
   request(type: number, handleLow: number, offset: number, length: number, flags = 0, payload?: Buffer): void {
