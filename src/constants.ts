@@ -127,6 +127,7 @@ export const linkHandshakesPendingMax = 16; // unauthenticated connections a lis
 // ---- Admin API ----
 export const apiBodyBytesMax = 64 * KiB;
 export const apiRequestMsMax = 30_000;
+export const cliRequestMsMax = 60_000; // the CLI waits this long for an answer, plus what the request itself may take (drain)
 export const apiTokenBytes = 32;
 
 // ---- Process ----

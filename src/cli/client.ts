@@ -2,6 +2,7 @@
 // api.token tell where and how) or a URL (token from --token or LOCKSTEP_TOKEN).
 
 import { readFileSync } from "node:fs";
+import { cliRequestMsMax } from "../constants.js";
 import { OperatingError, isErrorCode } from "../errors.js";
 import { nodeFiles, type ApiInfo } from "../node/node-files.js";
 
@@ -43,14 +44,16 @@ export function resolveTarget(node: string | undefined, token: string | undefine
   return { url: info.url, token: secret };
 }
 
-export async function callApi(target: NodeTarget, method: string, path: string, body?: unknown): Promise<unknown> {
+// The answer may take up to `answerMsMax` (a drain's own timeout, say); the CLI gives up a
+// little after that, so the node's own TIMEOUT, not an aborted request, is what the user sees.
+export async function callApi(target: NodeTarget, method: string, path: string, body?: unknown, answerMsMax = 0): Promise<unknown> {
   let response: Response;
   try {
     response = await fetch(`${target.url}${path}`, {
       method,
       headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
+      signal: AbortSignal.timeout(cliRequestMsMax + answerMsMax),
     });
   } catch (error) {
     throw new OperatingError("NODE_UNREACHABLE", `${target.url}: ${(error as Error).message}`, { cause: error });

@@ -125,7 +125,8 @@ export function addReplicationCommands(program: Command, output: Output): void {
     .option("--group <group>", "only this group")
     .option("--timeout <duration>", "give up after this long", "10m")
     .action(async (options: { group?: string; timeout: string }) => {
-      const result = (await callApi(output.target(), "POST", "/v1/drain", { group: options.group, timeoutMs: parseDuration(options.timeout, "--timeout") })) as { groups: { group: string; lsn: string; links: string[] }[] };
+      const timeoutMs = parseDuration(options.timeout, "--timeout");
+      const result = (await callApi(output.target(), "POST", "/v1/drain", { group: options.group, timeoutMs }, timeoutMs)) as { groups: { group: string; lsn: string; links: string[] }[] };
       output.print(output.json(), result, () => result.groups.map((group) => `${group.group}: ${group.links.length} link(s) applied through LSN ${group.lsn}`).join("\n"));
     });
 

@@ -115,7 +115,7 @@ export class Replica {
   private readHold: Promise<void> | null = null;
   private readsInFlight = 0;
   private readsIdle: (() => void) | null = null;
-  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0 };
+  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0, intervalsSplit: 0 };
 
   private constructor(
     readonly name: string,
@@ -208,6 +208,7 @@ export class Replica {
     this.checkHealthy();
     for (const record of records) {
       if (!this.logValue.hasRoom(record.payloadSize)) {
+        this.splitInterval();
         void this.checkpoint().catch(() => undefined);
         await this.logValue.waitForRoom(record.payloadSize, replicaRoomWaitMsMax);
       }
@@ -296,7 +297,21 @@ export class Replica {
   // Records through lsn close an interval: they may be applied now.
   intervalEnd(lsn: bigint): void {
     assert(this.intervalLsn !== null, "intervalEnd on a stream without intervals");
-    this.intervalLsn = lsn;
+    if (lsn > this.intervalLsn) this.intervalLsn = lsn; // never back before an interval split
+    this.wakeApplier();
+  }
+
+  // The log copy is full and the applier waits at an interval's end that has not arrived: an
+  // interval larger than the log copy (a periodic link's backlog after an outage is one
+  // interval). Waiting for its end would wait forever: the receiver needs room that only
+  // applying frees, and the link, deaf meanwhile, is dropped as silent and resumed at the same
+  // point, over and over. So the interval is applied in parts, each still a prefix of the
+  // primary's write order; only the "moves between interval ends" promise yields.
+  private splitInterval(): void {
+    if (this.intervalLsn === null || this.intervalLsn >= this.logValue.headLsn) return;
+    this.options.logger.warn({ intervalLsn: String(this.intervalLsn), receivedLsn: String(this.logValue.headLsn) }, "an interval larger than the log copy: applying it in parts");
+    this.intervalLsn = this.logValue.headLsn;
+    this.stats.intervalsSplit += 1;
     this.wakeApplier();
   }
 

@@ -17,8 +17,10 @@ export { run, type RunResult };
 
 // After a file's tests (and its own `after` hooks, which stop its nodes): what still holds the
 // process open (a leaked socket, timer or child) is printed, so a leak is visible in the
-// output; scripts/test.js then lets the file exit anyway (--test-force-exit).
-after(async () => {
+// output; scripts/test.js then lets the file exit anyway (--test-force-exit). Only under the
+// test runner (`node --test` sets NODE_TEST_CONTEXT in the file's process): a program that
+// borrows the harness (npm run chaos) would otherwise print an empty TAP report at its end.
+if (process.env.NODE_TEST_CONTEXT !== undefined) after(async () => {
   await new Promise((resolve) => setTimeout(resolve, 500));
   // the process's own stdio are handles too (pipes under the test runner): not a leak
   const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
@@ -77,6 +79,7 @@ export interface NodeOptions {
   readonly logLevel?: string; // default warn (LOCKSTEP_TEST_LOG_LEVEL overrides)
   readonly snapshots?: { readonly chunkSize?: string; readonly storeSize?: string };
   readonly protection?: { readonly destructive: "apply" | "delay" | "refuse"; readonly delaySeconds?: number };
+  readonly env?: Record<string, string>; // extra environment of every start (e.g. LOCKSTEP_PLANTED_BUG)
 }
 
 export interface StartOptions {
@@ -140,7 +143,7 @@ export class TestNode {
     const command = [process.execPath, lockstepBin, "serve", "--config", this.configPath];
     // `ip netns exec` execs the node in place: the child's PID is the node's.
     const [file, ...args] = this.options.netns === undefined ? command : ["ip", "netns", "exec", this.options.netns, ...command];
-    const child = spawn(file!, args, { stdio: ["ignore", "ignore", logFd], env: { ...process.env, ...startOptions.env } });
+    const child = spawn(file!, args, { stdio: ["ignore", "ignore", logFd], env: { ...process.env, ...this.options.env, ...startOptions.env } });
     closeSync(logFd);
     children.add(child);
     child.on("exit", () => children.delete(child));

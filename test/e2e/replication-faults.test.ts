@@ -10,8 +10,8 @@ import { after, describe, it } from "node:test";
 import { chaosRun } from "../tools/chaos-schedule.js";
 import { checkPrefix, checkPrefixAtLeast } from "../tools/prefix-checker.js";
 import { PrefixWorkload } from "../tools/prefix-workload.js";
-import { cleanup, run, runOk, tempDir, type TestNode } from "./harness.js";
-import { Cluster } from "./replication-harness.js";
+import { cleanup, run, runOk, tempDir } from "./harness.js";
+import { Cluster, replicaState } from "./replication-harness.js";
 
 const blockSize = 4096;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -25,14 +25,6 @@ function sampleImage(pid: number, path: string, bytes: number): Buffer {
   } finally {
     process.kill(pid, "SIGCONT");
   }
-}
-
-// The replica's consistency, straight from its admin API (faster than a CLI process per sample).
-async function replicaState(node: TestNode): Promise<{ consistent: boolean; resyncs: number }> {
-  const token = readFileSync(join(node.dataDir, "api.token"), "utf8").trim();
-  const response = await fetch(`${node.api!.url}/v1/status`, { headers: { authorization: `Bearer ${token}` } });
-  const status = (await response.json()) as { groups: { consistent: boolean; stats: { resyncs: number } }[] };
-  return { consistent: status.groups[0]!.consistent, resyncs: status.groups[0]!.stats.resyncs };
 }
 
 describe("replication through faults", () => {
@@ -140,6 +132,34 @@ describe("replication through faults", () => {
       await cluster.compareImages("disk0");
       const verified = await cluster.verify();
       assert.equal(verified.consistent, true);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  // Found by `npm run chaos` (seed 107): after an outage a periodic link's whole backlog is one
+  // interval; larger than the secondary's log copy, it could never be applied whole, the
+  // receiver waited for room forever and the link was dropped as silent and resumed, over and over.
+  it("periodic: a backlog larger than the secondary's log is applied in parts, and drain completes", async () => {
+    const dir = tempDir("periodic-backlog");
+    dirs.push(dir);
+    const fioDir = tempDir("periodic-backlog-fio");
+    dirs.push(fioDir);
+    const cluster = await Cluster.start(dir, 1, { logSize: "1GiB" }, { logSize: "128MiB" });
+    try {
+      await cluster.primary.createVolume("disk0", "64MiB");
+      await cluster.link("secondary1", "periodic", { interval: "500ms" });
+      await cluster.waitConsistent();
+      assert.equal((await cluster.primary.cli(["link", "pause", "g", "secondary1"])).code, 0);
+      // 200 MiB of records: more than the secondary's 128 MiB log, well under the primary's.
+      await runOk("fio", ["--name=backlog", "--ioengine=nbd", `--uri=${cluster.primary.uri("disk0")}`, "--rw=randwrite", "--bs=64k", "--iodepth=8", "--size=32M", "--io_size=200M"], { cwd: fioDir, timeoutMs: 240_000 });
+      const [paused] = await cluster.links();
+      assert.equal(paused!.bitmap, null, "the backlog stayed in the primary's log");
+      assert.equal((await cluster.primary.cli(["link", "resume", "g", "secondary1"])).code, 0);
+      await cluster.drain("120s");
+      await cluster.compareImages("disk0");
+      const status = JSON.parse((await cluster.secondaries[0]!.cli(["--json", "status"])).stdout) as { groups: { stats: { intervalsSplit: number } }[] };
+      assert.ok(status.groups[0]!.stats.intervalsSplit >= 1, "the interval was applied in parts");
     } finally {
       await cluster.stop();
     }

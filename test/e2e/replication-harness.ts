@@ -3,7 +3,7 @@
 // token, `link accept` on the secondary with its own), optionally through a FaultProxy per link.
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { FaultProxy } from "../tools/fault-proxy.js";
@@ -15,6 +15,14 @@ export async function freePort(): Promise<number> {
   const port = (server.address() as { port: number }).port;
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+// The replica's consistency, straight from its admin API (faster than a CLI process per sample).
+export async function replicaState(node: TestNode): Promise<{ consistent: boolean; resyncs: number }> {
+  const token = readFileSync(join(node.dataDir, "api.token"), "utf8").trim();
+  const response = await fetch(`${node.api!.url}/v1/status`, { headers: { authorization: `Bearer ${token}` } });
+  const status = (await response.json()) as { groups: { consistent: boolean; stats: { resyncs: number } }[] };
+  return { consistent: status.groups[0]!.consistent, resyncs: status.groups[0]!.stats.resyncs };
 }
 
 export interface LinkView {

@@ -223,4 +223,25 @@ describe("prefix workload against qemu-nbd", () => {
     const end = checkPrefixAtLeast(readFileSync(imagePath), seed, blocks, final.issued, final.acknowledged, queueDepth);
     assert.deepEqual(end, { ok: true, prefixMin: final.acknowledged, prefixMax: final.acknowledged });
   });
+
+  it("with FUA and flushes: durable trails acknowledged, a clean stop flushes; a later run continues from --first", async () => {
+    const seed = 4242;
+    const queueDepth = 4;
+    zeroImage();
+    const options = { uri, blocks, seconds: 1, seed, queueDepth, fuaPercent: 20, flushEvery: 16 };
+    const first = new PrefixWorkload({ ...options, progressPath: join(dir, "progress-fua.json") });
+    assert.equal((await first.finished).code, 0);
+    const one = first.progress()!;
+    assert.ok(one.fua > 0 && one.flushes > 0, `FUA writes and flushes went out: ${JSON.stringify(one)}`);
+    assert.equal(one.durable, one.acknowledged, "the last flush made every acknowledged write durable");
+    // Continue as after a crash that kept writes 1..(acknowledged − 10): the rewritten numbers
+    // carry the same bytes, so the image stays a prefix of one write order.
+    const continued = new PrefixWorkload({ ...options, seconds: 0.5, first: one.acknowledged - 10, progressPath: join(dir, "progress-fua-2.json") });
+    assert.equal((await continued.finished).code, 0);
+    const two = continued.progress()!;
+    assert.equal(two.first, one.acknowledged - 10);
+    assert.ok(two.acknowledged > one.acknowledged, "the second run wrote past the first");
+    const end = checkPrefixAtLeast(readFileSync(imagePath), seed, blocks, Math.max(one.issued, two.issued), two.acknowledged, queueDepth);
+    assert.deepEqual(end, { ok: true, prefixMin: two.acknowledged, prefixMax: two.acknowledged });
+  });
 });

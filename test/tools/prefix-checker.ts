@@ -134,6 +134,10 @@ export function imageAfter(seed: number, blocks: number, writeNumbers: Iterable<
 export interface WorkloadProgress {
   acknowledged: number; // every write ≤ this was acknowledged
   issued: number; // no write above this was issued
+  durable: number; // every write ≤ this was acknowledged with FUA or before a completed FLUSH
+  first: number; // the workload's first write number (1 unless it continues an earlier one)
+  fua: number; // writes acknowledged with FUA
+  flushes: number; // flushes completed
   stoppedBecause: string | null; // null while running
 }
 
@@ -141,5 +145,6 @@ export interface WorkloadProgress {
 export function readProgress(path: string): WorkloadProgress {
   const progress = JSON.parse(readFileSync(path, "utf8")) as WorkloadProgress;
   assert(Number.isInteger(progress.acknowledged) && progress.acknowledged <= progress.issued, "acknowledged ≤ issued");
+  assert(Number.isInteger(progress.durable) && progress.durable <= progress.acknowledged, "durable ≤ acknowledged");
   return progress;
 }

@@ -3,7 +3,8 @@
 # test can prove that a replica's image equals the primary's after SOME prefix of the writes
 # while they are still going on. test/tools/prefix-checker.ts checks the images.
 #
-#   URI BLOCKS SECONDS SEED PROGRESS_FILE [QUEUE_DEPTH]   write until SECONDS or SIGTERM/SIGINT
+#   URI BLOCKS SECONDS SEED PROGRESS_FILE [QUEUE_DEPTH] [--fua-percent P] [--flush-every N]
+#       [--first W]                                      write until SECONDS or SIGTERM/SIGINT
 #     URI may list several exports, comma-separated: the BLOCKS are then split evenly across
 #     them in order (block b is block b mod (BLOCKS/n) of export b div (BLOCKS/n)), one write
 #     order over all: the checker reads their images concatenated, so a set of images taken
@@ -30,12 +31,22 @@
 # or more apart, and writes to one block, are then ordered; writes closer than Q may be
 # applied in either order, and the checker must be told Q.
 #
+# Durability. --fua-percent P sends P % of the writes with FUA (seeded by write number, so a
+# replay sends the same ones); --flush-every N issues a FLUSH on every export after every N
+# writes (at most one flush in flight). A write is durable once acknowledged with FUA, or
+# acknowledged before a FLUSH that then completed on every export: after a crash of the
+# server every durable write must still be there. --first W starts at write number W instead
+# of 1 (writes 1..W-1 are taken as already on the volume, durable): a crashed server's
+# workload continues where the image it recovered stands, rewriting any number >= W with the
+# same content it had, so the write order the checker sees is still 1, 2, 3, ...
+#
 # Progress: every ~50 ms and at exit PROGRESS_FILE is replaced atomically (write + rename)
-# with {"acknowledged": N, "issued": M, "stoppedBecause": ...}: N is the highest number such
-# that every write <= N is acknowledged, M the highest issued. On SECONDS or a signal the
-# workload stops issuing, waits for writes in flight (at most DRAIN_SECONDS_MAX), writes the
-# final progress, prints it on stdout and exits 0. If the server fails or goes away it exits
-# 3 after writing what it knows (usage errors exit 2).
+# with {"acknowledged": N, "issued": M, "durable": D, "stoppedBecause": ...}: N is the highest
+# number such that every write <= N is acknowledged, M the highest issued, D the highest such
+# that every write <= D is durable. On SECONDS or a signal the workload stops issuing, waits
+# for writes in flight, flushes once more when flushes were asked for (at most
+# DRAIN_SECONDS_MAX in all), writes the final progress, prints it on stdout and exits 0. If
+# the server fails or goes away it exits 3 after writing what it knows (usage errors exit 2).
 import hashlib, json, os, signal, struct, sys, time, zlib
 import nbd
 
@@ -82,18 +93,30 @@ def save_progress(path, progress):
     os.replace(temporary, path)
 
 
+def is_fua(seed, write_number, fua_percent):
+    return fua_percent > 0 and mix32(mix32(seed ^ 0x7F4A7C15) ^ write_number) % 100 < fua_percent
+
+
 class Workload:
-    def __init__(self, handles, blocks, seed, queue_depth):
+    def __init__(self, handles, blocks, seed, queue_depth, fua_percent=0, flush_every=0, first=1):
         self.handles = handles
         self.blocks_per_handle = blocks // len(handles)
         self.blocks = blocks
         self.seed = seed
         self.queue_depth = queue_depth
-        self.in_flight = {}  # cookie -> (write number, block, buffer kept alive)
+        self.fua_percent = fua_percent
+        self.flush_every = flush_every
+        self.first = first
+        self.in_flight = {}  # cookie -> (write number, block, buffer kept alive, handle, fua)
         self.blocks_in_flight = set()
         self.completed_ahead = set()  # acknowledged, but an earlier write is not yet
-        self.acknowledged = 0
-        self.issued = 0
+        self.durable_ahead = set()  # acknowledged with FUA, above the durable prefix
+        self.flush_in_flight = None  # {"covers": N, "cookies": {(handle id, cookie): handle}}
+        self.issued_since_flush = 0
+        self.acknowledged = first - 1
+        self.issued = first - 1
+        self.durable = first - 1
+        self.counts = {"fua": 0, "flushes": 0}
 
     def can_issue(self):
         upcoming = self.issued + 1
@@ -107,14 +130,32 @@ class Workload:
         block = block_of(self.seed, write_number, self.blocks)
         buffer = nbd.Buffer.from_bytearray(bytearray(block_content(self.seed, block, write_number)))
         handle = self.handles[block // self.blocks_per_handle]
-        cookie = (id(handle), handle.aio_pwrite(buffer, (block % self.blocks_per_handle) * BLOCK_SIZE))
-        self.in_flight[cookie] = (write_number, block, buffer, handle)
+        fua = is_fua(self.seed, write_number, self.fua_percent)
+        flags = nbd.CMD_FLAG_FUA if fua else 0
+        cookie = (id(handle), handle.aio_pwrite(buffer, (block % self.blocks_per_handle) * BLOCK_SIZE, flags=flags))
+        self.in_flight[cookie] = (write_number, block, buffer, handle, fua)
         self.blocks_in_flight.add(block)
         self.issued = write_number
+        self.issued_since_flush += 1
+
+    def flush_due(self):
+        return self.flush_every > 0 and self.flush_in_flight is None and self.issued_since_flush >= self.flush_every
+
+    # A FLUSH on every export; it covers the writes acknowledged before it was issued.
+    def flush(self):
+        cookies = {(id(handle), handle.aio_flush()): handle for handle in self.handles}
+        self.flush_in_flight = {"covers": self.acknowledged, "cookies": cookies}
+        self.issued_since_flush = 0
+
+    def busy(self):
+        return bool(self.in_flight) or self.flush_in_flight is not None
 
     def poll(self, milliseconds):
-        # the handle of the oldest write in flight waits; the others are only checked
-        oldest = min(self.in_flight.values(), key=lambda entry: entry[0])[3]
+        # the handle of the oldest write (else of the flush) in flight waits; the others are only checked
+        if self.in_flight:
+            oldest = min(self.in_flight.values(), key=lambda entry: entry[0])[3]
+        else:
+            oldest = next(iter(self.flush_in_flight["cookies"].values()))
         oldest.poll(milliseconds)
         for handle in self.handles:
             if handle is not oldest:
@@ -124,19 +165,37 @@ class Workload:
         for cookie in list(self.in_flight):
             handle = self.in_flight[cookie][3]
             if handle.aio_command_completed(cookie[1]):  # raises nbd.Error if the write failed
-                write_number, block, _, _ = self.in_flight.pop(cookie)
+                write_number, block, _, _, fua = self.in_flight.pop(cookie)
                 self.blocks_in_flight.discard(block)
                 self.completed_ahead.add(write_number)
+                if fua:
+                    self.counts["fua"] += 1
+                    self.durable_ahead.add(write_number)
         while self.acknowledged + 1 in self.completed_ahead:
             self.completed_ahead.remove(self.acknowledged + 1)
             self.acknowledged += 1
+        flush = self.flush_in_flight
+        if flush is not None:
+            for cookie in list(flush["cookies"]):
+                if flush["cookies"][cookie].aio_command_completed(cookie[1]):
+                    del flush["cookies"][cookie]
+            if not flush["cookies"]:
+                self.flush_in_flight = None
+                self.counts["flushes"] += 1
+                self.durable = max(self.durable, flush["covers"])
+        self.durable_ahead = {number for number in self.durable_ahead if number > self.durable}
+        while self.durable + 1 in self.durable_ahead:
+            self.durable_ahead.remove(self.durable + 1)
+            self.durable += 1
 
     def progress(self, stopped_because):
-        return {"acknowledged": self.acknowledged, "issued": self.issued, "stoppedBecause": stopped_because,
-                "seed": self.seed, "blocks": self.blocks, "queueDepth": self.queue_depth}
+        return {"acknowledged": self.acknowledged, "issued": self.issued, "durable": self.durable,
+                "first": self.first, "fua": self.counts["fua"], "flushes": self.counts["flushes"],
+                "stoppedBecause": stopped_because, "seed": self.seed, "blocks": self.blocks,
+                "queueDepth": self.queue_depth}
 
 
-def run(uris, blocks, seconds, seed, progress_path, queue_depth):
+def run(uris, blocks, seconds, seed, progress_path, queue_depth, fua_percent=0, flush_every=0, first=1):
     if blocks % len(uris) != 0:
         print("BLOCKS must split evenly across %d exports" % len(uris), file=sys.stderr)
         return EXIT_USAGE
@@ -148,7 +207,7 @@ def run(uris, blocks, seconds, seed, progress_path, queue_depth):
             print("%s holds fewer than %d blocks" % (uri, blocks // len(uris)), file=sys.stderr)
             return EXIT_USAGE
         handles.append(handle)
-    workload = Workload(handles, blocks, seed, queue_depth)
+    workload = Workload(handles, blocks, seed, queue_depth, fua_percent, flush_every, first)
     stop = {"because": None}
 
     def on_signal(number, _frame):
@@ -158,6 +217,7 @@ def run(uris, blocks, seconds, seed, progress_path, queue_depth):
     signal.signal(signal.SIGINT, on_signal)
     deadline = time.monotonic() + seconds
     drain_deadline = None
+    final_flush = flush_every > 0  # at a stop, one last FLUSH makes every acknowledged write durable
     progress_due = 0.0
     code = 0
     try:
@@ -168,11 +228,16 @@ def run(uris, blocks, seconds, seed, progress_path, queue_depth):
             if stop["because"] is None:
                 while workload.can_issue():
                     workload.issue()
-                if not workload.in_flight:
+                    if workload.flush_due():
+                        workload.flush()
+                if not workload.busy():
                     stop["because"] = "write numbers exhausted"  # only can_issue's number limit
             elif drain_deadline is None:
                 drain_deadline = now + DRAIN_SECONDS_MAX
-            if not workload.in_flight or (drain_deadline is not None and now >= drain_deadline):
+            if final_flush and stop["because"] is not None and not workload.busy():
+                final_flush = False
+                workload.flush()
+            if not workload.busy() or (drain_deadline is not None and now >= drain_deadline):
                 if stop["because"] is not None:
                     break
             else:
@@ -197,18 +262,37 @@ def selftest(seed, blocks, count):
     return 0
 
 
+def split_options(arguments):
+    # "--name value" pairs anywhere; the rest are positional
+    positional, options = [], {}
+    index = 0
+    while index < len(arguments):
+        if arguments[index] in ("--fua-percent", "--flush-every", "--first") and index + 1 < len(arguments):
+            options[arguments[index]] = int(arguments[index + 1])
+            index += 2
+        else:
+            positional.append(arguments[index])
+            index += 1
+    return positional, options
+
+
 def main(arguments):
     if len(arguments) == 4 and arguments[0] == "selftest":
         return selftest(int(arguments[1]), int(arguments[2]), int(arguments[3]))
+    arguments, options = split_options(arguments)
     if len(arguments) not in (5, 6):
-        print("usage: URI BLOCKS SECONDS SEED PROGRESS_FILE [QUEUE_DEPTH] | selftest SEED BLOCKS COUNT", file=sys.stderr)
+        print("usage: URI BLOCKS SECONDS SEED PROGRESS_FILE [QUEUE_DEPTH] [--fua-percent P] [--flush-every N] [--first W]"
+              " | selftest SEED BLOCKS COUNT", file=sys.stderr)
         return EXIT_USAGE
     uri, blocks, seconds, seed, progress_path = arguments[0], int(arguments[1]), float(arguments[2]), int(arguments[3]), arguments[4]
     queue_depth = int(arguments[5]) if len(arguments) == 6 else 1
-    if not (0 < blocks <= BLOCKS_MAX and 0 <= seed <= MASK32 and 1 <= queue_depth <= QUEUE_DEPTH_MAX and seconds >= 0):
-        print("need 0 < BLOCKS <= %d, 0 <= SEED < 2^32, 1 <= QUEUE_DEPTH <= %d" % (BLOCKS_MAX, QUEUE_DEPTH_MAX), file=sys.stderr)
+    fua_percent, flush_every, first = options.get("--fua-percent", 0), options.get("--flush-every", 0), options.get("--first", 1)
+    if not (0 < blocks <= BLOCKS_MAX and 0 <= seed <= MASK32 and 1 <= queue_depth <= QUEUE_DEPTH_MAX and seconds >= 0
+            and 0 <= fua_percent <= 100 and flush_every >= 0 and 1 <= first <= WRITE_NUMBER_MAX):
+        print("need 0 < BLOCKS <= %d, 0 <= SEED < 2^32, 1 <= QUEUE_DEPTH <= %d, 0 <= P <= 100, N >= 0, W >= 1"
+              % (BLOCKS_MAX, QUEUE_DEPTH_MAX), file=sys.stderr)
         return EXIT_USAGE
-    return run(uri.split(","), blocks, seconds, seed, progress_path, queue_depth)
+    return run(uri.split(","), blocks, seconds, seed, progress_path, queue_depth, fua_percent, flush_every, first)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ export interface PrefixWorkloadOptions {
   seed: number;
   progressPath: string;
   queueDepth?: number; // 1
+  fuaPercent?: number; // 0: this share of the writes carries FUA
+  flushEvery?: number; // 0: never; else a FLUSH after every this many writes, and one at a clean stop
+  first?: number; // 1: the first write number (a workload continuing after a crash of its server)
 }
 
 export class PrefixWorkload {
@@ -27,6 +30,9 @@ export class PrefixWorkload {
 
   constructor(readonly options: PrefixWorkloadOptions) {
     const args = [prefixWorkloadScript, options.uri, String(options.blocks), String(options.seconds), String(options.seed), options.progressPath, String(options.queueDepth ?? 1)];
+    if (options.fuaPercent !== undefined) args.push("--fua-percent", String(options.fuaPercent));
+    if (options.flushEvery !== undefined) args.push("--flush-every", String(options.flushEvery));
+    if (options.first !== undefined) args.push("--first", String(options.first));
     const started = start(pythonWithLibnbd, args, { timeoutMs: workloadRunMsMax });
     this.child = started.child;
     this.finished = started.finished;
