@@ -128,6 +128,7 @@ export const linkHandshakesPendingMax = 16; // unauthenticated connections a lis
 export const apiBodyBytesMax = 64 * KiB;
 export const apiRequestMsMax = 30_000;
 export const cliRequestMsMax = 60_000; // the CLI waits this long for an answer, plus what the request itself may take (drain)
+export const cliLongRequestMsMax = 6 * 60 * 60 * 1000; // what a request whose work grows with the data may take: verify, restore, sync, delete
 export const apiTokenBytes = 32;
 
 // ---- Process ----

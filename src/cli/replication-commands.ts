@@ -7,6 +7,7 @@
 
 import { promises as fsp } from "node:fs";
 import { Command, Option } from "commander";
+import { cliLongRequestMsMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { formatSize, parseDuration } from "../units.js";
 import { callApi, type CommandOutput as Output } from "./client.js";
@@ -136,7 +137,7 @@ export function addReplicationCommands(program: Command, output: Output): void {
     .option("--group <group>", "only this group")
     .action(async (options: { group?: string }) => {
       type Report = { consistent: boolean; groups: { group: string; links: { peer: string; bytesCompared: number; differingBytes: number; differing: { volume: string; offset: number; length: number }[] }[] }[] };
-      const result = (await callApi(output.target(), "POST", "/v1/verify", { group: options.group })) as Report;
+      const result = (await callApi(output.target(), "POST", "/v1/verify", { group: options.group }, cliLongRequestMsMax)) as Report;
       output.print(output.json(), result, () =>
         result.groups
           .flatMap((group) =>

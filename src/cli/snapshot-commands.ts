@@ -13,6 +13,7 @@
 //   lockstep snapshot delete disk0@nightly [--recursive]
 
 import type { Command } from "commander";
+import { cliLongRequestMsMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { formatSize } from "../units.js";
 import { callApi, type CommandOutput as Output } from "./client.js";
@@ -102,7 +103,7 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .option("--force", "even with NBD clients connected")
     .action(async (image: string, options: { recursive?: boolean; force?: boolean }) => {
       const query = [options.recursive ? "recursive=true" : "", options.force ? "force=true" : ""].filter((part) => part !== "").join("&");
-      const result = (await callApi(output.target(), "DELETE", `/v1/snapshots/${encodeURIComponent(image)}${query === "" ? "" : `?${query}`}`)) as { deleted: string[] } & OperationCost;
+      const result = (await callApi(output.target(), "DELETE", `/v1/snapshots/${encodeURIComponent(image)}${query === "" ? "" : `?${query}`}`, undefined, cliLongRequestMsMax)) as { deleted: string[] } & OperationCost;
       output.print(output.json(), result, () => `deleted ${result.deleted.join(", ")}\n${costText(result)}`);
     });
   snapshot
@@ -110,7 +111,7 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .description("make the volume's content equal to the snapshot's (only the chunks that differ are written)")
     .option("--volume <volume>", "the volume to restore (must be the snapshot's own)")
     .action(async (image: string, options: { volume?: string }) => {
-      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume })) as { volume: string; bytesWritten: number; chunks: number } & OperationCost;
+      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume }, cliLongRequestMsMax)) as { volume: string; bytesWritten: number; chunks: number } & OperationCost;
       output.print(output.json(), result, () => `restored ${result.volume} from ${image}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally\n${costText(result)}`);
     });
   snapshot
@@ -125,7 +126,7 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .command("sync <from> <to>")
     .description("make image <to> (the volume, or a writable snapshot) equal to image <from>, writing only the chunks that differ; on every site, no data on the links")
     .action(async (from: string, to: string) => {
-      const result = (await callApi(output.target(), "POST", "/v1/snapshots-sync", { from, to })) as { bytesWritten: number; chunks: number } & OperationCost;
+      const result = (await callApi(output.target(), "POST", "/v1/snapshots-sync", { from, to }, cliLongRequestMsMax)) as { bytesWritten: number; chunks: number } & OperationCost;
       output.print(output.json(), result, () => `synced ${to} from ${from}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally\n${costText(result)}`);
     });
   snapshot
