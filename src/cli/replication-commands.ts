@@ -29,11 +29,18 @@ interface LinkView {
   rpoSeconds: number | null;
   lastError: string | null;
   resync: { totalBytes: number; sentBytes: number; percent: number; bytesPerSecond: number; etaSeconds: number | null } | null;
+  lastTwinBuild: { atLsn: string; built: number; kept: number; peerDeletes: number; regionBytes: number; bytesSent: number; ms: number } | null;
 }
 
 function linkRows(links: LinkView[], table: Output["table"]): string {
   if (links.length === 0) return "no links";
-  return table([
+  // the snapshot twins the last resync built on each peer (after a link missed operations)
+  const builds = links.flatMap((link) => {
+    const build = link.lastTwinBuild;
+    if (build === null || build === undefined) return [];
+    return [`${link.group}/${link.peer}: twins built at LSN ${build.atLsn}: ${build.built} built, ${build.kept} kept, ${build.peerDeletes} deleted there; ${formatSize(build.bytesSent)} sent for ${formatSize(build.regionBytes)} of differing regions in ${(build.ms / 1000).toFixed(1)} s`];
+  });
+  return [table([
     ["GROUP", "PEER", "ADDRESS", "MODE", "STATE", "CONSISTENT", "APPLIED/HEAD", "LAG", "RPO", "RESYNC"],
     ...links.map((link) => [
       link.group,
@@ -47,7 +54,7 @@ function linkRows(links: LinkView[], table: Output["table"]): string {
       link.rpoSeconds === null ? "?" : `${link.rpoSeconds.toFixed(1)}s`,
       link.resync === null ? "-" : `${link.resync.percent}% ETA ${link.resync.etaSeconds ?? "?"}s`,
     ]),
-  ]);
+  ]), ...builds].join("\n");
 }
 
 function progressBar(link: LinkView): string {

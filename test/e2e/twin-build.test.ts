@@ -90,6 +90,7 @@ describe("twins built when the exact point was lost", () => {
       // The twins differ from their bases by ~12 MiB of data (the rest of the differing regions
       // reads as zero there and costs a header): far less than the twins' content.
       assert.ok(link!.lastTwinBuild!.bytesSent < 24 * 2 ** 20, "only the regions where the twins differ from their bases were shipped");
+      assert.match(await cli(primary, ["link", "list"]), /g\/secondary1: twins built at LSN \d+: \d+ built, \d+ kept, 1 deleted there; /, "link list reports the build");
       const compared = await compareTwins(cluster, [cluster.secondary("secondary1")]);
       assert.equal(compared, 5);
 
