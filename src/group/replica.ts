@@ -24,7 +24,7 @@ import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
-import { GroupLog, type LogCursor } from "../log/group-log.js";
+import { GroupLog, type GroupLogOptions, type LogCursor } from "../log/group-log.js";
 import { isOperationKind, isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import type { Accept } from "../replication/handshake.js";
 import type { RegionData } from "../replication/resync.js";
@@ -33,6 +33,7 @@ import type { CatalogTwin, Twin, TwinCatalog, TwinRegion } from "../replication/
 import type { Volume } from "../volume/volume.js";
 import { applyChange } from "./apply-change.js";
 import { crashPoint } from "../crash-point.js";
+import { plantedBug, plantedTrade } from "../planted-bugs.js";
 
 export interface ReplicaHost {
   // Makes this node's volumes of the group match the primary's table (create, resize,
@@ -58,6 +59,9 @@ export interface ReplicaHost {
   twinList(volume: Volume): Twin[];
   applyTwinCatalog(group: string, volume: Volume, catalog: readonly CatalogTwin[], lsn: bigint): Promise<{ built: string[]; kept: string[]; deleted: string[]; retained: string[] }>;
   writeTwin(volume: Volume, snapshot: string, offset: number, data: Buffer | null, length: number): Promise<void>;
+  // The log copy restarts at lsn + 1, maybe on another history: what the snapshot stores
+  // remember by LSN is made to say lsn.
+  rebaseSnapshots(group: string, lsn: bigint): Promise<void>;
 }
 
 export type ReplicaItem =
@@ -86,6 +90,7 @@ export interface ReplicaOptions {
   readonly host: ReplicaHost;
   readonly statePath: string;
   readonly logSizeBytes: number;
+  readonly logOptions?: GroupLogOptions; // the log copy's clock and limits (a simulation's); default: the system's
 }
 
 export class Replica {
@@ -131,7 +136,7 @@ export class Replica {
 
   // Opens (or creates) the replica's log and its state. Call recover() once the volumes are added.
   static async open(name: string, logFile: BlockFile, fresh: boolean, options: ReplicaOptions): Promise<Replica> {
-    const log = fresh ? await GroupLog.create(logFile, { sizeBytes: options.logSizeBytes, groupId: name }) : await GroupLog.open(logFile, { groupId: name });
+    const log = fresh ? await GroupLog.create(logFile, { ...options.logOptions, sizeBytes: options.logSizeBytes, groupId: name }) : await GroupLog.open(logFile, { ...options.logOptions, groupId: name });
     const text = await readFileBounded(options.statePath, stateFileBytesMax, (size) => new OperatingError("CONFIG_INVALID", `${options.statePath}: ${size} bytes is too large for a replica state file`));
     // A replica that never received anything is not a copy of anything yet: inconsistent.
     const state: ReplicaStateFile = text === null ? { version: 1, consistent: false, resyncing: false, primary: null } : (JSON.parse(text.toString("utf8")) as ReplicaStateFile);
@@ -235,6 +240,8 @@ export class Replica {
   private async nextRecord(): Promise<LogRecord | null> {
     const lsn = this.appliedLsnValue + 1n;
     while (this.receivedStart < this.received.length && this.received[this.receivedStart]!.lsn < lsn) this.dropKept();
+    if (plantedBug("apply-out-of-order")) plantedTrade(this.received, this.receivedStart, "write");
+    if (plantedBug("operation-early")) plantedTrade(this.received, this.receivedStart, "operation");
     const kept = this.received[this.receivedStart];
     if (kept !== undefined && kept.lsn === lsn) {
       this.dropKept();
@@ -335,11 +342,15 @@ export class Replica {
       this.wakeApplier();
       return;
     }
+    // Before the switch (a crash between the two leaves old LSNs lower, which redo of an empty
+    // log copy cannot misread): the new history's LSNs may be ones the old one used.
+    await this.options.host.rebaseSnapshots(this.name, accept.resumeLsn - 1n);
     let switched!: () => void;
     this.logSwitch = new Promise((resolve) => (switched = resolve));
     try {
       await this.logValue.close();
       this.logValue = await GroupLog.create(this.logFile, {
+        ...this.options.logOptions,
         sizeBytes: this.logValue.sizeBytes,
         groupId: this.name,
         logId: accept.logId,

@@ -11,10 +11,15 @@
 import { promises as fsp } from "node:fs";
 import { dirname } from "node:path";
 import { fromSystemError, type OperatingError } from "../errors.js";
+import { scheduleIo } from "./io-scheduler.js";
 
 // Resolves once `bytes` is durably the content of `path`. Rejects with OperatingError
 // (DISK_IO, DISK_FULL, READ_ONLY).
-export async function writeFileAtomic(path: string, bytes: Buffer | string): Promise<void> {
+export function writeFileAtomic(path: string, bytes: Buffer | string): Promise<void> {
+  return scheduleIo(path, () => replaceFile(path, bytes));
+}
+
+async function replaceFile(path: string, bytes: Buffer | string): Promise<void> {
   const temporary = `${path}.tmp`;
   try {
     await writeDurably(temporary, bytes);
@@ -28,7 +33,11 @@ export async function writeFileAtomic(path: string, bytes: Buffer | string): Pro
 
 // The file's content, or null when it does not exist. A file longer than bytesMax is not read:
 // it rejects with the caller's error for it (its format's "damaged" error).
-export async function readFileBounded(path: string, bytesMax: number, tooLarge: (size: number) => OperatingError): Promise<Buffer | null> {
+export function readFileBounded(path: string, bytesMax: number, tooLarge: (size: number) => OperatingError): Promise<Buffer | null> {
+  return scheduleIo(path, () => readBounded(path, bytesMax, tooLarge));
+}
+
+async function readBounded(path: string, bytesMax: number, tooLarge: (size: number) => OperatingError): Promise<Buffer | null> {
   let handle: fsp.FileHandle;
   try {
     handle = await fsp.open(path, "r");

@@ -36,6 +36,7 @@ import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
 import { LsnWaiters } from "./lsn-waiters.js";
+import { plantedBug } from "../planted-bugs.js";
 import { type LogRecord, RecordKind, recordDiskSize, recordHeaderEncode } from "./record.js";
 import type { ScanLayout } from "./record-scanner.js";
 import { logDataStart, type Superblock, superblockRead, superblockWrite, superblockEncode } from "./superblock.js";
@@ -781,6 +782,7 @@ export class GroupLog {
 
   private async syncRun(persist: PersistRound | null): Promise<void> {
     const target = this.writtenLsnValue;
+    if (plantedBug("ack-before-fsync")) this.durableWaiters.resolveThrough(target);
     await this.file.datasync();
     this.syncs += 1;
     if (target > this.durableLsnValue) this.durableLsnValue = target;

@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
+import { scheduleIo } from "../io/io-scheduler.js";
 import type { Logger } from "../logger.js";
 import type { FrozenTwins, Group, SnapshotImageView } from "../group/group.js";
 import { decodeOperationSet, encodeOperationSet, isVolumeOperation, operationVolumes, type Operation, type OperationSet, type SnapshotOperation, type VolumeOperation } from "../group/operation.js";
@@ -162,7 +163,7 @@ export class NodeSnapshots {
 
   private async openStore(volume: Volume, settings: SnapshotSettings): Promise<SnapshotStore> {
     const directory = this.directory(volume);
-    await fsp.mkdir(join(directory, "meta"), { recursive: true, mode: 0o700 });
+    await scheduleIo(directory, () => fsp.mkdir(join(directory, "meta"), { recursive: true, mode: 0o700 }));
     const file = await this.files.open(join(directory, "store"), { create: 0 });
     const store = await SnapshotStore.open(volume, file, join(directory, "meta"), { chunkSize: settings.chunkSize, storeSizeMax: settings.storeSize, nowMs: this.nowMs });
     this.stores.set(volume.name, store);
@@ -404,6 +405,12 @@ export class NodeSnapshots {
     const store = this.stores.get(volume.name);
     if (store === undefined || !store.has(protectiveSnapshot)) return null;
     return (offset, target) => store.read(protectiveSnapshot, offset, target);
+  }
+
+  // A replica's log copy restarts at lsn + 1 on another history: its stores forget the LSNs of
+  // the old one (SnapshotStore.rebase).
+  async rebase(group: string, lsn: bigint): Promise<void> {
+    for (const [volume, store] of this.stores) if (this.host.groupOf(volume) === group) await store.exclusive(() => store.rebase(lsn));
   }
 
   // ---- Twins when the exact point was lost (docs/DESIGN-NOTES.md §8) ----

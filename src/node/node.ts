@@ -299,6 +299,10 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     return this.snapshots.writeTwin(volume, snapshot, offset, data, length);
   }
 
+  rebaseSnapshots(group: string, lsn: bigint): Promise<void> {
+    return this.snapshots.rebase(group, lsn);
+  }
+
   protection(group: string): ProtectionPolicy | null {
     if (!this.replicas.has(group)) return null;
     return this.groupConfig(group).protection;

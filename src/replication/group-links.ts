@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { linksPerGroupMax, logShipCacheBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
+import { scheduleIo } from "../io/io-scheduler.js";
 import type { Group, GroupReplication } from "../group/group.js";
 import { type LinkCredential, linkCredentialParse, linkCredentialSerialize } from "./link-credential.js";
 import { type LinkEnvironment, type LinkSettings, type LinkVerifyReport, PrimaryLink } from "./primary-link.js";
@@ -28,8 +29,8 @@ export class GroupLinks implements GroupReplication {
   // Loads every link of the group (not started: start() once the group has recovered).
   static async open(group: Group, directory: string, environment: LinkEnvironment): Promise<GroupLinks> {
     const links = new GroupLinks(group, directory, environment);
-    await fsp.mkdir(directory, { recursive: true, mode: 0o700 });
-    for (const name of (await fsp.readdir(directory)).filter((entry) => entry.endsWith(".json") && !entry.endsWith(".state.json")).sort()) {
+    await scheduleIo(directory, () => fsp.mkdir(directory, { recursive: true, mode: 0o700 }));
+    for (const name of (await scheduleIo(directory, () => fsp.readdir(directory))).filter((entry) => entry.endsWith(".json") && !entry.endsWith(".state.json")).sort()) {
       const path = join(directory, name);
       const bytes = await readFileBounded(path, linkFileBytesMax, (size) => new OperatingError("CONFIG_INVALID", `${path}: ${size} bytes is too large for a link file`));
       if (bytes === null) continue;
@@ -78,8 +79,8 @@ export class GroupLinks implements GroupReplication {
     if (this.links.size >= linksPerGroupMax) throw new OperatingError("REQUEST_TOO_LARGE", { group: this.group.name, linksMax: linksPerGroupMax });
     const full: LinkSettings = { ...settings, paused: settings.paused ?? false, createdAtMs: nowMs };
     const files = this.filesOf(settings.peer);
-    await fsp.rm(files.state, { force: true });
-    await fsp.rm(files.bitmap, { force: true });
+    await scheduleIo(files.state, () => fsp.rm(files.state, { force: true }));
+    await scheduleIo(files.bitmap, () => fsp.rm(files.bitmap, { force: true }));
     const link = await PrimaryLink.open(this.group, full, files, this.environment);
     await writeFileAtomic(files.settings, settingsSerialize(full));
     this.links.set(settings.peer, link);

@@ -26,6 +26,8 @@ import { assert } from "../assert.js";
 import { linkTwinsStaleMax, linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowFillRatio, linkReconnectMsMax, linkReconnectMsMin, linkSilenceMsMax, replicationMessagesBytesMax, stateFileBytesMax, verifyDifferencesReportedMax, verifyRegionsPerRequestMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
+import { scheduleIo } from "../io/io-scheduler.js";
+import { plantedBug } from "../planted-bugs.js";
 import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
 import { isOperationKind, isSnapshotChangeKind, type LogRecord, RecordKind, recordHeaderSize } from "../log/record.js";
@@ -528,7 +530,7 @@ export class PrimaryLink {
       }
       await new Promise<void>((resolve) => {
         session.wake = resolve;
-        if (!periodic && throughLsn === null) void log.appended(sent).then(resolve, resolve);
+        if (!periodic && throughLsn === null) void log.appended(sent).then(resolve, () => session.close("the group's log failed")); // a failed log rejects at once: resolving would spin
       });
       session.wake = null;
     }
@@ -674,6 +676,13 @@ export class PrimaryLink {
     if (session.state.phase !== "streaming") return;
     await this.buildTwins(session);
     if (session.state.phase !== "streaming") return;
+    if (this.bitmapMarks !== session.resyncMarks) {
+      // Regions were marked while it ran (a restore from a twin that was not yet right there
+      // changed the peer's volume wrongly): the peer must not be told it is consistent. It stays
+      // inconsistent, behind its protective snapshot, and the next connection resyncs again.
+      session.close("regions marked during the resync: resync again before the peer is consistent");
+      return;
+    }
     session.resyncEndLsn = session.state.sentLsn;
     session.stream.send({ kind: "resyncEnd", consistentLsn: session.state.sentLsn });
     this.logger.info({ peer: this.peer, consistentLsn: String(session.state.sentLsn), regionBytesSent: this.resync.sentBytes }, "resync sent");
@@ -696,7 +705,7 @@ export class PrimaryLink {
     const twinsStale = session.twinMarks === this.twinMarks ? [] : this.progress.twinsStale;
     this.progress = { ...this.progress, bitmapActive: false, resyncs: this.progress.resyncs + 1, twinsStale };
     await this.persistProgress();
-    await fsp.rm(this.files.bitmap, { force: true });
+    await scheduleIo(this.files.bitmap, () => fsp.rm(this.files.bitmap, { force: true }));
     this.logger.info({ peer: this.peer }, "resync complete: peer consistent");
     this.wakeWaiters();
   }
@@ -816,6 +825,7 @@ export class PrimaryLink {
     while (cursor.nextLsn <= toLsn) {
       const record = await cursor.next();
       if (record === null) break;
+      if (plantedBug("fold-skips-mark") && record.lsn === toLsn && record.kind === RecordKind.write) continue;
       if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, record);
       else if (isOperationKind(record.kind)) this.markMissedOperation(bitmap, record);
       else if (isSnapshotChangeKind(record.kind)) {
@@ -966,7 +976,10 @@ export class PrimaryLink {
   // Marks regions that may differ (hot extents after a crash) for the next resync.
   async markRegions(regions: readonly VolumeRegion[]): Promise<void> {
     if (regions.length === 0) return;
-    if (!this.progress.bitmapActive) this.progress = { ...this.progress, coveredLsn: this.progress.peerDurableLsn, bitmapBaseLsn: this.progress.peerDurableLsn };
+    // (the peer may hold records past our head that a crash took from us: the bitmap covers
+    // through what we still have; the hello finds the rest and resyncs them)
+    const through = this.progress.peerDurableLsn < this.group.log.headLsn ? this.progress.peerDurableLsn : this.group.log.headLsn;
+    if (!this.progress.bitmapActive) this.progress = { ...this.progress, coveredLsn: through, bitmapBaseLsn: through };
     this.bitmap ??= this.emptyBitmap();
     for (const region of regions) this.markClipped(this.bitmap, region);
     this.bitmapMarks += 1;

@@ -59,9 +59,18 @@ export class SimDisk implements BlockFile {
     this.durable = grown;
   }
 
+  clearFaults(): void {
+    this.faults = [];
+  }
+
   async read(target: Buffer, position: number): Promise<void> {
     assert(!this.closed, "read after close");
     this.checkFault("read");
+    this.peek(target, position);
+  }
+
+  // What a reader would see now, without touching injected faults (a checker's look).
+  peek(target: Buffer, position: number): void {
     target.fill(0);
     const end = Math.min(position + target.length, this.durableSize);
     if (end > position) this.durable.copy(target, 0, position, end);

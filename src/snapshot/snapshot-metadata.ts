@@ -22,6 +22,7 @@
 import { open, type Database, type RootDatabase } from "lmdb";
 import { snapshotMetadataMapBytes } from "../constants.js";
 import { OperatingError } from "../errors.js";
+import { scheduleIo } from "../io/io-scheduler.js";
 
 export const liveEpoch = -1; // a chain link that reads the line's current content
 
@@ -91,6 +92,7 @@ type Pair = [number, number];
 
 export class SnapshotMetadata {
   private constructor(
+    private readonly path: string,
     private readonly root: RootDatabase,
     private readonly stateTable: Database<StoreState, string>,
     private readonly lineTable: Database<LineEntry, number>,
@@ -104,7 +106,7 @@ export class SnapshotMetadata {
     try {
       const root = open({ path, overlappingSync: false, compression: false, mapSize: snapshotMetadataMapBytes, maxDbs: 8 });
       const table = <V, K extends string | number | number[]>(name: string) => root.openDB<V, K>(name, { keyEncoding: "ordered-binary" });
-      return new SnapshotMetadata(root, table("state"), table("lines"), table("images"), table("versions"), table("current"), table("free"));
+      return new SnapshotMetadata(path, root, table("state"), table("lines"), table("images"), table("versions"), table("current"), table("free"));
     } catch (error) {
       throw new OperatingError("DISK_IO", { what: `open snapshot metadata ${path}` }, { cause: error });
     }
@@ -199,13 +201,13 @@ export class SnapshotMetadata {
   // Atomic and durable when it resolves. Concurrent commits share one LMDB transaction.
   async commit(change: MetadataChange): Promise<void> {
     try {
-      await this.root.transaction(() => this.apply(change));
+      await scheduleIo(this.path, () => this.root.transaction(() => this.apply(change)));
     } catch (error) {
       throw new OperatingError("DISK_IO", { what: "commit snapshot metadata" }, { cause: error });
     }
   }
 
   async close(): Promise<void> {
-    await this.root.close();
+    await scheduleIo(this.path, () => this.root.close());
   }
 }

@@ -589,6 +589,18 @@ export class SnapshotStore implements ChangeGuard {
     for (const entry of [renamed, ...children]) this.images.set(entry.name, entry);
   }
 
+  // The replica's log restarts at lsn + 1 on another history (a resync after the primary lost
+  // records this node had applied): the LSNs the store remembers (the last operation performed,
+  // what is durable through) belong to the old history, and LSNs of the new one at or below
+  // them would be taken for done. Everything the store holds is durable now (the replica
+  // checkpointed first), so they become lsn.
+  async rebase(lsn: bigint): Promise<void> {
+    if (this.appliedOperationLsn <= lsn && this.durableThroughLsn <= lsn) return;
+    await this.storeSync.sync();
+    this.state = { ...this.state, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    await this.metadata.commit({ state: this.state });
+  }
+
   // A twin built at the end of a resync (docs/DESIGN-NOTES.md §8, "when the exact point is
   // lost"): the snapshot `entry.name` becomes, in O(1), an image of `entry.parent` (null: the
   // volume) as it is now, with a line of its own on top, whatever it was before (an existing

@@ -96,7 +96,7 @@ export class ReplicaDisks {
     const volumeFile = new FencedFile(this.volume);
     this.fences.push(logFile, volumeFile);
     const host: ReplicaHost = { applyVolumeTable: async (_group, table) => void this.tables.push(table), beforeResync: async () => undefined, afterResync: async () => undefined, protectedReader: () => null, performOperation: async () => undefined, syncSnapshots: async () => undefined, snapshotImage: () => null,
-      twinList: () => [], applyTwinCatalog: async () => ({ built: [], kept: [], deleted: [], retained: [] }), writeTwin: async () => undefined };
+      twinList: () => [], applyTwinCatalog: async () => ({ built: [], kept: [], deleted: [], retained: [] }), writeTwin: async () => undefined, rebaseSnapshots: async () => undefined };
     const replica = await Replica.open("g", logFile, fresh, { logger: silentLogger, host, statePath: join(this.directory, "replica.json"), logSizeBytes: logSizeMin });
     const volume = new Volume(volumeId, "disk0", volumeFile, volumeSize, () => 0);
     replica.addVolume(volume);
