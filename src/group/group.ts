@@ -311,11 +311,6 @@ export class Group {
   }
 
   // A change that arrives while an operation holds the group quiet waits for it to end.
-  private async admitWhenResumed(): Promise<void> {
-    while (this.paused !== null) await this.paused;
-    this.checkOpen();
-  }
-
   private finished(): void {
     this.active -= 1;
     if (this.active === 0) for (const wake of this.idleWaiters.splice(0)) wake();
@@ -375,7 +370,12 @@ export class Group {
   // (quiesce waits for it) and may start a checkpoint once done.
   private async admitted(work: () => Promise<void>): Promise<void> {
     this.checkOpen();
-    if (this.paused !== null) await this.admitWhenResumed();
+    // The last check of `paused` and the count go in one synchronous step: with an await
+    // between them (a helper's own return), a quiesce starting in that gap would find nothing
+    // active and let this change run inside its pause (found by the simulator: a write landed
+    // in the volume while the images were frozen for a twin build).
+    while (this.paused !== null) await this.paused;
+    this.checkOpen();
     this.active += 1;
     try {
       await work();

@@ -201,8 +201,25 @@ export class PrimaryLink {
       };
       link.persisted = { ...link.progress };
       if (link.progress.bitmapActive) link.bitmap = (await dirtyBitmapLoad(files.bitmap)) ?? link.fullBitmapLost();
+      link.forgetLostRecords();
     }
     return link;
+  }
+
+  // A crash can take records from the log that this link had counted: the peer's durable
+  // position, or the bitmap's coverage (in activity-map mode a record is applied, and may be
+  // folded, before it is durable). Positions past the recovered head would name records of a
+  // history that is gone: every resume would fail, and records of the new history at those
+  // LSNs would be released unfolded. They come back to the head; the regions the lost records
+  // touched are in the bitmap (folded) or the activity map's hot extents, and a peer that holds
+  // lost records is found by its hello and resynced whole.
+  private forgetLostRecords(): void {
+    const head = this.group.log.headLsn;
+    const { peerDurableLsn, peerAppliedLsn, coveredLsn } = this.progress;
+    if (peerDurableLsn <= head && coveredLsn <= head) return;
+    const clamp = (lsn: bigint) => (lsn > head ? head : lsn);
+    this.progress = { ...this.progress, peerDurableLsn: clamp(peerDurableLsn), peerAppliedLsn: clamp(peerAppliedLsn), coveredLsn: clamp(coveredLsn) };
+    this.logger.warn({ peer: this.peer, headLsn: String(head), peerDurableLsn: String(peerDurableLsn), coveredLsn: String(coveredLsn) }, "the log lost records this link had counted (a crash): its positions come back to the head");
   }
 
   get settings(): LinkSettings {
