@@ -18,7 +18,7 @@
 import { existsSync, promises as fsp } from "node:fs";
 import { join } from "node:path";
 
-import { snapshotsPerVolumeMax } from "../constants.js";
+import { snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFileOpener } from "../io/block-file.js";
 import { scheduleIo } from "../io/io-scheduler.js";
@@ -119,6 +119,12 @@ function twinsOf(store: SnapshotStore): Twin[] {
       const image = store.image(name);
       return { name, parent: image.parent, writable: image.writable, size: image.size, createdLsn: BigInt(image.createdLsn) };
     });
+}
+
+// The name a twin the protection policy would not delete is kept under: one no operation can
+// give, so the primary may reuse the original.
+function retainedName(lsn: bigint, name: string): string {
+  return `~retained.${lsn}.${name}`.slice(0, snapshotNameLengthMax);
 }
 
 function notFrozen(snapshot: { name: string }): boolean {
@@ -259,11 +265,10 @@ export class NodeSnapshots {
     const target = this.host.groupVolume(group, operation.volumeId);
     const store = target === undefined ? undefined : this.stores.get(target.volume.name);
     if (store === undefined || !store.has(operation.snapshot)) return; // retained before a crash
-    const keep = (name: string) => `~retained.${lsn}.${name}`.slice(0, 64);
     const names = [operation.snapshot, ...this.descendants(store, operation.snapshot)];
-    for (const name of names) await store.exclusive(() => store.rename(name, keep(name)));
+    for (const name of names) await store.exclusive(() => store.rename(name, retainedName(lsn, name)));
     this.retained.set(group, (this.retained.get(group) ?? 0) + names.length);
-    this.logger.warn({ group, lsn: String(lsn), kept: names.map(keep) }, "the protection policy refused a snapshot delete: its twins are kept");
+    this.logger.warn({ group, lsn: String(lsn), kept: names.map((name) => retainedName(lsn, name)) }, "the protection policy refused a snapshot delete: its twins are kept");
   }
 
   // Waits until untilMs (status shows what is held), or until the node stops.
@@ -455,7 +460,7 @@ export class NodeSnapshots {
       for (const name of doomedTwins(twinsOf(store), catalog)) {
         this.exports.delete(`${volume.name}@${name}`);
         if (keep) {
-          const kept = `~retained.${lsn}.${name}`.slice(0, 64);
+          const kept = retainedName(lsn, name);
           await store.rename(name, kept);
           retained.push(kept);
         } else {

@@ -496,13 +496,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     for (const state of mine) {
       const entry = wanted.get(state.entry.id);
       if (entry === undefined || entry.name !== state.volume.name) await this.dropReplicaVolume(state);
-      else if (entry.size !== state.volume.size) {
-        if (entry.size < state.volume.size) {
-          await this.protectShrink(groupName, state.volume.name, entry.size);
-          await this.snapshots.beforeShrink(state.volume.name, entry.size);
-        }
-        await this.resizeReplicaVolume(state, entry.size);
-      }
+      else if (entry.size !== state.volume.size) await this.resizeReplicaInStream(groupName, state, entry.size);
     }
     for (const entry of table.volumes) {
       const existing = this.volumes.get(entry.name);
@@ -533,11 +527,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       }
       case "volume.resize": {
         if (state === undefined || state.volume.size === operation.size) return { skipped: true };
-        if (operation.size < state.volume.size) {
-          await this.protectShrink(groupName, state.volume.name, operation.size);
-          await this.snapshots.beforeShrink(state.volume.name, operation.size); // the twins keep what they read past the end
-        }
-        await this.resizeReplicaVolume(state, operation.size);
+        await this.resizeReplicaInStream(groupName, state, operation.size);
         return { resized: state.volume.name, size: operation.size };
       }
       case "volume.detach":
@@ -545,6 +535,16 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
         await this.dropReplicaVolume(state);
         return { detached: state.volume.name };
     }
+  }
+
+  // A replica's volume resized by its primary (a volume table or a volume.resize record): a
+  // shrink is subject to the secondary's policy, and the twins keep what they read past the end.
+  private async resizeReplicaInStream(group: string, state: VolumeState, size: number): Promise<void> {
+    if (size < state.volume.size) {
+      await this.protectShrink(group, state.volume.name, size);
+      await this.snapshots.beforeShrink(state.volume.name, size);
+    }
+    await this.resizeReplicaVolume(state, size);
   }
 
   // A shrink destroys the data past the new end: the secondary's policy applies to it too.

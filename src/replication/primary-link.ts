@@ -749,8 +749,7 @@ export class PrimaryLink {
       for (let offset = 0; offset < size; offset += chunkBytes) {
         const data = buffer.subarray(0, Math.min(chunkBytes, size - offset));
         const count = Math.ceil(data.length / regionBytes);
-        const requestId = session.nextRequestId++;
-        const reply = new Promise<Message | null>((resolve) => session.replies.set(requestId, resolve));
+        const { requestId, reply } = this.expectReply(session);
         await this.holdPump(session, async () => {
           const atLsn = snapshot === null ? await this.group.readOrdered(volume, offset, data) : await this.group.readOrderedSnapshot(snapshot, offset, data);
           session.controls.push({ atLsn, message: { kind: "hashRequest", requestId, volumeId: volume.id, regionBytes, count, offset, snapshot: snapshot?.name ?? null } });
@@ -775,6 +774,12 @@ export class PrimaryLink {
       }
     }
     return { peer: this.peer, regionBytes, bytesCompared, differingBytes, differing: differing.slice(0, verifyDifferencesReportedMax) };
+  }
+
+  // A request id and the peer's answer to it (hashReply, twinList; null: the link dropped).
+  private expectReply(session: Session): { requestId: number; reply: Promise<Message | null> } {
+    const requestId = session.nextRequestId++;
+    return { requestId, reply: new Promise((resolve) => session.replies.set(requestId, resolve)) };
   }
 
   // Runs action with the record pump parked between frames, so that nothing is sent while it
@@ -867,11 +872,8 @@ export class PrimaryLink {
     for (const operation of set.operations) {
       // a volume attached, resized or detached: the volume table that starts the next stream has it
       if (isVolumeOperation(operation)) continue;
-      // the snapshot it creates, deletes, refreshes or syncs into: built again after the resync
-      if (operation.op !== "snapshot.restore") this.markTwinStale(operation.volumeId, operation.snapshot);
-      if (operation.op !== "snapshot.restore") continue;
-      const volume = this.group.volumeList().find((candidate) => candidate.id === operation.volumeId);
-      if (volume !== undefined) this.markClipped(bitmap, { volumeId: volume.id, offset: 0, length: volume.size });
+      if (operation.op === "snapshot.restore") this.markWholeVolume(bitmap, operation.volumeId);
+      else this.markTwinStale(operation.volumeId, operation.snapshot); // what it creates, deletes, refreshes or syncs into: built again after the resync
     }
     this.logger.warn({ lsn: String(record.lsn), operations: set.operations.map((operation) => operation.op) }, "an operation folded into the link's bitmap: the peer does not perform it at its point");
   }
@@ -904,9 +906,7 @@ export class PrimaryLink {
       if (operation.op !== "snapshot.restore" || this.bitmap === null) continue;
       const stale = this.staleTwins(operation.volumeId);
       if (stale !== null && !stale.has(operation.snapshot)) continue;
-      const volume = this.group.volumeList().find((candidate) => candidate.id === operation.volumeId);
-      if (volume === undefined) continue;
-      this.markClipped(this.bitmap, { volumeId: volume.id, offset: 0, length: volume.size });
+      this.markWholeVolume(this.bitmap, operation.volumeId);
       this.bitmapMarks += 1;
       void this.saveBitmap();
     }
@@ -930,8 +930,7 @@ export class PrimaryLink {
     const volumes = this.group.volumeList();
     const lists = new Map<number, readonly Twin[]>();
     for (const volume of volumes) {
-      const requestId = session.nextRequestId++;
-      const reply = new Promise<Message | null>((resolve) => session.replies.set(requestId, resolve));
+      const { requestId, reply } = this.expectReply(session);
       session.stream.send({ kind: "twinListRequest", requestId, volumeId: volume.id });
       const answer = await reply;
       if (answer === null) return; // the link dropped: the next resync builds them
@@ -1003,6 +1002,12 @@ export class PrimaryLink {
     await this.saveBitmap();
     this.progress = { ...this.progress, bitmapActive: true };
     await this.persistProgress();
+  }
+
+  // Every region of a volume (a restore changed it wherever the snapshot differs, which only
+  // the primary's metadata knows).
+  private markWholeVolume(bitmap: DirtyBitmap, volumeId: number): void {
+    this.markClipped(bitmap, { volumeId, offset: 0, length: Number.MAX_SAFE_INTEGER });
   }
 
   // Marks a range of a volume that still exists, cut at its current end (a shrink may have

@@ -31,7 +31,7 @@ import { assert } from "../assert.js";
 import { sectorSize, snapshotNameLengthMax, snapshotsPerVolumeMax, volumeIdMax, volumeSizeMax } from "../constants.js";
 import { FrameError } from "./frame-error.js";
 import { replicationRegionDataSizeMax } from "./limits.js";
-import { PayloadReader, PayloadWriter } from "./payload-codec.js";
+import { isName, isNameString, PayloadReader, PayloadWriter } from "./payload-codec.js";
 
 export const twinListRequestSize = 8;
 const twinEntrySizeMin = 20;
@@ -43,7 +43,6 @@ export const twinRegionSizeMin = twinRegionHeaderSize + 1;
 export const twinRegionSizeMax = twinRegionHeaderSize + snapshotNameLengthMax + replicationRegionDataSizeMax;
 
 const TwinFlag = { writable: 0x1, build: 0x2 } as const;
-const operatorName = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/; // twins have operators' names, never '~'
 
 export interface Twin {
   readonly name: string;
@@ -91,9 +90,9 @@ function checkVolumeId(volumeId: number): void {
 
 function readName(reader: PayloadReader, length: number, field: string): string {
   if (length < 1 || length > snapshotNameLengthMax) throw new FrameError("field", { field, length });
-  const name = reader.bytes(length).toString("latin1");
-  if (!operatorName.test(name)) throw new FrameError("name", { field });
-  return name;
+  const bytes = reader.bytes(length);
+  if (!isName(bytes)) throw new FrameError("name", { field }); // twins have operators' names, never '~'
+  return bytes.toString("latin1");
 }
 
 function entriesSize(twins: readonly Twin[]): number {
@@ -102,7 +101,7 @@ function entriesSize(twins: readonly Twin[]): number {
 
 function writeEntries(writer: PayloadWriter, twins: readonly (Twin & { build?: boolean })[]): void {
   for (const twin of twins) {
-    assert(operatorName.test(twin.name) && (twin.parent === null || operatorName.test(twin.parent)), `twin names: ${twin.name}`);
+    assert(isNameString(twin.name) && (twin.parent === null || isNameString(twin.parent)), `twin names: ${twin.name}`);
     const flags = (twin.writable ? TwinFlag.writable : 0) | (twin.build === true ? TwinFlag.build : 0);
     const parent = twin.parent ?? "";
     writer.u64(twin.size).u64(twin.createdLsn).u8(flags).u8(twin.name.length).u8(parent.length).u8(0).bytes(Buffer.from(twin.name, "latin1")).bytes(Buffer.from(parent, "latin1"));

@@ -535,10 +535,23 @@ export class SnapshotStore implements ChangeGuard {
     return { chain, lines };
   }
 
-  private withOwnLine(chain: ChainLink[], writable: boolean, lines: LineEntry[]): { chain: ChainLink[]; lines: LineEntry[]; nextLineId: number } {
-    if (!writable) return { chain, lines, nextLineId: this.state.nextLineId };
+  // The chain of image `name` made now of `source` (null: the volume), with a line of its own
+  // on top when writable, and the line epochs that moves (create, refresh, a twin's build).
+  private newChain(source: string | null, writable: boolean, name: string): { chain: ChainLink[]; lines: LineEntry[]; nextLineId: number } {
+    const frozen = this.frozenChainOf(source);
     const id = this.state.nextLineId;
-    return { chain: [{ line: id, epoch: liveEpoch }, ...chain], lines: [...lines, { id, epoch: 1 }], nextLineId: id + 1 };
+    const made = writable ? { chain: [{ line: id, epoch: liveEpoch }, ...frozen.chain], lines: [...frozen.lines, { id, epoch: 1 }], nextLineId: id + 1 } : { ...frozen, nextLineId: id };
+    if (made.chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: name, chainLengthMax: snapshotChainLengthMax });
+    return made;
+  }
+
+  // Takes images and line epochs a commit just made durable into memory. An image that froze
+  // the volume's line makes every chunk of it one a change must preserve again.
+  private adopt(images: readonly ImageEntry[], lines: readonly LineEntry[]): void {
+    for (const line of lines) this.lines.set(line.id, line);
+    for (const image of images) this.images.set(image.name, image);
+    this.indexImages();
+    if (images.some((image) => image.chain.some((link) => link.line === 0 && link.epoch !== liveEpoch))) this.fresh.clear();
   }
 
   // What the volume and the store hold is on disk (before an image freezes it, after a restore).
@@ -552,9 +565,7 @@ export class SnapshotStore implements ChangeGuard {
     if (this.images.has(request.name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${this.volume.name}@${request.name}` });
     if (this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
     const size = this.sizeOf(request.from);
-    const frozen = this.frozenChainOf(request.from);
-    const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, request.writable, frozen.lines);
-    if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: request.name, chainLengthMax: snapshotChainLengthMax });
+    const { chain, lines, nextLineId } = this.newChain(request.from, request.writable, request.name);
     await this.syncVolumeAndStore(); // what the snapshot reads from the volume is on disk
     const image: ImageEntry = {
       id: this.state.nextImageId,
@@ -570,10 +581,7 @@ export class SnapshotStore implements ChangeGuard {
     const state = { ...this.state, nextImageId: image.id + 1, nextLineId, appliedOperationLsn: String(request.lsn), durableThroughLsn: String(request.lsn) };
     await this.metadata.commit({ state, images: [image], lines });
     this.state = { ...this.state, nextImageId: state.nextImageId, nextLineId, appliedOperationLsn: state.appliedOperationLsn, durableThroughLsn: state.durableThroughLsn };
-    for (const line of lines) this.lines.set(line.id, line);
-    this.images.set(image.name, image);
-    this.indexImages();
-    if (chain.some((link) => link.line === 0 && link.epoch !== liveEpoch)) this.fresh.clear();
+    this.adopt([image], lines);
     return this.info(image);
   }
 
@@ -612,9 +620,7 @@ export class SnapshotStore implements ChangeGuard {
     const existing = this.images.get(entry.name);
     if (existing === undefined && this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
     if (entry.parent !== null && (entry.parent === entry.name || this.isDescendantOf(entry.parent, entry.name))) throw new OperatingError("REQUEST_INVALID", `${entry.name} cannot be built on its own descendant ${entry.parent}`);
-    const frozen = this.frozenChainOf(entry.parent);
-    const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, true, frozen.lines);
-    if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: entry.name, chainLengthMax: snapshotChainLengthMax });
+    const { chain, lines, nextLineId } = this.newChain(entry.parent, true, entry.name);
     await this.syncVolumeAndStore();
     const id = existing?.id ?? this.state.nextImageId;
     const image: ImageEntry = {
@@ -631,10 +637,7 @@ export class SnapshotStore implements ChangeGuard {
     const applied = this.appliedOperationLsn > lsn ? this.appliedOperationLsn : lsn;
     this.state = { ...this.state, nextImageId: existing === undefined ? id + 1 : this.state.nextImageId, nextLineId, gcPending: existing !== undefined, appliedOperationLsn: String(applied), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state, images: [image], lines });
-    for (const line of lines) this.lines.set(line.id, line);
-    this.images.set(image.name, image);
-    this.indexImages();
-    if (chain.some((link) => link.line === 0 && link.epoch !== liveEpoch)) this.fresh.clear();
+    this.adopt([image], lines);
     if (existing !== undefined) await this.collectGarbage();
   }
 
@@ -657,10 +660,7 @@ export class SnapshotStore implements ChangeGuard {
     }
     this.state = { ...this.state, nextImageId };
     await this.metadata.commit({ state: this.state, images, lines });
-    for (const line of lines) this.lines.set(line.id, line);
-    for (const image of images) this.images.set(image.name, image);
-    this.indexImages();
-    this.fresh.clear();
+    this.adopt(images, lines);
   }
 
   // Drops local images no other image was taken of (frozen copies), in one commit, and frees
@@ -713,17 +713,12 @@ export class SnapshotStore implements ChangeGuard {
     const source = fromVolume ? null : image.parent;
     if (source !== null && this.isDescendantOf(source, name)) throw new OperatingError("REQUEST_INVALID", `${name} cannot be refreshed from its own descendant ${source}`);
     const size = this.sizeOf(source);
-    const frozen = this.frozenChainOf(source);
-    const { chain, lines, nextLineId } = this.withOwnLine(frozen.chain, image.writable, frozen.lines);
-    if (chain.length > snapshotChainLengthMax) throw new OperatingError("REQUEST_TOO_LARGE", { snapshot: name, chainLengthMax: snapshotChainLengthMax });
+    const { chain, lines, nextLineId } = this.newChain(source, image.writable, name);
     await this.syncVolumeAndStore();
     const refreshed: ImageEntry = { ...image, chain, size, parent: fromVolume ? null : image.parent, refreshedAtMs: this.options.nowMs() };
     this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state, images: [refreshed], lines });
-    for (const line of lines) this.lines.set(line.id, line);
-    this.images.set(name, refreshed);
-    this.indexImages();
-    if (chain.some((link) => link.line === 0 && link.epoch !== liveEpoch)) this.fresh.clear();
+    this.adopt([refreshed], lines);
     await this.collectGarbage();
     return this.info(refreshed);
   }
