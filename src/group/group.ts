@@ -267,15 +267,23 @@ export class Group {
   private async logOperation<T>(payload: Buffer, volumeId: number, perform: (lsn: bigint) => Promise<T>): Promise<{ performed: T; lsn: bigint }> {
     if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
     const lsn = this.log.append({ kind: RecordKind.operationFirst, flags: 0, volumeId, offset: 0, length: 0, payload });
+    // Both gates whole, in the same synchronous step as the LSN: a read at an exact point that
+    // sees this LSN waits until the operation has changed the images (reads that entered
+    // before it finish first).
+    const volumeTicket = this.gate.enterAll();
+    const snapshotTicket = this.snapshotGate.enterAll();
     this.watermark.begin(lsn);
     try {
       const remote = this.replication?.syncWait(lsn) ?? null;
       await this.log.durable(lsn);
+      await Promise.all([volumeTicket.wait, snapshotTicket.wait]);
       const performed = await perform(lsn);
       if (remote !== null) await remote;
       this.replication?.operationLogged(lsn);
       return { performed, lsn };
     } finally {
+      this.gate.leave(volumeTicket);
+      this.snapshotGate.leave(snapshotTicket);
       this.watermark.end(lsn);
     }
   }

@@ -5,9 +5,16 @@
 // enter() is called in LSN order, synchronously with the LSN assignment; it returns the
 // in-flight predecessors this write must wait for. Non-overlapping writes never wait, and
 // cost no promise: an entry makes one only when a later write has to wait for it.
+//
+// enterAll() takes every key and range at once: an operation that may change any image of the
+// group (a restore, a resize, a sync) holds it from its LSN until it has been performed, so a
+// read at an exact point (Group.readOrdered) never pairs an LSN past the operation with
+// content from before it.
+
+const everyKey = -1;
 
 interface Entry {
-  readonly volumeId: number;
+  readonly volumeId: number; // everyKey: every key
   readonly offset: number;
   readonly end: number;
   done: Promise<void> | null; // made on demand by a waiter
@@ -31,11 +38,16 @@ export class RangeGate {
     return this.entries.size;
   }
 
+  enterAll(): GateTicket {
+    return this.enter(everyKey, 0, Number.MAX_SAFE_INTEGER);
+  }
+
   enter(volumeId: number, offset: number, length: number): GateTicket {
     const end = offset + Math.max(length, 1);
     let predecessors: Promise<void>[] | null = null;
     for (const entry of this.entries) {
-      if (entry.volumeId === volumeId && entry.offset < end && offset < entry.end) {
+      const sameKey = entry.volumeId === volumeId || entry.volumeId === everyKey || volumeId === everyKey;
+      if (sameKey && entry.offset < end && offset < entry.end) {
         (predecessors ??= []).push(doneOf(entry));
       }
     }

@@ -546,9 +546,12 @@ export class Replica {
         return;
       case "resyncEnd":
         // Every announced region and every record through consistentLsn is in the volumes:
-        // make them durable, then say so.
+        // make them durable and release the log through consistentLsn, then say so. Redo must
+        // never replay a record at or before consistentLsn over the regions: where the
+        // primary's image held a change its log had lost (an activity-map crash), the region
+        // is the only copy of it, and the older record would undo it.
         assert(this.appliedLsnValue === item.consistentLsn, "resyncEnd applied at its LSN");
-        await Promise.all([...this.volumeList().map((volume) => volume.flush()), this.options.host.syncSnapshots(this.name)]);
+        await this.checkpoint();
         // Said (status, acks) only once it is durable.
         await this.persistState({ ...this.stateValue, consistent: true, resyncing: false });
         await this.options.host.afterResync(this.name, this.appliedLsnValue);

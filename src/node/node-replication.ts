@@ -23,7 +23,7 @@ import { GroupLinks } from "../replication/group-links.js";
 import type { LinkMetricsView } from "../api/metrics.js";
 import { type LinkCredential, linkCredentialParse, linkCredentialSerialize } from "../replication/link-credential.js";
 import type { LinkMode, OverflowPolicy } from "../replication/primary-link.js";
-import { ReplicaSession } from "../replication/replica-session.js";
+import { ReplicaSession, ReplicaSessionSlot } from "../replication/replica-session.js";
 import type { VolumeRegion } from "../replication/resync.js";
 import { linkPeriodicIntervalMsDefault, stateFileBytesMax } from "../constants.js";
 
@@ -41,7 +41,7 @@ export class NodeReplication {
   private readonly links = new Map<string, GroupLinks>();
   private readonly replicas = new Map<string, Replica>();
   private readonly accepted = new Map<string, LinkCredential>(); // group → the secondary half
-  private readonly sessions = new Map<string, ReplicaSession>();
+  private readonly sessions = new Map<string, ReplicaSessionSlot>(); // by group
   private listener: LinkListener | null = null;
   listenAddress: { host: string; port: number } | null = null;
 
@@ -143,7 +143,7 @@ export class NodeReplication {
   }
 
   sessionActive(group: string): boolean {
-    return this.sessions.has(group);
+    return this.sessions.get(group)?.active ?? false;
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -161,21 +161,22 @@ export class NodeReplication {
       socket.destroy();
       return;
     }
-    const previous = this.sessions.get(credential.group);
-    if (previous !== undefined) {
-      previous.close("superseded by a new connection from the primary");
-      await previous.finished();
+    let slot = this.sessions.get(credential.group);
+    if (slot === undefined) this.sessions.set(credential.group, (slot = new ReplicaSessionSlot()));
+    const reason = await slot.run(
+      () =>
+        new ReplicaSession(socket, {
+          node: this.node,
+          replica,
+          expected: { group: credential.group, primary: credential.peer, generation: replica.log.generation },
+          logger: this.logger.child({ subsystem: "replica-link", group: credential.group }),
+          clock: systemClock,
+        }),
+    );
+    if (reason === null) {
+      socket.destroy();
+      return;
     }
-    const session = new ReplicaSession(socket, {
-      node: this.node,
-      replica,
-      expected: { group: credential.group, primary: credential.peer, generation: replica.log.generation },
-      logger: this.logger.child({ subsystem: "replica-link", group: credential.group }),
-      clock: systemClock,
-    });
-    this.sessions.set(credential.group, session);
-    const reason = await session.closed;
-    if (this.sessions.get(credential.group) === session) this.sessions.delete(credential.group);
     this.logger.info({ group: credential.group, reason }, "replica link closed");
   }
 
@@ -183,8 +184,8 @@ export class NodeReplication {
 
   async stop(): Promise<void> {
     await this.listener?.close();
-    for (const session of this.sessions.values()) session.close("stopping");
-    await Promise.all([...this.sessions.values()].map((session) => session.finished()));
+    for (const slot of this.sessions.values()) slot.close("stopping");
+    await Promise.all([...this.sessions.values()].map((slot) => slot.finished()));
     await Promise.all([...this.links.values()].map((links) => links.stop()));
   }
 }

@@ -239,3 +239,54 @@ export class ReplicaSession {
     this.ack();
   }
 }
+
+// The one session of a replica at a time. A new connection from the primary supersedes the
+// current session and starts only once that session's last handler has returned. Of
+// connections that arrive while it finishes, only the newest starts: an older one, started
+// after it, would restart the replica's copy at a stale point of the primary's log.
+export class ReplicaSessionSlot {
+  private current: ReplicaSession | null = null; // open
+  private last: ReplicaSession | null = null; // the newest started, open or not: its handler may still run
+  private arrivals = 0;
+
+  get active(): boolean {
+    return this.current !== null;
+  }
+
+  // Runs the session start() makes, once it may; resolves with the reason it closed, or null
+  // when a newer connection superseded this one first (start() was not called).
+  async run(start: () => ReplicaSession | null): Promise<string | null> {
+    this.arrivals += 1;
+    const arrival = this.arrivals;
+    const previous = this.last;
+    if (previous !== null) {
+      // Closed already or not: its last handler (a resync's start, say) may still be running.
+      previous.close("superseded by a new connection from the primary");
+      await previous.finished();
+    }
+    if (arrival !== this.arrivals) return null;
+    const session = start();
+    if (session === null) return null;
+    this.current = session;
+    this.last = session;
+    try {
+      return await session.closed;
+    } finally {
+      if (this.current === session) this.current = null;
+    }
+  }
+
+  close(reason: string): void {
+    this.last?.close(reason);
+  }
+
+  async finished(): Promise<void> {
+    await this.last?.finished();
+  }
+
+  // The node forgets its sessions without closing them (its process is gone).
+  forget(): void {
+    this.current = null;
+    this.last = null;
+  }
+}

@@ -14,7 +14,7 @@ import { isOperationKind, type LogRecord } from "../log/record.js";
 import type { Logger } from "../logger.js";
 import { type ReplicaHost, Replica } from "../group/replica.js";
 import { NodeSnapshots, type SnapshotHost, type SnapshotSettings, type SnapshotVolume, type TwinCatalogResult } from "../node/node-snapshots.js";
-import { ReplicaSession } from "../replication/replica-session.js";
+import { ReplicaSession, ReplicaSessionSlot } from "../replication/replica-session.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import type { CatalogTwin, Twin } from "../replication/twins.js";
 import type { Group } from "../group/group.js";
@@ -45,7 +45,7 @@ export class SimSecondary implements ReplicaHost, SnapshotHost {
   readonly name = "secondary";
   private current: SecondaryIncarnation | null = null;
   private starting: { owner: SimOwner; volumes: readonly Volume[]; snapshots: NodeSnapshots | null; replica: Replica | null } | null = null;
-  private session: ReplicaSession | null = null;
+  private session = new ReplicaSessionSlot();
   private readonly retired: NodeSnapshots[] = [];
   incarnations = 0;
   operating = 0; // operation records being performed now (a restore changes the volume over time)
@@ -73,7 +73,7 @@ export class SimSecondary implements ReplicaHost, SnapshotHost {
 
   // A session from the primary is open on this incarnation.
   get connected(): boolean {
-    return this.session !== null;
+    return this.session.active;
   }
 
   // Opens the log copy and the state, the volumes and their stores, redoes the log, starts the
@@ -119,23 +119,17 @@ export class SimSecondary implements ReplicaHost, SnapshotHost {
 
   // One connection from the primary (node/node-replication.ts onLink): it supersedes the last.
   private async accept(incarnation: SecondaryIncarnation, socket: Duplex, logger: Logger): Promise<void> {
-    const previous = this.session;
-    if (previous !== null) {
-      previous.close("superseded by a new connection from the primary");
-      await previous.finished();
-    }
-    if (!incarnation.owner.alive) return;
-    const replica = incarnation.replica;
-    const session = new ReplicaSession(socket, {
-      node: this.name,
-      replica,
-      expected: { group: simGroup, primary: "primary", generation: replica.log.generation },
-      logger: logger.child({ subsystem: "replica-link" }),
-      clock: this.world.clock(incarnation.owner),
+    const reason = await this.session.run(() => {
+      if (!incarnation.owner.alive) return null;
+      return new ReplicaSession(socket, {
+        node: this.name,
+        replica: incarnation.replica,
+        expected: { group: simGroup, primary: "primary", generation: incarnation.replica.log.generation },
+        logger: logger.child({ subsystem: "replica-link" }),
+        clock: this.world.clock(incarnation.owner),
+      });
     });
-    this.session = session;
-    await session.closed;
-    if (this.session === session) this.session = null;
+    if (reason === null) socket.destroy(); // superseded before it started, or the process is gone
   }
 
   crash(resetPeers: boolean): void {
@@ -146,7 +140,7 @@ export class SimSecondary implements ReplicaHost, SnapshotHost {
     if (snapshots !== undefined && snapshots !== null) this.retired.push(snapshots);
     this.current = null;
     this.starting = null;
-    this.session = null;
+    this.session.forget();
     this.operating = 0;
     this.network.died(this.name, resetPeers);
   }

@@ -347,6 +347,27 @@ describe("replica: resync", () => {
     assert.equal(typeof restartedImage.length, "number");
   });
 
+  // Where the primary's image held a change its log had lost (an activity-map crash keeps the
+  // image's hot extents), a resync's region is the only copy of that change. Redo after a crash
+  // of the replica must not replay the records at or before consistentLsn over it.
+  it("after a resync's end, a crash and redo never undo its regions with older records", async () => {
+    const primary = await primaryWith(40, 21);
+    const { disks, replica } = await freshReplica();
+    await replica.beginResync(resyncAccept(21n, primary.records[19]!.checksum), "site-a");
+    await replica.appendRecords(primary.records.slice(20, 40));
+    const regions = Buffer.alloc(volumeSize, 0xee); // no record wrote this: the image's own
+    replica.enqueue({ kind: "regionData", message: { kind: "regionData", volumeId: 1, offset: 0, length: volumeSize, data: regions } });
+    replica.enqueue({ kind: "resyncEnd", consistentLsn: 40n });
+    await replica.drained();
+    assert.equal(replica.consistent, true);
+    disks.crash(new Random(9));
+    await replica.close().catch(() => undefined);
+    const { replica: restarted, volume } = await disks.open(false);
+    assert.equal(restarted.consistent, true);
+    assert.ok((await volumeImage(volume)).equals(regions), "the regions survive the crash and the redo");
+    await restarted.close();
+  });
+
   it("a resyncEnd that is not at its LSN is a bug (the applier stops)", async () => {
     const primary = await primaryWith(10, 8);
     const { replica } = await freshReplica();

@@ -13,7 +13,7 @@ import { silentLogger } from "../../src/logger.js";
 import { FrameStream } from "../../src/replication/frame-stream.js";
 import type { Hello } from "../../src/replication/handshake.js";
 import type { Message, MessageToSend } from "../../src/replication/message.js";
-import { ReplicaSession } from "../../src/replication/replica-session.js";
+import { ReplicaSession, ReplicaSessionSlot } from "../../src/replication/replica-session.js";
 import { type Primary, primaryLogId, primaryWith, ReplicaDisks, volumeImage, volumeSize } from "../group/replica-fixture.js";
 import { socketPair } from "./generators.js";
 
@@ -140,5 +140,59 @@ describe("replica session", () => {
     );
     assert.equal(replica.log.headLsn, 120n, "nothing appended");
     await replica.close();
+  });
+});
+
+// A stand-in for a session: closed by the primary at once, its handler still running until
+// the test lets it return.
+class BusySession {
+  readonly closed: Promise<string>;
+  private close$!: (reason: string) => void;
+  private handlerDone!: () => void;
+  private readonly handler = new Promise<void>((resolve) => (this.handlerDone = resolve));
+  constructor(readonly name: string, readonly started: string[]) {
+    this.closed = new Promise((resolve) => (this.close$ = resolve));
+    started.push(name);
+  }
+  close(reason: string): void {
+    this.close$(reason);
+  }
+  async finished(): Promise<void> {
+    await this.closed;
+    await this.handler;
+  }
+  returnFromHandler(): void {
+    this.handlerDone();
+  }
+}
+
+describe("the replica's session slot", () => {
+  it("a new connection waits for the last session's handler even after it closed, and only the newest waiting one starts", async () => {
+    const slot = new ReplicaSessionSlot();
+    const started: string[] = [];
+    const sessions = new Map<string, BusySession>();
+    const make = (name: string) => () => {
+      const session = new BusySession(name, started);
+      sessions.set(name, session);
+      return session as unknown as ReplicaSession;
+    };
+    const first = slot.run(make("a"));
+    await waitFor(() => sessions.has("a"), "the first session");
+    sessions.get("a")!.close("the primary dropped the connection"); // closed, handler still busy
+    assert.equal(await first, "the primary dropped the connection");
+    assert.equal(slot.active, false);
+    const second = slot.run(make("b"));
+    const third = slot.run(make("c"));
+    await sleep(10);
+    assert.deepEqual(started, ["a"], "nothing starts while a's handler runs");
+    sessions.get("a")!.returnFromHandler();
+    assert.equal(await second, null, "b was superseded by c before it could start");
+    await waitFor(() => sessions.has("c"), "the newest session");
+    assert.deepEqual(started, ["a", "c"]);
+    assert.equal(slot.active, true);
+    slot.close("stopping");
+    sessions.get("c")!.returnFromHandler();
+    await slot.finished();
+    assert.equal(await third, "stopping");
   });
 });
