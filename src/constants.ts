@@ -76,6 +76,10 @@ export const snapshotDiffRegionsMax = 100_000; // regions one diff returns (the 
 // An operation waits at most this long for the writes in flight when it pauses the group; past
 // it the operation is refused (TIMEOUT, nothing logged) and writes resume.
 export const operationQuiesceMsMax = 5_000;
+// A change or operation whose record is logged but which failed on the images (a disk error)
+// is re-applied this often, at most this many times; then it waits for a restart (redo).
+export const unappliedRetryMs = 200;
+export const unappliedRetriesMax = 50;
 export const operationsPerSetMax = 256; // operations in one log record (a snapshot of every volume of a group fits)
 export const operationPayloadBytesMax = 64 * KiB; // an operation record's JSON
 export const snapshotChunksInflightMax = 16;

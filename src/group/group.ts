@@ -16,12 +16,19 @@
 // where (activity-map: an extent cools only once log and image are durable past its last
 // write) or the log being able to replay it (write-ahead).
 //
+// A change or operation whose record is logged but which then fails on the images (a disk
+// error) is held "unapplied": the log, and every secondary that applies it, says it happened,
+// so the group re-applies it (bounded retries). Meanwhile its LSN stays in flight (the log keeps
+// the record; a restart redoes it, or resyncs its hot extent), changes to its volume are
+// refused with the disk's error, and operations are refused: none may build on images that
+// lack it.
+//
 // A checkpoint releases the log records below the applied watermark (write-ahead: after
 // making the images durable, since the log is what makes them durable); it runs in the
 // background when the log fills past a ratio, and at stop.
 
 import { assert } from "../assert.js";
-import { logCheckpointFillRatio, logStallMsMax, operationQuiesceMsMax } from "../constants.js";
+import { logCheckpointFillRatio, logStallMsMax, operationQuiesceMsMax, unappliedRetriesMax, unappliedRetryMs } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
@@ -96,6 +103,17 @@ export interface GroupStats {
   snapshotChanges: number;
 }
 
+// A logged change or operation the images do not hold yet (see the header).
+export interface UnappliedChange {
+  readonly lsn: bigint;
+  readonly volumeId: number | null; // null: an operation, which may touch every volume
+  attempts: number;
+  error: OperatingError;
+  givenUp: boolean;
+  readonly apply: () => Promise<void>;
+  readonly settle: (applied: boolean) => void; // what its write path does at the end
+}
+
 export interface RecoveryReport {
   readonly replayedRecords: number;
   readonly skippedRecords: number;
@@ -116,6 +134,8 @@ export class Group {
   private quietWaitMs = 0; // how long the current quiesce waited for changes in flight
   private idleWaiters: (() => void)[] = [];
   private closing = false;
+  private readonly unapplied = new Map<bigint, UnappliedChange>(); // by LSN
+  private readonly retryCancels = new Set<() => void>();
   replication: GroupReplication | null = null;
   operations: OperationPerformer | null = null;
   readonly stats: GroupStats = {
@@ -273,19 +293,94 @@ export class Group {
     const volumeTicket = this.gate.enterAll();
     const snapshotTicket = this.snapshotGate.enterAll();
     this.watermark.begin(lsn);
+    const settle = (): void => {
+      this.gate.leave(volumeTicket);
+      this.snapshotGate.leave(snapshotTicket);
+      this.watermark.end(lsn);
+    };
+    let held = false;
     try {
       const remote = this.replication?.syncWait(lsn) ?? null;
       await this.log.durable(lsn);
       await Promise.all([volumeTicket.wait, snapshotTicket.wait]);
-      const performed = await perform(lsn);
+      let performed: T;
+      try {
+        performed = await perform(lsn);
+      } catch (error) {
+        held = this.holdUnapplied(lsn, null, error, () => this.redoLogged(lsn), settle);
+        throw error;
+      }
       if (remote !== null) await remote;
       this.replication?.operationLogged(lsn);
       return { performed, lsn };
     } finally {
-      this.gate.leave(volumeTicket);
-      this.snapshotGate.leave(snapshotTicket);
-      this.watermark.end(lsn);
+      if (!held) settle();
     }
+  }
+
+  // Performs a logged operation again from its record (redo's way: idempotent per LSN).
+  private async redoLogged(lsn: bigint): Promise<void> {
+    for await (const record of this.log.cursor(lsn)) {
+      await this.performOperation(record);
+      return;
+    }
+    throw new OperatingError("LOG_CORRUPT", { group: this.name, lsn: String(lsn), what: "an unapplied operation's record is gone from the log" });
+  }
+
+  // ---- Changes the images do not hold ----
+
+  // A disk error on the images after the record was logged: held, and retried. Returns whether
+  // it was held (the caller then leaves settle() to the retry). Any other error is not held.
+  private holdUnapplied(lsn: bigint, volumeId: number | null, error: unknown, apply: () => Promise<void>, settle: (applied: boolean) => void): boolean {
+    if (!(error instanceof OperatingError) || (error.code !== "DISK_IO" && error.code !== "DISK_FULL") || this.closing) return false;
+    const entry: UnappliedChange = { lsn, volumeId, attempts: 0, error, givenUp: false, apply, settle };
+    this.unapplied.set(lsn, entry);
+    this.logger.error({ group: this.name, lsn: String(lsn), volumeId, err: error }, "a logged change failed on the images: it is held and retried; changes to its volume and operations are refused until then");
+    this.scheduleRetry(entry);
+    return true;
+  }
+
+  private scheduleRetry(entry: UnappliedChange): void {
+    const cancel = this.log.clock.setTimeout(() => {
+      this.retryCancels.delete(cancel);
+      void this.retryUnapplied(entry);
+    }, unappliedRetryMs);
+    this.retryCancels.add(cancel);
+  }
+
+  private async retryUnapplied(entry: UnappliedChange): Promise<void> {
+    if (this.closing) return;
+    entry.attempts += 1;
+    try {
+      await entry.apply();
+    } catch (error) {
+      entry.error = error instanceof OperatingError ? error : new OperatingError("DISK_IO", { group: this.name }, { cause: error });
+      if (entry.attempts < unappliedRetriesMax) {
+        this.scheduleRetry(entry);
+        return;
+      }
+      entry.givenUp = true;
+      this.logger.error({ group: this.name, lsn: String(entry.lsn), attempts: entry.attempts, err: error }, "a logged change still fails on the images: given up; a restart redoes it from the log (write-ahead) or resyncs its extent (activity-map)");
+      return;
+    }
+    this.unapplied.delete(entry.lsn);
+    entry.settle(true);
+    this.logger.info({ group: this.name, lsn: String(entry.lsn), attempts: entry.attempts }, "a held change is now applied to the images");
+  }
+
+  // Refuses a change to the volume (or an operation: volumeId null) while a logged change the
+  // images lack would have to come before it.
+  private checkApplied(volumeId: number | null): void {
+    for (const entry of this.unapplied.values()) {
+      if (volumeId === null || entry.volumeId === null || entry.volumeId === volumeId) {
+        throw new OperatingError(entry.error.code === "DISK_FULL" ? "DISK_FULL" : "DISK_IO", { group: this.name, what: `the change logged at LSN ${entry.lsn} failed on the images and is ${entry.givenUp ? "given up until a restart" : "being retried"}; nothing that must follow it runs until then` });
+      }
+    }
+  }
+
+  // For status: what is held.
+  unappliedList(): { lsn: string; volumeId: number | null; attempts: number; givenUp: boolean; error: string }[] {
+    return [...this.unapplied.values()].map((entry) => ({ lsn: String(entry.lsn), volumeId: entry.volumeId, attempts: entry.attempts, givenUp: entry.givenUp, error: entry.error.message }));
   }
 
   // A change to a writable snapshot (kind snapshotWrite or snapshotZero), in write order with
@@ -294,19 +389,30 @@ export class Group {
   // gateKey: the snapshot's own key, so overlapping changes to it land in LSN order.
   snapshotChange(volume: Volume, gateKey: number, kind: number, offset: number, length: number, payload: Buffer, fua: boolean, apply: () => Promise<void>): Promise<void> {
     return this.admitted(async () => {
+      this.checkApplied(volume.id);
       if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
+      this.checkApplied(volume.id);
       const lsn = this.log.append({ kind, flags: fua ? RecordFlag.fua : 0, volumeId: volume.id, offset, length, payload });
       const ticket = this.snapshotGate.enter(gateKey, offset, length);
       this.watermark.begin(lsn);
       const remote = this.replication?.syncWait(lsn) ?? null;
+      const settle = (): void => {
+        this.snapshotGate.leave(ticket);
+        this.watermark.end(lsn);
+      };
+      let held = false;
       try {
         await this.log.durable(lsn);
         if (ticket.wait !== null) await ticket.wait;
-        await apply();
+        try {
+          await apply();
+        } catch (error) {
+          held = this.holdUnapplied(lsn, volume.id, error, apply, settle);
+          throw error;
+        }
         if (remote !== null) await remote;
       } finally {
-        this.snapshotGate.leave(ticket);
-        this.watermark.end(lsn);
+        if (!held) settle();
       }
       this.stats.snapshotChanges += 1;
     });
@@ -396,6 +502,7 @@ export class Group {
   private async changeAdmitted(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
     const fua = (flags & RecordFlag.fua) !== 0;
     const payloadBytes = payload?.length ?? 0;
+    this.checkApplied(volume.id);
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     // A snapshot store refuses here (store full) while nothing is logged or written.
     const preserving = volume.changeGuard?.reserve(offset, length) ?? null;
@@ -415,23 +522,30 @@ export class Group {
     this.watermark.begin(lsn);
     const remote = this.replication?.syncWait(lsn) ?? null; // sync links: the peers' durability, alongside ours
     let failed = true;
+    let held = false;
+    const settle = (applied: boolean): void => {
+      this.gate.leave(ticket);
+      this.watermark.end(lsn);
+      this.activity?.done(volume.id, offset, length, lsn, !applied);
+    };
+    // write-ahead: durable through the log, which recovery replays. activity-map: the
+    // acknowledgement waits for the image only (FUA: the write itself durable); the record
+    // reaches the log file behind it, its extent hot meanwhile.
+    const durable = this.durability === "write-ahead" ? false : fua;
     try {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
-      if (this.durability === "write-ahead") {
-        await applyChange(volume, kind, flags, offset, length, payload, false, preserving); // durable through the log, which recovery replays
-      } else {
-        // activity-map: the acknowledgement waits for the image only (FUA: the write itself
-        // durable); the record reaches the log file behind it, its extent hot meanwhile.
-        await applyChange(volume, kind, flags, offset, length, payload, fua, preserving);
+      try {
+        await applyChange(volume, kind, flags, offset, length, payload, durable, preserving);
+      } catch (error) {
+        held = this.holdUnapplied(lsn, volume.id, error, () => applyChange(volume, kind, flags, offset, length, payload, durable), settle);
+        throw error;
       }
       if (remote !== null) await remote;
       failed = false;
     } finally {
       preserving?.release(); // idempotent: applyChange released it unless it never got there
-      this.gate.leave(ticket);
-      this.watermark.end(lsn);
-      this.activity?.done(volume.id, offset, length, lsn, failed);
+      if (!held) settle(!failed);
     }
   }
 
@@ -508,6 +622,7 @@ export class Group {
     try {
       await this.idle();
       this.quietWaitMs = nowMs() - started;
+      this.checkApplied(null);
       const result = await action();
       return { result, pauseMs: nowMs() - started };
     } finally {
@@ -548,12 +663,15 @@ export class Group {
   // needs) and the next start recovers.
   async close(): Promise<void> {
     this.closing = true;
+    for (const cancel of this.retryCancels) cancel();
+    this.retryCancels.clear();
     await this.idle();
     await this.checkpointRunning?.catch(() => undefined);
     try {
       await this.syncAll();
       await this.checkpoint();
-      if (this.activity !== null) await this.activity.clear();
+      // held changes keep their extents hot (and their records, below the watermark's stop)
+      if (this.activity !== null && this.unapplied.size === 0) await this.activity.clear();
     } catch (error) {
       this.logger.error({ group: this.name, err: error }, "group did not stop cleanly; the next start recovers it");
     }

@@ -213,7 +213,7 @@ export class GroupLog {
   readonly recovery: LogRecovery | null; // null for a log made by create()
   private readonly layout: ScanLayout;
   private readonly limits: GroupLogLimits;
-  private readonly clock: LogClock;
+  readonly clock: LogClock;
   private readonly space: LogSpace;
   private readonly persistThresholdBytes: number;
   private readonly cursorSource: CursorSource;

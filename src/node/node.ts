@@ -651,6 +651,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       durability: group.durability,
       log: this.logStatus(group.log),
       inflight: group.inflight,
+      // logged changes a disk error kept from the images, being retried (DESIGN-NOTES §3)
+      unapplied: group.unappliedList(),
       stats: group.stats,
       recovery: this.recoveries.get(group.name) ?? null,
       volumes: group.volumeList().map((volume) => volume.name),
