@@ -500,6 +500,10 @@ export class PrimaryLink {
     if (decision.start === "resync") {
       this.stateName = "resyncing";
       await this.runResync(session);
+      // A session that dropped during its resync returns here late, perhaps while a newer one
+      // resyncs: the state is the newer one's (a sync write would otherwise wait for a peer
+      // whose link is busy building twins, which waits for that write's operation to end).
+      if (this.session !== session || session.state.phase !== "streaming") return;
     }
     this.stateName = "streaming";
     await this.pumpRecords(session, null);
