@@ -499,6 +499,11 @@ export class PrimaryLink {
     session.controls.push({ atLsn: resumeLsn - 1n, message: this.volumeTable(resumeLsn - 1n) });
     if (decision.start === "resync") {
       this.stateName = "resyncing";
+      // Sync writes that began waiting for this peer before it turned out to need a resync
+      // (while the link handshook) go on now, as new ones do during it: the peer is no copy
+      // until the resync ends, and a waiting write holds its range, which the resync's reads
+      // of that range would wait for while no record is sent.
+      this.releaseWaiters();
       await this.runResync(session);
       // A session that dropped during its resync returns here late, perhaps while a newer one
       // resyncs: the state is the newer one's (a sync write would otherwise wait for a peer
@@ -1046,7 +1051,8 @@ export class PrimaryLink {
     });
   }
 
-  // Sync waiters are released when the link drops (the write proceeds; the link is degraded).
+  // Sync waiters are released when the link drops or starts a resync (the write proceeds; the
+  // link is degraded).
   private releaseWaiters(): void {
     this.progressWaiters = this.progressWaiters.filter((waiter) => {
       if (!waiter.applied) waiter.resolve();
