@@ -731,18 +731,17 @@ export class SnapshotStore implements ChangeGuard {
   // Frees versions and chunks that no image reads any more, in bounded commits.
   private async collectGarbage(): Promise<void> {
     const lineIds = [...this.lines.keys()];
-    const freedSlots: number[] = [];
     for (const line of lineIds) {
       const epochs = this.epochs.get(line);
       const live = this.live.has(line);
       for (const versions of this.metadata.versionPages(line, gcBatchEntries)) {
         const dead = versions.filter((version) => !versionNeeded(version.birth, version.death, epochs));
-        if (dead.length > 0) await this.free({ deleteVersions: dead.map((version) => ({ line, chunk: version.chunk, death: version.death })) }, dead.map((version) => version.slot), freedSlots);
+        if (dead.length > 0) await this.free({ deleteVersions: dead.map((version) => ({ line, chunk: version.chunk, death: version.death })) }, dead.map((version) => version.slot));
       }
       if (line === 0) continue; // the volume's current chunks are the volume itself
       for (const currents of this.metadata.currentPages(line, gcBatchEntries)) {
         const dead = currents.filter((current) => !currentNeeded(current.birth, live, epochs));
-        if (dead.length > 0) await this.free({ deleteCurrents: dead.map((current) => ({ line, chunk: current.chunk })) }, dead.map((current) => current.slot), freedSlots);
+        if (dead.length > 0) await this.free({ deleteCurrents: dead.map((current) => ({ line, chunk: current.chunk })) }, dead.map((current) => current.slot));
       }
       if (!live && epochs === undefined) {
         await this.metadata.commit({ deleteLines: [line] });
@@ -751,14 +750,18 @@ export class SnapshotStore implements ChangeGuard {
     }
     this.state = { ...this.state, gcPending: false };
     await this.metadata.commit({ state: this.state });
-    await this.releaseSpace(freedSlots);
   }
 
-  private async free(change: MetadataChange, slots: number[], freedSlots: number[]): Promise<void> {
+  // The space goes back first, and only then may the slots be taken again: a change to the
+  // volume that preserves a chunk meanwhile (a twin build's frozen copies are dropped while
+  // writes go on) could otherwise take a freed slot, fill it, and have it punched after (the
+  // simulator found a snapshot reading zeroes so). Nothing reads a dead version, so a crash
+  // between the two leaves only what the next collection frees again.
+  private async free(change: MetadataChange, slots: number[]): Promise<void> {
+    await this.releaseSpace(slots);
     await this.metadata.commit({ ...change, freed: slots });
     this.slotsFree += slots.length;
     this.stats.slotsFreed += slots.length;
-    freedSlots.push(...slots);
   }
 
   // Gives freed slots' space back to the file system (a hint: a slot is rewritten whole anyway).

@@ -37,6 +37,7 @@ describe("deterministic simulation of a primary and a secondary", () => {
     { seed: 1141, found: "the same, after a second restore" },
     { seed: 1160, found: "sync writes waiting on a link that turned out to need a resync hung every request" },
     { seed: 1200, found: "a dropped session set a newer resyncing link's state to streaming: every request hung" },
+    { seed: 189, found: "a freed snapshot slot was taken by a preserve, then punched: the snapshot read zeroes" },
     { seed: 43, allDiskFaults: true, found: "a write that failed on the volume after logging was counted as applied" },
     { seed: 124, allDiskFaults: true, found: "the same, for a restore" },
   ];
