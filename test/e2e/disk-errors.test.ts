@@ -44,4 +44,27 @@ describe("a full disk under a volume", () => {
     const small4k = await runOk("qemu-io", ["-f", "raw", node.uri("small"), "-c", "read 0 4k"]);
     assert.match(small4k.stdout, /read 4096\/4096 bytes/, "reads of the full volume still work");
   });
+
+  // The failed write's record is in the log (a secondary would apply it), so the group holds it
+  // and re-applies it: the volume refuses writes meanwhile, and once there is room again the
+  // image holds what the log says and the volume takes writes again.
+  it("holds the logged write the disk refused, and re-applies it once there is room", async () => {
+    const groupOf = async () => {
+      const status = JSON.parse((await node.cli(["status", "--json"])).stdout) as { groups: { volumes: string[]; unapplied: { lsn: string; attempts: number; givenUp: boolean; error: string }[] }[] };
+      return status.groups.find((group) => group.volumes.includes("small"))!;
+    };
+    const held = (await groupOf()).unapplied;
+    assert.equal(held.length, 1, `one held change: ${JSON.stringify(held)}`);
+    assert.match(held[0]!.error, /disk is full/);
+    const refused = await run("qemu-io", ["-f", "raw", node.uri("small"), "-c", "write -P 0x11 32M 4k"]);
+    assert.match(refused.stdout + refused.stderr, /No space left on device/, "writes behind it are refused with its error");
+    await runOk("mount", ["-o", "remount,size=128M", mount]);
+    const started = Date.now();
+    while ((await groupOf()).unapplied.length > 0) {
+      assert.ok(Date.now() - started < 9_000, "re-applied within the retries");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    await runOk("qemu-io", ["-f", "raw", node.uri("small"), "-c", "read -P 0x5a 0 16M"]); // what the log says
+    await runOk("qemu-io", ["-f", "raw", node.uri("small"), "-c", "write -P 0x11 32M 4k", "-c", "read -P 0x11 32M 4k"]);
+  });
 });
