@@ -127,7 +127,7 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .description("make image <to> (the volume, or a writable snapshot) equal to image <from>, writing only the chunks that differ; on every site, no data on the links")
     .action(async (from: string, to: string) => {
       const result = (await callApi(output.target(), "POST", "/v1/snapshots-sync", { from, to }, cliLongRequestMsMax)) as { bytesWritten: number; chunks: number } & OperationCost;
-      output.print(output.json(), result, () => `synced ${to} from ${from}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally\n${costText(result)}`);
+      output.print(output.json(), result, () => `synced ${to} from ${from}: ${result.bytesWritten === 0 ? "in place, no data copied" : `${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally`}\n${costText(result)}`);
     });
   snapshot
     .command("diff <a> <b>")

@@ -870,34 +870,21 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   // Makes a writable snapshot's content (and size) equal to another image's (from null: the
-  // volume), writing only the chunks whose locations differ into its own slots. The caller runs
-  // it exclusively. Restore is the same with the volume as the target.
+  // volume) in O(1), as refresh does: a new chain over `from`'s, keeping the snapshot's name,
+  // its children and their content; what only its old content held is freed. No data moves, so
+  // the pause is the same whatever differs. The caller runs it exclusively with the group quiet.
   async sync(from: string | null, to: string, lsn: bigint): Promise<{ bytesWritten: number; chunks: number }> {
     const target = this.image(to);
     if (!target.writable) throw new OperatingError("REQUEST_INVALID", `${this.volume.name}@${to} is read-only: a sync writes into the volume or a writable snapshot`);
-    const sourceChain = this.chainOf(from);
     const size = this.sizeOf(from);
-    const { regions, truncated } = this.diff(from, to);
-    const pending = truncated ? [{ offset: 0, length: Math.max(size, target.size) }] : regions;
-    const resized: ImageEntry = { ...target, size };
-    await this.metadata.commit({ images: [resized] });
-    this.images.set(to, resized);
-    const buffer = Buffer.alloc(this.state.chunkSize);
-    let bytesWritten = 0;
-    let chunks = 0;
-    for (const region of pending) {
-      for (let offset = region.offset; offset < Math.min(size, region.offset + region.length); offset += this.state.chunkSize) {
-        const chunk = Math.floor(offset / this.state.chunkSize);
-        await this.readLocation(this.locate(sourceChain, chunk), chunk, buffer);
-        await this.writeChunk(resized, chunk, 0, buffer, this.state.chunkSize, false, null);
-        bytesWritten += Math.min(this.state.chunkSize, size - chunk * this.state.chunkSize);
-        chunks += 1;
-      }
-    }
-    await this.storeSync.sync();
-    this.state = { ...this.state, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
-    await this.metadata.commit({ state: this.state });
-    return { bytesWritten, chunks };
+    const { chain, lines, nextLineId } = this.newChain(from, true, to);
+    await this.syncVolumeAndStore(); // what it reads from the volume is on disk
+    const synced: ImageEntry = { ...target, chain, size };
+    this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    await this.metadata.commit({ state: this.state, images: [synced], lines });
+    this.adopt([synced], lines);
+    await this.collectGarbage();
+    return { bytesWritten: 0, chunks: 0 };
   }
 
   private allChunks(): { offset: number; length: number }[] {
