@@ -68,6 +68,9 @@ export function fioRowArgs(
     `--output=${outputPath}`, // the nbd engine prints a line on stdout: keep the JSON apart
   ];
   if (row.fsyncEvery > 0) args.push(`--fsync=${row.fsyncEvery}`);
+  // LOCKSTEP_BENCH_FIO_ARGS: extra fio options for every job, e.g. "--rate_iops=5000" to
+  // compare CPU per I/O of two builds at the same load on a machine whose free CPU swings.
+  args.push(...(process.env.LOCKSTEP_BENCH_FIO_ARGS ?? "").split(" ").filter((arg) => arg !== ""));
   return args;
 }
 

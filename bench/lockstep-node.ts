@@ -112,7 +112,10 @@ export class LockstepNode {
     const configPath = join(dir, "lockstep.yaml");
     writeFileSync(configPath, configText(config, dataDir, socketPath));
     const env = lockstepEnv(context);
-    const serveArgs = [binPath, "serve", "--config", configPath];
+    // LOCKSTEP_BENCH_SERVE_NODE_ARGS: Node flags for the servers only, e.g. "--cpu-prof
+    // --cpu-prof-dir=/tmp/prof" (Node refuses --cpu-prof in NODE_OPTIONS).
+    const nodeArgs = (process.env.LOCKSTEP_BENCH_SERVE_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "");
+    const serveArgs = [...nodeArgs, binPath, "serve", "--config", configPath];
     const logPath = join(dir, "lockstep.log");
     const server = childStart(process.execPath, serveArgs, { cwd: context.repoRoot, env, logPath });
     try {

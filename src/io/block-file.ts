@@ -17,6 +17,7 @@ export interface BlockFile {
   read(target: Buffer, position: number): Promise<void>;
   // Writes every byte of every source, back to back, starting at position. durable: the bytes
   // are on stable storage when it resolves (O_DSYNC for this write only, not a file sync).
+  // The sources are the caller's again once it settles (the log reuses its staging buffer).
   write(sources: readonly Buffer[], position: number, durable?: boolean): Promise<void>;
   datasync(): Promise<void>;
   // Starts writing back a range's dirty pages without waiting for them (a hint: a later

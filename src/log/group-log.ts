@@ -31,13 +31,13 @@ import { assert } from "../assert.js";
 import { logBatchBytesMax, logBatchRecordsMax, logSizeMax, logSizeMin, logStallMsMax, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
-import { logBatchCopyBytesMax, logQueueBytesMax, logWritebackBytes, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logTailPersistFraction } from "./limits.js";
+import { logBatchCopyBytesMax, logQueueBytesMax, logWritebackBytes, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logStagingBytes, logTailPersistFraction } from "./limits.js";
 import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
 import { LsnWaiters } from "./lsn-waiters.js";
 import { plantedBug } from "../planted-bugs.js";
-import { type LogRecord, RecordKind, recordDiskSize, recordHeaderEncode } from "./record.js";
+import { type LogRecord, RecordKind, recordDiskSize, recordHeaderEncode, recordHeaderSize } from "./record.js";
 import type { ScanLayout } from "./record-scanner.js";
 import { logDataStart, type Superblock, superblockRead, superblockWrite, superblockEncode } from "./superblock.js";
 
@@ -206,6 +206,8 @@ interface LogInit {
 
 export class GroupLog {
   private bytesSinceWriteback = 0;
+  private staging: Buffer | null = null; // reused by every batch that fits (logStagingBytes)
+  private shipCacheHeldFrom: bigint | null = null; // see shipCacheHold
   readonly file: BlockFile;
   readonly groupId: string;
   readonly logId: bigint;
@@ -435,7 +437,7 @@ export class GroupLog {
   // Appends a record of this log as another node wrote it (a replica's copy of its primary's
   // log): the same LSN, fields and checksum, so the chain travels end to end. The record must
   // be the next one (LSN, chain, logId): the receiver checked that before acknowledging anything.
-  appendReceived(record: LogRecord): bigint {
+  appendReceived(record: LogRecord & { readonly header?: Buffer }): bigint {
     this.checkAppendable();
     assert(record.lsn === this.nextLsn && record.previousChecksum === this.chain && record.logId === this.logId, `appendReceived: record ${record.lsn} is not the next of this log`);
     const diskBytes = recordDiskSize(record.payloadSize);
@@ -444,8 +446,10 @@ export class GroupLog {
       this.wantRoom();
       throw new OperatingError("LOG_FULL", { recordBytes: diskBytes, freeBytes: this.space.freeBytes, tailLsn: this.releasedLsn + 1n });
     }
-    // The decoder verified record.checksum over these fields and payload: not computed again.
-    const { header, checksum } = recordHeaderEncode(record, record.payloadSize > 0 ? record.payload : undefined, undefined, record.checksum);
+    // The decoder verified record.checksum over these fields and payload: not computed again;
+    // the header bytes it checked (a record off the wire) are written as they are.
+    assert(record.header === undefined || record.header.length === recordHeaderSize, "a received record's header is whole");
+    const { header, checksum } = record.header !== undefined ? { header: record.header, checksum: record.checksum } : recordHeaderEncode(record, record.payloadSize > 0 ? record.payload : undefined, undefined, record.checksum);
     const placement = this.space.reserve(record.lsn, diskBytes, this.chain);
     if (placement.wrapPosition !== null) this.enqueue(this.wrapMarker(record.lsn, placement.wrapPosition));
     this.enqueue({ lsn: record.lsn, isRecord: true, position: placement.position, diskBytes, header, payload: record.payloadSize > 0 ? record.payload : null });
@@ -466,6 +470,12 @@ export class GroupLog {
     }
   }
 
+  // Another reader of the cache (the simulator's model) still needs the records from fromLsn
+  // on: shipCacheRelease keeps them (the byte bound still applies). null: no such reader.
+  shipCacheHold(fromLsn: bigint | null): void {
+    this.shipCacheHeldFrom = fromLsn;
+  }
+
   // Record lsn as appended, if the ship cache still holds it.
   recent(lsn: bigint): ShippedRecord | undefined {
     const first = this.shipCache[this.shipCacheStart];
@@ -473,15 +483,33 @@ export class GroupLog {
     return this.shipCache[this.shipCacheStart + Number(lsn - first.lsn)];
   }
 
+  // Records through lsn have been shipped by every link that streams: the cache lets them go.
+  // Kept for seconds instead of milliseconds, a write's payload and record outlive V8's young
+  // generation and are freed only by full collections, which then run several times a second.
+  shipCacheRelease(lsn: bigint): void {
+    const through = this.shipCacheHeldFrom !== null && this.shipCacheHeldFrom <= lsn ? this.shipCacheHeldFrom - 1n : lsn;
+    while (this.shipCacheStart < this.shipCache.length && this.shipCache[this.shipCacheStart]!.lsn <= through) this.shipCacheDropFirst();
+    this.shipCacheCompact();
+  }
+
   private shipCacheAdd(record: ShippedRecord): void {
     this.shipCache.push(record);
     this.shipCacheBytes += record.payloadSize + record.header.length;
-    while (this.shipCacheBytes > this.shipCacheBytesMax && this.shipCacheStart < this.shipCache.length) {
-      const dropped = this.shipCache[this.shipCacheStart]!;
-      this.shipCacheBytes -= dropped.payloadSize + dropped.header.length;
-      this.shipCacheStart += 1;
-    }
-    if (this.shipCacheStart > 4096 && this.shipCacheStart * 2 > this.shipCache.length) {
+    while (this.shipCacheBytes > this.shipCacheBytesMax && this.shipCacheStart < this.shipCache.length) this.shipCacheDropFirst();
+    this.shipCacheCompact();
+  }
+
+  private shipCacheDropFirst(): void {
+    const dropped = this.shipCache[this.shipCacheStart]!;
+    this.shipCacheBytes -= dropped.payloadSize + dropped.header.length;
+    this.shipCacheStart += 1;
+  }
+
+  private shipCacheCompact(): void {
+    if (this.shipCacheStart === this.shipCache.length) {
+      this.shipCache.length = 0;
+      this.shipCacheStart = 0;
+    } else if (this.shipCacheStart > 4096 && this.shipCacheStart * 2 > this.shipCache.length) {
       this.shipCache.splice(0, this.shipCacheStart);
       this.shipCacheStart = 0;
     }
@@ -721,7 +749,14 @@ export class GroupLog {
       }
     }
     this.queueCompact();
-    return { position, buffers: batchBuffers(taken, this.limits.batchCopyBytesMax), bytes, lastLsn };
+    // (the staging buffer is free: round() takes a batch only after the last write returned)
+    return { position, buffers: batchBuffers(taken, this.limits.batchCopyBytesMax, (size) => this.stagingFor(size)), bytes, lastLsn };
+  }
+
+  private stagingFor(size: number): Buffer {
+    if (size > logStagingBytes) return Buffer.allocUnsafe(size);
+    this.staging ??= Buffer.allocUnsafeSlow(logStagingBytes);
+    return this.staging;
   }
 
   // Drops taken entries (they hold payloads): at once when drained, else now and then.
@@ -889,12 +924,14 @@ export class GroupLog {
 // The buffers of one writev. Records with a payload up to copyBytesMax are copied, header,
 // payload and padding, into one buffer per batch: a few large iovecs instead of three small
 // ones per record (beyond IOV_MAX a writev is split into several system calls). Larger
-// payloads are passed as they are, never copied.
-function batchBuffers(writes: readonly QueuedWrite[], copyBytesMax: number): Buffer[] {
+// payloads are passed as they are, never copied. stagingFor(size) gives a buffer of at least
+// size bytes to copy into.
+function batchBuffers(writes: readonly QueuedWrite[], copyBytesMax: number, stagingFor: (size: number) => Buffer): Buffer[] {
   const copied = (write: QueuedWrite) => (write.payload?.length ?? 0) <= copyBytesMax;
   let copyBytes = 0;
   for (const write of writes) if (copied(write)) copyBytes += write.diskBytes;
-  const staging = Buffer.allocUnsafe(copyBytes);
+  const staging = stagingFor(copyBytes);
+  assert(staging.length >= copyBytes, "staging buffer too small");
   const buffers: Buffer[] = [];
   let used = 0;
   let pieceStart = 0;

@@ -4,7 +4,7 @@
 
 import { assert } from "../assert.js";
 import { logBatchBytesMax, logSizeMin, sectorSize } from "../constants.js";
-import { recordDiskSizeMax } from "./record.js";
+import { recordDiskSize, recordDiskSizeMax } from "./record.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -17,6 +17,12 @@ export const logQueueBytesMax = 64 * MiB;
 // A batch copies records with payloads up to this size into one buffer (a few large iovecs
 // instead of three per record); larger payloads are written from the caller's buffer.
 export const logBatchCopyBytesMax = 64 * KiB;
+
+// The writer copies a batch's small records into one staging buffer of this size, kept and
+// reused by every batch (the next batch is taken only once the last write returned): a new
+// buffer per batch made V8 collect garbage far more often (each counts as external memory).
+// A batch needing more is copied into a buffer of its own.
+export const logStagingBytes = 1 * MiB;
 
 // Read-ahead of the recovery scan and of cursors: one read of this size yields many records.
 export const logReadChunkBytes = 1 * MiB;
@@ -42,6 +48,7 @@ export const logGroupIdBytesMax = 128;
 assert(logQueueBytesMax >= recordDiskSizeMax, "the queue holds a largest record");
 assert(logQueueBytesMax >= logBatchBytesMax, "the queue holds a full batch");
 assert(logReadChunkBytes % sectorSize === 0, "read chunks are whole sectors");
+assert(logStagingBytes % sectorSize === 0 && logStagingBytes >= recordDiskSize(logBatchCopyBytesMax), "the staging buffer holds a copied record");
 assert(logSegmentBytesMin % sectorSize === 0, "segments are whole sectors");
 assert(logSegmentBytesMin * 4 <= logSizeMin, "the smallest log holds several segments");
 assert(logTailPersistFraction > 0 && logTailPersistFraction < 1, "a fraction of the log");

@@ -254,10 +254,23 @@ function isZero(bytes: Buffer): boolean {
   return true;
 }
 
+// A record with its encoded header as it was checked (a view of the bytes decoded): the
+// same bytes recordHeaderEncode makes of its fields, for a log copy to write as they are.
+export type LogRecordWithHeader = LogRecord & { readonly header: Buffer };
+
 // Decodes one record from the start of `source` (which may hold more: padding, later
 // records). Structure first, then the payload size against what `source` holds, then the
 // checksum, then what the caller expects at this point of the log.
 export function recordDecode(source: Buffer, expected: RecordExpectation = {}): LogRecord {
+  return recordDecodeChecked(source, expected, false);
+}
+
+// recordDecode, the record keeping a view of its header bytes.
+export function recordDecodeWithHeader(source: Buffer, expected: RecordExpectation = {}): LogRecordWithHeader {
+  return recordDecodeChecked(source, expected, true) as LogRecordWithHeader;
+}
+
+function recordDecodeChecked(source: Buffer, expected: RecordExpectation, keepHeader: boolean): LogRecord | LogRecordWithHeader {
   if (source.length < recordHeaderSize) throw logCorrupt("header", { bytes: source.length, lsn: expected.lsn });
   if (source.readUInt32LE(4) !== recordMagic) {
     throw logCorrupt(isZero(source.subarray(0, recordHeaderSize)) ? "empty" : "magic", { lsn: expected.lsn });
@@ -273,7 +286,7 @@ export function recordDecode(source: Buffer, expected: RecordExpectation = {}): 
   if (recordChecksum(source, payload) !== checksum) throw logCorrupt("checksum", { lsn: expected.lsn });
   const header = recordHeaderDecode(source);
   recordCheckExpected(header, expected);
-  return { ...header, payload };
+  return keepHeader ? { ...header, payload, header: source.subarray(0, recordHeaderSize) } : { ...header, payload };
 }
 
 // Checks the identity of a record (its log, LSN and chain link) against what is expected.

@@ -74,16 +74,11 @@ export class FrameStream {
   // Sends a message; false when the socket's buffer is full (await drained() before more).
   send(message: MessageToSend): boolean {
     if (this.ended) return false;
-    const parts = this.encoder.encode(messageEncode(message));
-    let ok = true;
-    // One frame is many parts (headers, record payloads): corked, TLS seals them into as few
-    // records as it can and the kernel sends them as one write, not one packet per part.
-    this.socket.cork();
-    for (const part of parts) {
-      this.bytesSent += part.length;
-      ok = this.socket.write(part);
-    }
-    this.socket.uncork();
+    // One frame is many parts (headers, record payloads): sent as one buffer, TLS seals it
+    // into as few records as it can and the kernel sends it as one write (frame.ts, encodeWhole).
+    const frame = this.encoder.encodeWhole(messageEncode(message));
+    this.bytesSent += frame.length;
+    const ok = this.socket.write(frame);
     this.sentAtMs = this.options.nowMs();
     return ok;
   }

@@ -63,9 +63,20 @@ export class GroupLinks implements GroupReplication {
     for (const link of this.links.values()) link.start();
   }
 
-  // Links ship the newest records from memory; a group without links keeps none.
+  // Links ship the newest records from memory; a group without links keeps none. Records
+  // every streaming link has sent leave the cache at once (GroupLog.shipCacheRelease).
   private useShipCache(): void {
     this.group.log.shipCacheUse(this.links.size > 0 ? logShipCacheBytesMax : 0);
+    for (const link of this.links.values()) link.onShipped = () => this.shipped();
+  }
+
+  private shipped(): void {
+    let lsn: bigint | null = null;
+    for (const link of this.links.values()) {
+      const sent = link.shippedLsn;
+      if (sent !== null && (lsn === null || sent < lsn)) lsn = sent;
+    }
+    if (lsn !== null) this.group.log.shipCacheRelease(lsn);
   }
 
   async stop(): Promise<void> {

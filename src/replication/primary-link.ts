@@ -163,6 +163,7 @@ export class PrimaryLink {
   private streamedThisSession = false;
   private folding: Promise<void> | null = null; // a checkpoint folding records into the bitmap
   private helloInProgress = false; // a peer's hello is being answered: no fold may start
+  onShipped: (() => void) | null = null; // set by the group's links: records were sent
   readonly stats = { connects: 0, disconnects: 0, recordsSent: 0, recordBytesSent: 0, regionBytesSent: 0, overflows: 0, resyncsCompleted: 0, bytesSent: 0, operationsMissed: 0, twinsBuilt: 0, twinBytesSent: 0 };
 
   private constructor(
@@ -622,7 +623,15 @@ export class PrimaryLink {
     this.stats.recordsSent += records.length;
     this.stats.recordBytesSent += bytes;
     this.step(session, { kind: "sent", lastLsn });
+    this.onShipped?.();
     if (!ok) await session.stream.drained();
+  }
+
+  // The last LSN this link has sent while streaming; null when it is not streaming (it does
+  // not hold the log's ship cache: a reconnect reads records back from the log).
+  get shippedLsn(): bigint | null {
+    const session = this.session;
+    return session === null || session.state.phase !== "streaming" ? null : session.state.sentLsn;
   }
 
   // Flow control: record bytes sent and not yet acknowledged as received stay under the window.

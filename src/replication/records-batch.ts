@@ -11,10 +11,11 @@
 // and the chain value `previous`), so the receiver checks each record's own checksum, that
 // the LSNs run firstLsn, firstLsn+1, … and that each record's `previous` is the checksum of
 // the one before it — across frames too, when it passes what it expects next. The payloads
-// are views of the frame payload: decoding copies nothing.
+// and headers are views of the frame payload: decoding copies nothing, and a replica's log
+// copy writes the header bytes it checked instead of encoding them again.
 
 import { assert } from "../assert.js";
-import { type LogRecord, logCorruptReason, type RecordFields, RecordKind, recordDecode, recordHeaderEncode, recordHeaderSize } from "../log/record.js";
+import { type LogRecord, type LogRecordWithHeader, logCorruptReason, type RecordFields, RecordKind, recordDecodeWithHeader, recordHeaderEncode, recordHeaderSize } from "../log/record.js";
 import { FrameError } from "./frame-error.js";
 import { replicationBatchRecordsMax, replicationFramePayloadSizeMax } from "./limits.js";
 import { PayloadReader, u64Max } from "./payload-codec.js";
@@ -72,7 +73,7 @@ export function recordsEncode(records: readonly RecordToSend[]): Buffer[] {
   return parts;
 }
 
-export function recordsDecode(payload: Buffer, expected: RecordsExpectation = {}): LogRecord[] {
+export function recordsDecode(payload: Buffer, expected: RecordsExpectation = {}): LogRecordWithHeader[] {
   const reader = new PayloadReader(payload);
   const firstLsn = reader.u64();
   const count = reader.u32();
@@ -81,7 +82,7 @@ export function recordsDecode(payload: Buffer, expected: RecordsExpectation = {}
   if (count * recordHeaderSize > reader.remaining) throw new FrameError("length", { count, bytes: payload.length });
   if (firstLsn < 1n || firstLsn + BigInt(count - 1) > u64Max) throw new FrameError("lsn", { firstLsn, count });
   if (expected.firstLsn !== undefined && firstLsn !== expected.firstLsn) throw new FrameError("lsn", { firstLsn, expected: expected.firstLsn });
-  const records: LogRecord[] = [];
+  const records: LogRecordWithHeader[] = [];
   let at = recordsBatchHeaderSize;
   let previousChecksum = expected.previousChecksum;
   let logId = expected.logId;
@@ -101,9 +102,9 @@ export function recordsDecode(payload: Buffer, expected: RecordsExpectation = {}
 // One record at `at`, its LOG_CORRUPT errors turned into FrameErrors: a record that claims
 // more bytes than the frame holds is `length`, one with an unexpected LSN `lsn`, any other
 // failure (checksum, chain, log, kind, field) `record` with the record codec's reason.
-function recordAt(payload: Buffer, at: number, expected: { lsn: bigint; previousChecksum: number | undefined; logId: bigint | undefined }): LogRecord {
+function recordAt(payload: Buffer, at: number, expected: { lsn: bigint; previousChecksum: number | undefined; logId: bigint | undefined }): LogRecordWithHeader {
   try {
-    return recordDecode(payload.subarray(at), expected);
+    return recordDecodeWithHeader(payload.subarray(at), expected);
   } catch (error) {
     const reason = logCorruptReason(error);
     if (reason === null) throw error;

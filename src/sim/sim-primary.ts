@@ -106,6 +106,7 @@ export class SimPrimary implements SnapshotHost {
       : await GroupLog.open(logFile, { groupId: simGroup, clock, limits: settings.logLimits });
     log.shipCacheUse(logShipCacheBytesMax); // the model reads every appended record from it
     this.scannedLsn = log.headLsn;
+    log.shipCacheHold(this.scannedLsn + 1n);
     let group!: Group;
     let activity: ActivityMap | null = null;
     let recovered: ActivityExtent[] = [];
@@ -163,6 +164,7 @@ export class SimPrimary implements SnapshotHost {
       records.push(record);
     }
     this.scannedLsn = log.headLsn;
+    log.shipCacheHold(this.scannedLsn + 1n);
     return { records, missing: null };
   }
 
