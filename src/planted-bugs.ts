@@ -10,8 +10,9 @@
 //                        its log record is durable
 //   apply-out-of-order   group/replica.ts nextRecord: two adjacent data records received in
 //                        memory are applied in each other's place
-//   fold-skips-mark      replication/primary-link.ts foldRecords: the last data record of a fold
-//                        is not marked in the link's dirty bitmap
+//   fold-skips-mark      replication/primary-link.ts foldRecords: a fold marks every data record
+//                        under the group's first volume (an id mix-up), so the regions the
+//                        other volumes' records changed are missing from the link's bitmap
 //   operation-early      group/replica.ts nextRecord: an operation record is performed before
 //                        the data record just ahead of it
 

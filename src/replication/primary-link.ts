@@ -862,11 +862,11 @@ export class PrimaryLink {
     const bitmap = this.bitmap;
     await this.group.log.written(toLsn);
     const cursor = this.group.log.cursor(fromLsn + 1n);
+    const firstVolumeId = plantedBug("fold-skips-mark") ? Math.min(...this.group.volumeList().map((volume) => volume.id)) : null;
     while (cursor.nextLsn <= toLsn) {
       const record = await cursor.next();
       if (record === null) break;
-      if (plantedBug("fold-skips-mark") && record.lsn === toLsn && record.kind === RecordKind.write) continue;
-      if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, record);
+      if (record.kind === RecordKind.write || record.kind === RecordKind.zero || record.kind === RecordKind.trim) this.markClipped(bitmap, firstVolumeId === null ? record : { ...record, volumeId: firstVolumeId });
       else if (isOperationKind(record.kind)) this.markMissedOperation(bitmap, record);
       else if (isSnapshotChangeKind(record.kind)) {
         this.stats.operationsMissed += 1;

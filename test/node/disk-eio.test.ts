@@ -1,5 +1,6 @@
 // EIO from a volume's disk reaches the NBD client (qemu-io) as EIO, is counted and shown in
-// status, and the node keeps serving; when the disk recovers, writes succeed again. The node
+// status, and the node keeps serving; the write whose record was logged is held and re-applied
+// when the disk recovers, and writes succeed again. The node
 // runs in-process with a file opener that can fail a volume's writes on demand.
 
 import assert from "node:assert/strict";
@@ -59,7 +60,19 @@ describe("EIO on a volume", () => {
     const volume = ((await node.status()).volumes as { name: string; errors: number; lastError: { code: string } | null }[])[0]!;
     assert.equal(volume.lastError?.code, "DISK_IO");
     assert.ok(volume.errors >= 1);
+    // The failed write's record is in the log: the group holds it (writes to the volume get EIO
+    // meanwhile) and re-applies it once the disk takes writes again.
+    type Held = { unapplied: { lsn: string }[] };
+    assert.equal(((await node.status()).groups as Held[])[0]!.unapplied.length, 1, "the logged write is held");
+    const refused = await qemuIo(uri, "write -P 0x43 0 64k");
+    assert.match(refused, /Input\/output error/, "writes behind it are refused");
     failing = false;
+    const deadline = Date.now() + 5000;
+    while (((await node.status()).groups as Held[])[0]!.unapplied.length > 0) {
+      assert.ok(Date.now() < deadline, "re-applied once the disk recovers");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.doesNotMatch(await qemuIo(uri, "read -P 0x42 0 64k"), /error|failed/i, "the image holds what the log says");
     const healed = await qemuIo(uri, "write -P 0x43 0 64k", "read -P 0x43 0 64k");
     assert.doesNotMatch(healed, /error|failed/i);
   });
