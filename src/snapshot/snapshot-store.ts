@@ -758,6 +758,7 @@ export class SnapshotStore implements ChangeGuard {
   // no other image reads. Returns the names deleted, children first.
   async delete(name: string, recursive: boolean, lsn: bigint): Promise<string[]> {
     this.image(name);
+    await this.dropRestoreCopies(); // a finished restore's copy goes with the next operation
     const doomed: string[] = [];
     const collect = (parent: string) => {
       for (const child of this.children(parent)) {
@@ -1045,6 +1046,7 @@ export class SnapshotStore implements ChangeGuard {
       for (const chunk of left) await this.copyChunkBack(chunk, reservation);
       await this.volume.flush(); // the restored content is durable before the chunks stop being pending
       await this.commitRestored(left);
+      if (this.pending !== null) this.startCopier(); // again, if a disk error had stopped it
       return left.length;
     });
   }
@@ -1096,9 +1098,13 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   // One batch at a time as snapshot I/O (an operation waits for at most one), paced to
-  // restoreCopyBytesPerSecondMax; a disk error is shown in status and tried again.
+  // restoreCopyBytesPerSecondMax. A disk error stops it (status shows the error) after one
+  // more try restoreRetryMs later; the next change that restores a chunk, the next operation
+  // that needs the volume whole, or the next start carries on. (A copier that kept retrying
+  // would outlive a process the simulator killed.)
   private async runCopier(): Promise<void> {
     const sleep = this.options.sleep ?? (() => yieldToEventLoop());
+    let failures = 0;
     while (!this.closing && this.pending !== null) {
       let copied = 0;
       try {
@@ -1106,9 +1112,11 @@ export class SnapshotStore implements ChangeGuard {
         this.copierBatch = batch;
         copied = await batch;
         this.restoreError = null;
+        failures = 0;
       } catch (error) {
-        if (this.closing) return;
         this.restoreError = error instanceof Error ? error.message : String(error);
+        failures += 1;
+        if (this.closing || failures > 1) return;
         await sleep(restoreRetryMs);
         continue;
       } finally {
