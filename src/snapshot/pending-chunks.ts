@@ -3,9 +3,12 @@
 // metadata's `restore` table, one entry per page), so memory is at most one bit per chunk of
 // the volume, and a batch of restored chunks rewrites only the pages it touched.
 //
-// The metadata is the truth; this is its copy. A change of pages is committed first, and only
-// then applied here (apply()), so a chunk counts as restored in memory only once it is so on
-// disk.
+// The metadata is the truth; this is its copy. A chunk restored (its content written and the
+// volume synced) is *leaving*: the commit that clears its bit is on its way, and has() still
+// says pending until that commit is durable (finishLeaving), so no change to it goes ahead
+// before then. Commits of concurrent batches may share a page and land in any order, so each
+// writes the page as it is when its transaction runs (pagesNow): every bit cleared there is a
+// chunk whose restored content is already durable, and the last one written is the newest.
 
 import { assert } from "../assert.js";
 import { restorePendingPageBits } from "../constants.js";
@@ -32,6 +35,7 @@ function bitCount(bits: Uint8Array): number {
 export class PendingChunks {
   private readonly pages = new Map<number, Uint8Array>();
   private countValue = 0;
+  private readonly leaving = new Set<number>(); // restored, their commit on its way
 
   static fromPages(pages: Iterable<PendingPage>): PendingChunks {
     const pending = new PendingChunks();
@@ -76,22 +80,45 @@ export class PendingChunks {
     return [...this.pages].map(([page, bits]) => ({ page, bits: Uint8Array.from(bits) }));
   }
 
-  // The pages as they are once `chunks` are restored (copies: nothing changes here until apply()).
-  without(chunks: readonly number[]): PendingPage[] {
-    const changed = new Map<number, Uint8Array>();
+  beginLeaving(chunks: readonly number[]): void {
     for (const chunk of chunks) {
-      const index = Math.floor(chunk / restorePendingPageBits);
+      assert(this.has(chunk) && !this.leaving.has(chunk), `chunk ${chunk} is pending and not leaving yet`);
+      this.leaving.add(chunk);
+    }
+  }
+
+  abortLeaving(chunks: readonly number[]): void {
+    for (const chunk of chunks) this.leaving.delete(chunk);
+  }
+
+  // The pages of `chunks` as they are now without every leaving chunk (copies).
+  pagesNow(chunks: readonly number[]): PendingPage[] {
+    const indexes = new Set(chunks.map((chunk) => Math.floor(chunk / restorePendingPageBits)));
+    const pages: PendingPage[] = [];
+    for (const index of indexes) {
       const current = this.pages.get(index);
-      assert(current !== undefined, `chunk ${chunk} is pending`);
-      let page = changed.get(index);
-      if (page === undefined) {
-        page = Uint8Array.from(current);
-        changed.set(index, page);
+      if (current === undefined) continue;
+      const bits = Uint8Array.from(current);
+      for (const chunk of this.leaving) {
+        if (Math.floor(chunk / restorePendingPageBits) !== index) continue;
+        const bit = chunk % restorePendingPageBits;
+        bits[bit >> 3]! &= ~(1 << (bit & 7));
       }
+      pages.push({ page: index, bits: bits.some((byte) => byte !== 0) ? bits : null });
+    }
+    return pages;
+  }
+
+  // Their commit is durable: the chunks are no longer pending.
+  finishLeaving(chunks: readonly number[]): void {
+    for (const chunk of chunks) {
+      assert(this.leaving.delete(chunk), `chunk ${chunk} was leaving`);
+      const page = this.pages.get(Math.floor(chunk / restorePendingPageBits))!;
       const bit = chunk % restorePendingPageBits;
       page[bit >> 3]! &= ~(1 << (bit & 7));
+      this.countValue -= 1;
+      if (page.every((byte) => byte === 0)) this.pages.delete(Math.floor(chunk / restorePendingPageBits));
     }
-    return [...changed].map(([page, bits]) => ({ page, bits: bits.some((byte) => byte !== 0) ? bits : null }));
   }
 
   // Takes committed pages in.

@@ -97,7 +97,9 @@ export interface MetadataChange {
   deleteCurrents?: { line: number; chunk: number }[];
   freed?: number[]; // slots that join the free table
   taken?: number[]; // slots that leave it
-  restorePages?: PendingPage[]; // pages of the pending restore's bitmap (bits null: the page goes)
+  // pages of the pending restore's bitmap (bits null: the page goes); a function is called
+  // inside the transaction, so the pages written are those of the moment it runs
+  restorePages?: PendingPage[] | (() => PendingPage[]);
 }
 
 type Pair = [number, number];
@@ -214,7 +216,8 @@ export class SnapshotMetadata {
     for (const { line, chunk } of change.deleteCurrents ?? []) void this.currentTable.remove([line, chunk]);
     for (const slot of change.freed ?? []) void this.freeTable.put(slot, 1);
     for (const slot of change.taken ?? []) void this.freeTable.remove(slot);
-    for (const { page, bits } of change.restorePages ?? []) {
+    const restorePages = typeof change.restorePages === "function" ? change.restorePages() : (change.restorePages ?? []);
+    for (const { page, bits } of restorePages) {
       if (bits === null) void this.restoreTable.remove(page);
       else void this.restoreTable.put(page, Buffer.from(bits));
     }

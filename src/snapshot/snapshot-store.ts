@@ -192,8 +192,13 @@ export class SnapshotStore implements ChangeGuard {
     const restorePending = this.state.restorePending ?? null;
     if (restorePending !== null) {
       const pending = PendingChunks.fromPages(this.metadata.restorePages());
-      assert(pending.count > 0 && this.images.has(restorePending.image), "a pending restore has chunks left and its copy");
-      this.beginBackground(pending, this.images.get(restorePending.image)!.chain);
+      assert(this.images.has(restorePending.image), "a pending restore has its copy");
+      if (pending.count > 0) this.beginBackground(pending, this.images.get(restorePending.image)!.chain);
+      else {
+        // every chunk was restored; the crash came before the commit that says so
+        this.state = { ...this.state, restorePending: null };
+        await this.metadata.commit({ state: this.state });
+      }
     }
     await this.dropRestoreCopies();
     this.volume.changeGuard = this;
@@ -1070,17 +1075,24 @@ export class SnapshotStore implements ChangeGuard {
     }
   }
 
+  // The chunks' restored content is durable: one commit says they are no longer pending (the
+  // pages written are those of the moment the transaction runs: see pending-chunks.ts). The
+  // restore ends with the commit that finds nothing left.
   private async commitRestored(chunks: readonly number[]): Promise<void> {
     const pending = this.pending!;
-    const pages = pending.without(chunks);
-    const done = pending.count === chunks.length;
-    if (done) this.state = { ...this.state, restorePending: null };
-    await this.metadata.commit(done ? { state: this.state, restorePages: pages } : { restorePages: pages });
-    pending.apply(pages);
-    if (!done) return;
-    assert(pending.count === 0, "a finished restore has no chunk left");
+    pending.beginLeaving(chunks);
+    try {
+      await this.metadata.commit({ restorePages: () => pending.pagesNow(chunks) });
+    } catch (error) {
+      pending.abortLeaving(chunks);
+      throw error;
+    }
+    pending.finishLeaving(chunks);
+    if (pending.count > 0 || this.pending !== pending) return;
     this.pending = null;
     if (this.volume.readOverlay === this.overlay) this.volume.readOverlay = null;
+    this.state = { ...this.state, restorePending: null };
+    await this.metadata.commit({ state: this.state });
   }
 
   // Copies up to `chunksMax` pending chunks (the background copier's batch; tests call it).

@@ -45,6 +45,7 @@ type Step =
   | { kind: "flush" }
   | { kind: "crash"; seed: number }
   | { kind: "copy"; chunks: number }
+  | { kind: "burst"; chunks: number[]; sector: number; fill: number; copy: number }
   | { kind: "read"; offset: number; sectors: number }
   | { kind: "copyCrash"; chunks: number; turns: number; seed: number }
   | { kind: "writeCrash"; offset: number; sectors: number; fill: number; turns: number; seed: number };
@@ -64,6 +65,8 @@ const stepArbitrary = (crashes: boolean): fc.Arbitrary<Step> => {
     { arbitrary: fc.constant({ kind: "flush" as const }), weight: 1 },
   ];
   steps.push({ arbitrary: fc.record({ kind: fc.constant("copy" as const), chunks: fc.integer({ min: 1, max: 4 }) }), weight: 2 });
+  // writes to distinct chunks at once, with a copier batch alongside (their commits interleave)
+  steps.push({ arbitrary: fc.record({ kind: fc.constant("burst" as const), chunks: fc.uniqueArray(fc.nat(11), { minLength: 2, maxLength: 6 }), sector: fc.nat(chunkSize / sector - 1), fill: fc.integer({ min: 1, max: 255 }), copy: fc.integer({ min: 0, max: 8 }) }), weight: 2 });
   steps.push({ arbitrary: fc.record({ kind: fc.constant("read" as const), offset: fc.nat((volumeSizeInitial / sector) * 2), sectors: fc.integer({ min: 1, max: 40 }) }), weight: 2 });
   // restores (and snapshots of the volume to restore from) often enough to leave chunks pending
   steps.push({ arbitrary: fc.record({ kind: fc.constant("create" as const), from: fc.constant(0), writable: fc.boolean() }), weight: 2 });
@@ -263,6 +266,19 @@ class Harness {
       case "copy":
         await this.store.copyRestoreBatch(step.chunks);
         return;
+      case "burst": {
+        const size = this.volumeModel.content.length;
+        const writes = step.chunks.map((chunk, index) => ({ offset: chunk * chunkSize + step.sector * sector, fill: ((step.fill + index) % 255) + 1 })).filter((write) => write.offset < size);
+        await Promise.all([
+          ...writes.map((write) => applyChange(this.volume, RecordKind.write, 0, write.offset, sector, Buffer.alloc(sector, write.fill), false)),
+          step.copy > 0 ? this.store.copyRestoreBatch(step.copy) : Promise.resolve(0),
+        ]);
+        for (const write of writes) {
+          this.volumeModel.content.fill(write.fill, write.offset, write.offset + sector);
+          this.noteWrite(this.volumeModel, write.offset, sector, write.fill);
+        }
+        return;
+      }
       case "read": {
         const size = this.volumeModel.content.length;
         const offset = (step.offset * sector) % size;
