@@ -51,7 +51,7 @@ export interface LineEntry {
 }
 
 export interface StoreState {
-  readonly version: 1;
+  readonly version: 1 | 2; // 2 while a restore is pending: a build that knows no pending restore refuses the store
   readonly chunkSize: number;
   readonly slotsMax: number;
   readonly nextLineId: number;

@@ -179,7 +179,7 @@ export class SnapshotStore implements ChangeGuard {
       this.state = { version: 1, chunkSize: this.options.chunkSize, slotsMax: 0, nextLineId: 1, nextImageId: 1, slotsHigh: 0, gcPending: false, restoring: null, appliedOperationLsn: "0" };
       await this.metadata.commit({ state: this.state, lines: [{ id: 0, epoch: 1 }] });
     } else {
-      if (stored.version !== 1) throw new OperatingError("CONFIG_INVALID", `the snapshot store of volume ${this.volume.name} has format version ${String(stored.version)}; this build reads version 1`);
+      if (stored.version !== 1 && stored.version !== 2) throw new OperatingError("CONFIG_INVALID", `the snapshot store of volume ${this.volume.name} has format version ${String(stored.version)}; this build reads versions 1 and 2`);
       this.state = stored;
     }
     this.state = { ...this.state, slotsMax: Math.floor(this.options.storeSizeMax / this.state.chunkSize) };
@@ -196,7 +196,7 @@ export class SnapshotStore implements ChangeGuard {
       if (pending.count > 0) this.beginBackground(pending, this.images.get(restorePending.image)!.chain);
       else {
         // every chunk was restored; the crash came before the commit that says so
-        this.state = { ...this.state, restorePending: null };
+        this.state = { ...this.state, version: 1, restorePending: null };
         await this.metadata.commit({ state: this.state });
       }
     }
@@ -946,7 +946,7 @@ export class SnapshotStore implements ChangeGuard {
       lines = frozen.lines;
       restorePending = { from: name, image: copyName, lsn: String(lsn) };
     }
-    this.state = { ...this.state, nextImageId: this.state.nextImageId + (copy === null ? 0 : 1), restoring: null, restorePending, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    this.state = { ...this.state, version: copy === null ? 1 : 2, nextImageId: this.state.nextImageId + (copy === null ? 0 : 1), restoring: null, restorePending, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
     await this.metadata.commit({ state: this.state, images: copy === null ? [] : [copy], lines, restorePages: pending.allPages() });
     this.adopt(copy === null ? [] : [copy], lines);
     if (copy !== null) this.beginBackground(pending, copy.chain);
@@ -1091,7 +1091,7 @@ export class SnapshotStore implements ChangeGuard {
     if (pending.count > 0 || this.pending !== pending) return;
     this.pending = null;
     if (this.volume.readOverlay === this.overlay) this.volume.readOverlay = null;
-    this.state = { ...this.state, restorePending: null };
+    this.state = { ...this.state, version: 1, restorePending: null };
     await this.metadata.commit({ state: this.state });
   }
 
