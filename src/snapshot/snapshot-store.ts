@@ -689,10 +689,10 @@ export class SnapshotStore implements ChangeGuard {
   // size, creation LSN and writability; a read-only one simply never takes a write through the
   // stream again, so its own line stays as the build left it.
   async buildTwin(entry: { name: string; parent: string | null; writable: boolean; size: number; createdLsn: bigint }, lsn: bigint): Promise<void> {
+    await this.completeRestore(); // the twin is built on the volume's (or a snapshot's) content now
     const existing = this.images.get(entry.name);
     if (existing === undefined && this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
     if (entry.parent !== null && (entry.parent === entry.name || this.isDescendantOf(entry.parent, entry.name))) throw new OperatingError("REQUEST_INVALID", `${entry.name} cannot be built on its own descendant ${entry.parent}`);
-    await this.completeRestore();
     const { chain, lines, nextLineId } = this.newChain(entry.parent, true, entry.name);
     await this.syncVolumeAndStore();
     const id = existing?.id ?? this.state.nextImageId;
