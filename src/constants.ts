@@ -85,6 +85,17 @@ export const operationPayloadBytesMax = 64 * KiB; // an operation record's JSON
 export const snapshotChunksInflightMax = 16;
 export const snapshotChunkBuffersMax = 64; // chunk buffers kept for reuse per volume (4 MiB at 64 KiB chunks) // chunks one snapshot write (or trim) changes at once
 export const snapshotMetadataMapBytes = 64 * GiB; // LMDB map size (virtual; files grow as used)
+// A restore in the background (docs/DESIGN-NOTES.md §7): the chunks still to copy are a bitmap in
+// pages of this many bits (4 KiB each, one metadata entry per page; in memory only the pages
+// with a chunk left: at most 1 bit per chunk of the volume, 2 MiB per TiB at 64 KiB chunks);
+// the copier copies and commits at most restoreBatchChunksMax chunks at a time (one volume
+// sync and one metadata commit per batch; an operation that completes the restore waits for at
+// most one batch), at most restoreCopyBytesPerSecondMax, and after a disk error tries again
+// after restoreRetryMs.
+export const restorePendingPageBits = 32 * 1024;
+export const restoreBatchChunksMax = 64;
+export const restoreCopyBytesPerSecondMax = 256 * MiB;
+export const restoreRetryMs = 1_000;
 
 // ---- Allocation queries (SEEK_DATA/SEEK_HOLE; src/volume/allocated-regions.ts) ----
 export const allocationQueryExtentsMax = 1024; // extents asked of BlockFile.dataExtents in one call
@@ -170,5 +181,7 @@ assert(Number.isInteger(Math.log2(snapshotChunkSizeDefault)) && snapshotChunkSiz
 assert(volumesPerGroupMax <= operationsPerSetMax, "a snapshot of every volume of a group is one operation set");
 assert(snapshotChunkSizeMin % sectorSize === 0, "chunks are whole sectors");
 assert(Number.isInteger(Math.log2(snapshotFreshPageBits)), "fresh-cache pages are a power of two of bits");
+assert(restorePendingPageBits % 8 === 0 && restoreBatchChunksMax >= 1 && restoreBatchChunksMax <= snapshotChunkBuffersMax, "a restore batch fits the chunk buffers");
+assert(restoreCopyBytesPerSecondMax >= snapshotChunkSizeMax && restoreRetryMs > 0, "the background copier makes progress");
 
 export const units = { KiB, MiB, GiB, TiB } as const;

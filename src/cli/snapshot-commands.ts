@@ -111,8 +111,9 @@ export function addSnapshotCommands(program: Command, output: Output): void {
     .description("make the volume's content equal to the snapshot's (only the chunks that differ are written)")
     .option("--volume <volume>", "the volume to restore (must be the snapshot's own)")
     .action(async (image: string, options: { volume?: string }) => {
-      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume }, cliLongRequestMsMax)) as { volume: string; bytesWritten: number; chunks: number } & OperationCost;
-      output.print(output.json(), result, () => `restored ${result.volume} from ${image}: ${result.chunks} chunk(s), ${formatSize(result.bytesWritten)} written locally\n${costText(result)}`);
+      const result = (await callApi(output.target(), "POST", `/v1/snapshots/${encodeURIComponent(image)}/restore`, { volume: options.volume }, cliLongRequestMsMax)) as { volume: string; bytesWritten: number; chunks: number; chunksPending: number; bytesPending: number } & OperationCost;
+      const background = result.chunksPending > 0 ? `; the volume reads as ${image} now, its ${result.chunksPending} differing chunk(s) (${formatSize(result.bytesPending)}) are copied back in the background (volume status shows how many are left)` : "; nothing differed";
+      output.print(output.json(), result, () => `restored ${result.volume} from ${image}: writes paused ${result.pauseMs} ms${background}\n${costText(result)}`);
     });
   snapshot
     .command("refresh <volume@snapshot>")

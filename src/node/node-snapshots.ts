@@ -27,7 +27,7 @@ import type { FrozenTwins, Group, SnapshotImageView } from "../group/group.js";
 import { decodeOperationSet, encodeOperationSet, isVolumeOperation, operationVolumes, type Operation, type OperationSet, type SnapshotOperation, type VolumeOperation } from "../group/operation.js";
 import { isSnapshotChangeKind, RecordKind, type LogRecord } from "../log/record.js";
 import { decodeSnapshotChange, encodeSnapshotChange } from "../group/snapshot-change.js";
-import { checkSnapshotName, SnapshotStore, type DiffResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
+import { checkSnapshotName, SnapshotStore, type DiffResult, type RestoreResult, type SnapshotInfo } from "../snapshot/snapshot-store.js";
 import type { Volume } from "../volume/volume.js";
 import { SnapshotExport } from "./snapshot-export.js";
 import { doomedTwins, type CatalogTwin, type Twin } from "../replication/twins.js";
@@ -154,6 +154,8 @@ export class NodeSnapshots {
     private readonly files: BlockFileOpener,
     private readonly nowMs: () => number,
     private readonly logger: Logger,
+    // the pause of a restore's background copier between batches (the simulator's clock there)
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   ) {}
 
   private directory(volume: Volume): string {
@@ -171,7 +173,7 @@ export class NodeSnapshots {
     const directory = this.directory(volume);
     await scheduleIo(directory, () => fsp.mkdir(join(directory, "meta"), { recursive: true, mode: 0o700 }));
     const file = await this.files.open(join(directory, "store"), { create: 0 });
-    const store = await SnapshotStore.open(volume, file, join(directory, "meta"), { chunkSize: settings.chunkSize, storeSizeMax: settings.storeSize, nowMs: this.nowMs });
+    const store = await SnapshotStore.open(volume, file, join(directory, "meta"), { chunkSize: settings.chunkSize, storeSizeMax: settings.storeSize, nowMs: this.nowMs, sleep: this.sleep });
     this.stores.set(volume.name, store);
     // copies frozen for a twin build that a crash interrupted (the link builds again)
     await store.dropImages(store.names().filter((name) => name.startsWith(frozenPrefix)));
@@ -596,12 +598,14 @@ export class NodeSnapshots {
     return { ...results[0]!, ...report };
   }
 
-  async restore(text: string, into?: string): Promise<{ snapshot: string; volume: string; bytesWritten: number; chunks: number } & OperationReport> {
+  // The pause covers only metadata work: the differing chunks are copied in the background
+  // afterwards (SnapshotStore.restore), while the volume already reads as the snapshot.
+  async restore(text: string, into?: string): Promise<{ snapshot: string; volume: string } & RestoreResult & OperationReport> {
     const { image, entry } = this.existing(text);
     if (into !== undefined && into !== image.volume) throw new OperatingError("SNAPSHOT_CROSS_VOLUME", { snapshot: text, volume: into });
     const set: OperationSet = { version: 1, order: "ordered", operations: [{ op: "snapshot.restore", volumeId: entry.volume.id, snapshot: image.snapshot }] };
-    const { results, report } = await this.submit<{ bytesWritten: number; chunks: number }>(entry.group, set, () => void this.existing(text));
-    this.logger.info({ snapshot: text, volume: image.volume, ...results[0], lsn: report.lsn, pauseMs: report.pauseMs }, "volume restored");
+    const { results, report } = await this.submit<RestoreResult>(entry.group, set, () => void this.existing(text));
+    this.logger.info({ snapshot: text, volume: image.volume, ...results[0], lsn: report.lsn, pauseMs: report.pauseMs }, "volume restored (the differing chunks are copied in the background)");
     return { snapshot: text, volume: image.volume, ...results[0]!, ...report };
   }
 

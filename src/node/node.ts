@@ -540,10 +540,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
   // A replica's volume resized by its primary (a volume table or a volume.resize record): a
   // shrink is subject to the secondary's policy, and the twins keep what they read past the end.
   private async resizeReplicaInStream(group: string, state: VolumeState, size: number): Promise<void> {
-    if (size < state.volume.size) {
-      await this.protectShrink(group, state.volume.name, size);
-      await this.snapshots.beforeShrink(state.volume.name, size);
-    }
+    if (size < state.volume.size) await this.protectShrink(group, state.volume.name, size);
+    await this.snapshots.beforeShrink(state.volume.name, size); // and a pending restore completes, whichever way
     await this.resizeReplicaVolume(state, size);
   }
 

@@ -86,7 +86,10 @@ export async function hashRequestPerform(replica: Replica, request: HashRequest,
   const fromRegion = request.offset / request.regionBytes;
   let digests: Buffer = Buffer.alloc(0);
   if (volume !== undefined && request.snapshot === null && request.offset < volume.size) {
-    digests = await regionHashes(volume.file, volume.size, { regionBytes: request.regionBytes, fromRegion, regionsMax: request.count });
+    // a volume whose content is partly elsewhere (a restore in the background) is hashed as
+    // its readers see it, not as its image holds it
+    if (volume.readOverlay !== null) digests = await imageHashes({ size: volume.size, read: (offset, target) => volume.read(target, offset) }, request.offset, request.regionBytes, request.count);
+    else digests = await regionHashes(volume.file, volume.size, { regionBytes: request.regionBytes, fromRegion, regionsMax: request.count });
   } else if (volume !== undefined && request.snapshot !== null) {
     const image = replica.snapshotImage(volume, request.snapshot);
     if (image !== null && request.offset < image.size) digests = await imageHashes(image, request.offset, request.regionBytes, request.count);

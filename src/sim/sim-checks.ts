@@ -67,7 +67,7 @@ export class SimChecks {
     this.primaryLog = this.watchDurable(this.primaryLog, incarnation.group.log, "primary log");
     const log = incarnation.group.log;
     if (log.health.state === "failed" && (context.primaryLogFailedAt === null || log.durableLsn < context.primaryLogFailedAt)) context.primaryLogFailedAt = log.durableLsn;
-    const actual = context.stamps(context.primary.storage, context.primary.directory);
+    const actual = context.stamps(context.primary.storage, context.primary.directory, incarnation.snapshots);
     const problem = context.model.checkPrimary(actual, "acked");
     if (problem !== null) return context.fail(`primary: a read would miss an acknowledged write: ${problem}`);
     context.model.trim();
@@ -118,7 +118,7 @@ export class SimChecks {
       return null;
     }
     this.counts.prefixChecks += 1;
-    const actual = context.stamps(context.secondary.storage, context.secondary.directory);
+    const actual = context.stamps(context.secondary.storage, context.secondary.directory, incarnation.snapshots);
     for (const node of nodes) if (SimModel.difference(context.layout, context.model.imageAt(node), actual, () => "") === null) return node;
     const failedAt = context.primaryLogFailedAt;
     for (let at = nodes[0]!.parent; failedAt !== null && at !== null && at.lsn >= failedAt; at = at.parent) {
@@ -248,7 +248,7 @@ export class SimChecks {
       while (node !== null && node.lsn > before.lsn) node = node.parent;
       if (log.headLsn < before.lsn || node?.key !== before.key) return context.fail(`primary: the log recovered to ${log.headLsn}, losing durable record ${before.lsn}`);
     }
-    const actual = context.stamps(context.primary.storage, context.primary.directory);
+    const actual = context.stamps(context.primary.storage, context.primary.directory, incarnation.snapshots);
     const rebased = context.model.rebase(log.headLsn, log.headChecksum, actual);
     if (typeof rebased === "string") return context.fail(`primary: ${rebased}`);
     const logImage = context.model.imageAt(rebased.log);
@@ -293,11 +293,11 @@ export class SimChecks {
     if (primary === null || secondary === null) return context.fail("final: a node is down after healing");
     const head = context.model.head;
     const expected = context.model.imageAt(head);
-    const primaryStamps = context.stamps(context.primary.storage, context.primary.directory);
+    const primaryStamps = context.stamps(context.primary.storage, context.primary.directory, primary.snapshots);
     const describe = (sector: number) => context.model.describeSector(sector);
     const primaryDiffers = SimModel.difference(context.layout, expected, primaryStamps, describe);
     if (primaryDiffers !== null) return context.fail(`final: the primary differs from its log's image at ${head.lsn}: ${primaryDiffers}`);
-    const secondaryStamps = context.stamps(context.secondary.storage, context.secondary.directory);
+    const secondaryStamps = context.stamps(context.secondary.storage, context.secondary.directory, secondary.snapshots);
     const secondaryDiffers = SimModel.difference(context.layout, expected, secondaryStamps, describe);
     if (secondaryDiffers !== null) {
       if ((context.gap !== null && secondary.replica.health !== null) || context.volumeGap !== null) return;

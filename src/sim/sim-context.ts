@@ -2,6 +2,7 @@
 // the run's verdict so far (the first violation ends the run).
 
 import { join } from "node:path";
+import type { NodeSnapshots } from "../node/node-snapshots.js";
 import type { SimClient } from "./sim-client.js";
 import type { SimModel } from "./sim-model.js";
 import type { SimNetwork } from "./sim-network.js";
@@ -103,11 +104,25 @@ export class SimContext {
   }
 
   // The stamps of a node's volumes as a reader would see them now (no fault is consumed).
-  stamps(storage: SimStorage, directory: string): Int32Array {
+  // snapshots: the node's stores, when it is up: a volume with a restore in the background reads
+  // its pending chunks from the store.
+  stamps(storage: SimStorage, directory: string, snapshots: NodeSnapshots | null): Int32Array {
     const stamps = new Int32Array(this.layout.sectors);
     for (const volume of this.layout.volumes) {
       const image = Buffer.alloc(volume.size);
       storage.existing(join(directory, `${volume.name}.img`))?.peek(image, 0);
+      const store = snapshots?.store(volume.name) ?? null;
+      if (store !== null) {
+        const slots = storage.existing(join(directory, "snapshots", String(volume.id), "store"));
+        for (const { chunk, location } of store.pendingLocations()) {
+          const offset = chunk * store.chunkSize;
+          const piece = image.subarray(offset, Math.min(volume.size, offset + store.chunkSize));
+          if (location.kind === "slot") {
+            piece.fill(0);
+            slots?.peek(piece, location.slot * store.chunkSize);
+          } else if (location.kind === "zero") piece.fill(0);
+        }
+      }
       stampsOf(image, volume.firstSector, stamps);
     }
     return stamps;

@@ -117,7 +117,7 @@ export class SimPrimary implements SnapshotHost {
     }
     const logger = this.logger.child({ node: owner.name });
     group = new Group(simGroup, log, settings.durability, activity, logger, { nowMs });
-    const snapshots = new NodeSnapshots(this, this.directory, files, nowMs, logger.child({ subsystem: "snapshot" }));
+    const snapshots = new NodeSnapshots(this, this.directory, files, nowMs, logger.child({ subsystem: "snapshot" }), (ms) => this.world.delay(owner, ms));
     this.startingSnapshots = snapshots;
     group.operations = {
       perform: (record) => snapshots.performRecord(simGroup, record),

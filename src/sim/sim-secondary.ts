@@ -99,7 +99,7 @@ export class SimSecondary implements ReplicaHost, SnapshotHost {
     const logOptions = { clock, limits: settings.logLimits };
     if (fresh) await (await GroupLog.create(logFile, { ...logOptions, sizeBytes: settings.logBytes, groupId: simGroup, logId: settings.logId })).close();
     const replica = await Replica.open(simGroup, logFile, false, { logger: logger.child({ subsystem: "replica" }), host: this, statePath: join(this.directory, "replica.json"), logSizeBytes: settings.logBytes, logOptions });
-    const snapshots = new NodeSnapshots(this, this.directory, files, nowMs, logger.child({ subsystem: "snapshot" }));
+    const snapshots = new NodeSnapshots(this, this.directory, files, nowMs, logger.child({ subsystem: "snapshot" }), (ms) => this.world.delay(owner, ms));
     this.starting.snapshots = snapshots;
     this.starting.replica = replica;
     for (const volume of volumes) {

@@ -16,6 +16,7 @@
 //   versions  [line, chunk, death]  → [birth, slot]        (preserved chunk versions)
 //   current   [line, chunk]         → [birth, slot]        (slot -1: the volume's own chunk)
 //   free      slot                  → 1                    (free slots below slotsHigh)
+//   restore   page                  → bitmap bytes         (a restore's chunks left to copy)
 //
 // Opened with overlappingSync off: a commit's promise resolves once it is durable.
 
@@ -23,6 +24,7 @@ import { open, type Database, type RootDatabase } from "lmdb";
 import { snapshotMetadataMapBytes } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { scheduleIo } from "../io/io-scheduler.js";
+import type { PendingPage } from "./pending-chunks.js";
 
 export const liveEpoch = -1; // a chain link that reads the line's current content
 
@@ -49,7 +51,7 @@ export interface LineEntry {
 }
 
 export interface StoreState {
-  readonly version: 1;
+  readonly version: 1 | 2; // 2 while a restore is pending: a build that knows no pending restore refuses the store
   readonly chunkSize: number;
   readonly slotsMax: number;
   readonly nextLineId: number;
@@ -59,6 +61,15 @@ export interface StoreState {
   readonly restoring: string | null; // a restore from this snapshot began and has not finished
   readonly appliedOperationLsn: string; // the LSN of the last operation performed (bigint as text)
   readonly durableThroughLsn?: string; // every change below this LSN is durable in the volume (synced by an operation)
+  // A restore performed at `lsn` whose chunks left (the `restore` table) the volume reads from
+  // `image` (a frozen copy of snapshot `from` at that LSN) until they are copied.
+  readonly restorePending?: RestorePending | null;
+}
+
+export interface RestorePending {
+  readonly from: string;
+  readonly image: string;
+  readonly lsn: string;
 }
 
 export interface ChunkVersion {
@@ -86,6 +97,9 @@ export interface MetadataChange {
   deleteCurrents?: { line: number; chunk: number }[];
   freed?: number[]; // slots that join the free table
   taken?: number[]; // slots that leave it
+  // pages of the pending restore's bitmap (bits null: the page goes); a function is called
+  // inside the transaction, so the pages written are those of the moment it runs
+  restorePages?: PendingPage[] | (() => PendingPage[]);
 }
 
 type Pair = [number, number];
@@ -100,13 +114,14 @@ export class SnapshotMetadata {
     private readonly versionTable: Database<Pair, number[]>,
     private readonly currentTable: Database<Pair, number[]>,
     private readonly freeTable: Database<number, number>,
+    private readonly restoreTable: Database<Buffer, number>,
   ) {}
 
   static open(path: string): SnapshotMetadata {
     try {
       const root = open({ path, overlappingSync: false, compression: false, mapSize: snapshotMetadataMapBytes, maxDbs: 8 });
       const table = <V, K extends string | number | number[]>(name: string) => root.openDB<V, K>(name, { keyEncoding: "ordered-binary" });
-      return new SnapshotMetadata(path, root, table("state"), table("lines"), table("images"), table("versions"), table("current"), table("free"));
+      return new SnapshotMetadata(path, root, table("state"), table("lines"), table("images"), table("versions"), table("current"), table("free"), root.openDB<Buffer, number>("restore", { keyEncoding: "ordered-binary", encoding: "binary" }));
     } catch (error) {
       throw new OperatingError("DISK_IO", { what: `open snapshot metadata ${path}` }, { cause: error });
     }
@@ -168,6 +183,11 @@ export class SnapshotMetadata {
     }
   }
 
+  // The pending restore's bitmap pages.
+  restorePages(): PendingPage[] {
+    return [...this.restoreTable.getRange({}).map(({ key, value }) => ({ page: key, bits: Uint8Array.from(value) }))];
+  }
+
   get freeSlotCount(): number {
     return this.freeTable.getKeysCount();
   }
@@ -196,6 +216,11 @@ export class SnapshotMetadata {
     for (const { line, chunk } of change.deleteCurrents ?? []) void this.currentTable.remove([line, chunk]);
     for (const slot of change.freed ?? []) void this.freeTable.put(slot, 1);
     for (const slot of change.taken ?? []) void this.freeTable.remove(slot);
+    const restorePages = typeof change.restorePages === "function" ? change.restorePages() : (change.restorePages ?? []);
+    for (const { page, bits } of restorePages) {
+      if (bits === null) void this.restoreTable.remove(page);
+      else void this.restoreTable.put(page, Buffer.from(bits));
+    }
   }
 
   // Atomic and durable when it resolves. Concurrent commits share one LMDB transaction.

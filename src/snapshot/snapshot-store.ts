@@ -19,19 +19,39 @@
 //
 // Operations (create, delete, refresh, restore, resize) run exclusively: the caller has the
 // group quiet (Group.quiesce), and exclusive() waits for snapshot exports' I/O in flight.
+//
+// A restore runs in the background (docs/DESIGN-NOTES.md §7, "instant restore"). At its LSN,
+// inside the pause, it only syncs the volume and commits, in one transaction: a frozen copy
+// `~restore.<lsn>` of the snapshot, the bitmap of the chunks where the volume differs from it
+// (the diff, from metadata), and the LSNs. From then on the volume's content is the copy's for
+// every chunk still pending:
+//
+//   reads       Volume.read asks the overlay installed here: pending pieces come from the copy
+//   a change    the guard first restores each pending chunk of its range, under the chunk's
+//               lock: preserve the old chunk (as any change) ─▶ write the copy's chunk into the
+//               volume ─▶ volume sync ─▶ commit "no longer pending" ─▶ (the change's write)
+//   the copier  the same, restoreBatchChunksMax chunks at a time (one sync, one commit), paced
+//   operations  that capture or compare the volume's chunks complete the restore first
+//
+// A kill -9 before a chunk's commit leaves it pending (the volume's own copy of it is never
+// read then); after it the volume holds the restored chunk durably. A chunk stops being pending
+// only under its lock and before the change that wanted it writes, so the copier, which checks
+// under the same lock, never writes over a later change.
 
 import { assert } from "../assert.js";
-import { sectorSize, snapshotChainLengthMax, snapshotChunksInflightMax, snapshotDiffRegionsMax, snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
+import { restoreBatchChunksMax, restoreCopyBytesPerSecondMax, restoreRetryMs, sectorSize, snapshotChainLengthMax, snapshotChunksInflightMax, snapshotDiffRegionsMax, snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile, Extent } from "../io/block-file.js";
-import type { ChangeGuard, ChangeTicket } from "../volume/change-guard.js";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
+import type { ChangeGuard, ChangeTicket, ReadOverlay } from "../volume/change-guard.js";
 import { SyncCoalescer } from "../volume/sync-coalescer.js";
 import type { Volume } from "../volume/volume.js";
 import { ChunkLocks } from "./chunk-locks.js";
 import { FreshChunks } from "./fresh-chunks.js";
 import { currentNeeded, frozenChain, frozenEpochs, liveLines, mustPreserve, resolveChunk, sameLocation, versionNeeded, type ChunkLocation } from "./image-chain.js";
 import { ChunkBuffers } from "./chunk-buffers.js";
-import { liveEpoch, SnapshotMetadata, type ChainLink, type ChunkCurrent, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
+import { PendingChunks } from "./pending-chunks.js";
+import { liveEpoch, SnapshotMetadata, type RestorePending, type ChainLink, type ChunkCurrent, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
 
 const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -46,11 +66,36 @@ export function checkSnapshotName(name: string): void {
 const volumeChain: readonly ChainLink[] = [{ line: 0, epoch: liveEpoch }];
 const gcBatchEntries = 4096; // metadata entries examined per garbage-collection commit
 const diffWindowChunks = 65_536; // chunks whose candidates are gathered at once by a diff
+const restoreCopyPrefix = "~restore."; // the frozen copy a restore in the background reads from
+
+function isRestoreCopy(name: string): boolean {
+  return name.startsWith(restoreCopyPrefix);
+}
 
 export interface SnapshotStoreOptions {
   readonly chunkSize: number; // used when the store is created; an existing store keeps its own
   readonly storeSizeMax: number;
   readonly nowMs: () => number;
+  // The background copier's pause between batches (a timer of the node's clock); without it the
+  // copier only yields to the event loop. restoreInBackground false: no copier at all (tests
+  // drive copyRestoreBatch() themselves).
+  readonly sleep?: (ms: number) => Promise<void>;
+  readonly restoreInBackground?: boolean;
+}
+
+export interface RestoreResult {
+  readonly bytesWritten: number; // what the restore writes back into the volume (all of it after the pause)
+  readonly chunks: number; // chunks where the volume differed from the snapshot
+  readonly chunksPending: number; // left to the background copy
+  readonly bytesPending: number;
+}
+
+export interface RestoreStatus {
+  readonly from: string;
+  readonly lsn: string;
+  readonly chunksLeft: number;
+  readonly bytesLeft: number;
+  readonly error: string | null; // the copier's last disk error (it tries again)
 }
 
 export interface SnapshotStats {
@@ -101,6 +146,13 @@ export class SnapshotStore implements ChangeGuard {
   private ioActive = 0;
   private ioIdle: (() => void)[] = [];
   private paused: Promise<void> | null = null;
+  private pending: PendingChunks | null = null; // a restore's chunks left (null: none pending)
+  private restoreChain: readonly ChainLink[] | null = null; // the frozen copy they read from
+  private copyCursor = 0;
+  private copier: Promise<void> | null = null;
+  private copierBatch: Promise<number> | null = null;
+  private closing = false;
+  private restoreError: string | null = null;
   readonly stats: SnapshotStats = { preservedChunks: 0, snapshotWrites: 0, slotsAllocated: 0, slotsFreed: 0, storeFullErrors: 0 };
   lastStoreFullAtMs: number | null = null;
 
@@ -127,7 +179,7 @@ export class SnapshotStore implements ChangeGuard {
       this.state = { version: 1, chunkSize: this.options.chunkSize, slotsMax: 0, nextLineId: 1, nextImageId: 1, slotsHigh: 0, gcPending: false, restoring: null, appliedOperationLsn: "0" };
       await this.metadata.commit({ state: this.state, lines: [{ id: 0, epoch: 1 }] });
     } else {
-      if (stored.version !== 1) throw new OperatingError("CONFIG_INVALID", `the snapshot store of volume ${this.volume.name} has format version ${String(stored.version)}; this build reads version 1`);
+      if (stored.version !== 1 && stored.version !== 2) throw new OperatingError("CONFIG_INVALID", `the snapshot store of volume ${this.volume.name} has format version ${String(stored.version)}; this build reads versions 1 and 2`);
       this.state = stored;
     }
     this.state = { ...this.state, slotsMax: Math.floor(this.options.storeSizeMax / this.state.chunkSize) };
@@ -137,6 +189,18 @@ export class SnapshotStore implements ChangeGuard {
     this.slotsFree = this.metadata.freeSlotCount;
     this.indexImages();
     if (this.state.gcPending) await this.collectGarbage();
+    const restorePending = this.state.restorePending ?? null;
+    if (restorePending !== null) {
+      const pending = PendingChunks.fromPages(this.metadata.restorePages());
+      assert(this.images.has(restorePending.image), "a pending restore has its copy");
+      if (pending.count > 0) this.beginBackground(pending, this.images.get(restorePending.image)!.chain);
+      else {
+        // every chunk was restored; the crash came before the commit that says so
+        this.state = { ...this.state, version: 1, restorePending: null };
+        await this.metadata.commit({ state: this.state });
+      }
+    }
+    await this.dropRestoreCopies();
     this.volume.changeGuard = this;
   }
 
@@ -157,7 +221,7 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   get snapshotCount(): number {
-    return this.images.size;
+    return this.names().length;
   }
 
   private indexImages(): void {
@@ -245,14 +309,17 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   reserve(offset: number, length: number): ChangeTicket | null {
-    if (!this.epochs.has(0)) return null; // no snapshot reads the volume's line
     const { first, last } = this.chunkRange(offset, length);
+    const restoring = this.pending !== null && this.pending.anyIn(first, last);
+    if (!this.epochs.has(0) && !restoring) return null; // no snapshot reads the volume's line
     let needed = 0;
-    for (let chunk = first; chunk <= last; chunk += 1) if (this.volumeChunkNeedsPreserving(chunk)) needed += 1;
-    if (needed === 0) return null;
+    if (this.epochs.has(0)) for (let chunk = first; chunk <= last; chunk += 1) if (this.volumeChunkNeedsPreserving(chunk)) needed += 1;
+    if (needed === 0 && !restoring) return null;
     const reservation = this.reservation(needed);
     return {
       preserve: async () => {
+        // a pending chunk gets the snapshot's content first (a partial write keeps the rest)
+        if (this.pending !== null) await this.restoreChunks(this.pendingIn(first, last), reservation);
         for (let chunk = first; chunk <= last; chunk += 1) await this.preserveVolumeChunk(chunk, reservation);
         for (let chunk = first; chunk <= last; chunk += 1) await this.locks.drained(chunk);
       },
@@ -263,36 +330,39 @@ export class SnapshotStore implements ChangeGuard {
   // Copies the volume's chunk into a slot and commits it as a version, unless that is no longer
   // needed (another change did it meanwhile). Returns whether a slot was used.
   private preserveVolumeChunk(chunk: number, reservation: Reservation | null): Promise<boolean> {
-    return this.locks.run(`0:${chunk}`, async () => {
-      if (!this.volumeChunkNeedsPreserving(chunk)) return false;
-      const line = this.lines.get(0)!;
-      const birth = this.metadata.current(0, chunk)?.birth ?? 0;
-      const { slot, fromFree } = this.takeSlot(reservation);
-      const data = this.buffers.take();
-      try {
-        const offset = chunk * this.state.chunkSize;
-        const inVolume = Math.max(0, Math.min(this.state.chunkSize, this.volume.size - offset));
-        if (inVolume > 0) await this.volume.read(data.subarray(0, inVolume), offset);
-        data.fill(0, inVolume);
-        await this.store.write([data], this.slotOffset(slot));
-        await this.storeSync.sync();
-        await this.metadata.commit({
-          state: this.state,
-          versions: [{ line: 0, version: { chunk, death: line.epoch, birth, slot } }],
-          currents: [{ line: 0, current: { chunk, birth: line.epoch, slot: -1 } }],
-          taken: fromFree ? [slot] : [],
-        });
-      } catch (error) {
-        this.returnSlot(slot, fromFree);
-        throw error;
-      } finally {
-        this.buffers.give(data);
-      }
-      this.slotCommitted(slot);
-      this.fresh.add(chunk);
-      this.stats.preservedChunks += 1;
-      return true;
-    });
+    return this.locks.run(`0:${chunk}`, () => this.preserveVolumeChunkLocked(chunk, reservation));
+  }
+
+  // The same, with the chunk's lock held by the caller.
+  private async preserveVolumeChunkLocked(chunk: number, reservation: Reservation | null): Promise<boolean> {
+    if (!this.volumeChunkNeedsPreserving(chunk)) return false;
+    const line = this.lines.get(0)!;
+    const birth = this.metadata.current(0, chunk)?.birth ?? 0;
+    const { slot, fromFree } = this.takeSlot(reservation);
+    const data = this.buffers.take();
+    try {
+      const offset = chunk * this.state.chunkSize;
+      const inVolume = Math.max(0, Math.min(this.state.chunkSize, this.volume.size - offset));
+      if (inVolume > 0) await this.volume.readPhysical(data.subarray(0, inVolume), offset);
+      data.fill(0, inVolume);
+      await this.store.write([data], this.slotOffset(slot));
+      await this.storeSync.sync();
+      await this.metadata.commit({
+        state: this.state,
+        versions: [{ line: 0, version: { chunk, death: line.epoch, birth, slot } }],
+        currents: [{ line: 0, current: { chunk, birth: line.epoch, slot: -1 } }],
+        taken: fromFree ? [slot] : [],
+      });
+    } catch (error) {
+      this.returnSlot(slot, fromFree);
+      throw error;
+    } finally {
+      this.buffers.give(data);
+    }
+    this.slotCommitted(slot);
+    this.fresh.add(chunk);
+    this.stats.preservedChunks += 1;
+    return true;
   }
 
   // ---- Snapshot exports' I/O ----
@@ -324,17 +394,18 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   image(name: string): ImageEntry {
-    const image = this.images.get(name);
+    const image = isRestoreCopy(name) ? undefined : this.images.get(name);
     if (image === undefined) throw new OperatingError("SNAPSHOT_NOT_FOUND", { snapshot: `${this.volume.name}@${name}` });
     return image;
   }
 
+  // A restore's frozen copy is no snapshot: no operation, export or list names it.
   has(name: string): boolean {
-    return this.images.has(name);
+    return !isRestoreCopy(name) && this.images.has(name);
   }
 
   names(): string[] {
-    return [...this.images.keys()];
+    return [...this.images.keys()].filter((name) => !isRestoreCopy(name));
   }
 
   private locate(chain: readonly ChainLink[], chunk: number): ChunkLocation {
@@ -372,7 +443,7 @@ export class SnapshotStore implements ChangeGuard {
   // there only if no version was preserved, which happens when nothing needed it.
   private async readVolume(target: Buffer, offset: number): Promise<void> {
     const inVolume = Math.max(0, Math.min(target.length, this.volume.size - offset));
-    if (inVolume > 0) await this.volume.read(target.subarray(0, inVolume), offset);
+    if (inVolume > 0) await this.volume.readPhysical(target.subarray(0, inVolume), offset);
     target.fill(0, inVolume);
   }
 
@@ -563,6 +634,7 @@ export class SnapshotStore implements ChangeGuard {
   async create(request: { name: string; from: string | null; writable: boolean; lsn: bigint; internal?: boolean }): Promise<SnapshotInfo> {
     if (!request.internal) checkSnapshotName(request.name);
     if (this.images.has(request.name)) throw new OperatingError("SNAPSHOT_EXISTS", { snapshot: `${this.volume.name}@${request.name}` });
+    if (request.from === null) await this.completeRestore(); // the snapshot freezes the volume's chunks
     if (this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
     const size = this.sizeOf(request.from);
     const { chain, lines, nextLineId } = this.newChain(request.from, request.writable, request.name);
@@ -617,6 +689,7 @@ export class SnapshotStore implements ChangeGuard {
   // size, creation LSN and writability; a read-only one simply never takes a write through the
   // stream again, so its own line stays as the build left it.
   async buildTwin(entry: { name: string; parent: string | null; writable: boolean; size: number; createdLsn: bigint }, lsn: bigint): Promise<void> {
+    await this.completeRestore(); // the twin is built on the volume's (or a snapshot's) content now
     const existing = this.images.get(entry.name);
     if (existing === undefined && this.images.size >= snapshotsPerVolumeMax) throw new OperatingError("REQUEST_TOO_LARGE", { volume: this.volume.name, snapshotsMax: snapshotsPerVolumeMax });
     if (entry.parent !== null && (entry.parent === entry.name || this.isDescendantOf(entry.parent, entry.name))) throw new OperatingError("REQUEST_INVALID", `${entry.name} cannot be built on its own descendant ${entry.parent}`);
@@ -648,6 +721,7 @@ export class SnapshotStore implements ChangeGuard {
     if (copies.length === 0) return;
     assert(copies.every((copy) => copy.name.startsWith("~") && !this.images.has(copy.name)), "frozen copies have new local names");
     assert(new Set(copies.map((copy) => copy.source)).size === copies.length, "one copy per image");
+    if (copies.some((copy) => copy.source === null)) await this.completeRestore();
     await this.syncVolumeAndStore();
     const images: ImageEntry[] = [];
     const lines: LineEntry[] = [];
@@ -689,6 +763,7 @@ export class SnapshotStore implements ChangeGuard {
   // no other image reads. Returns the names deleted, children first.
   async delete(name: string, recursive: boolean, lsn: bigint): Promise<string[]> {
     this.image(name);
+    await this.dropRestoreCopies(); // a finished restore's copy goes with the next operation
     const doomed: string[] = [];
     const collect = (parent: string) => {
       for (const child of this.children(parent)) {
@@ -711,6 +786,7 @@ export class SnapshotStore implements ChangeGuard {
   async refresh(name: string, fromVolume: boolean, lsn: bigint): Promise<SnapshotInfo> {
     const image = this.image(name);
     const source = fromVolume ? null : image.parent;
+    if (source === null) await this.completeRestore();
     if (source !== null && this.isDescendantOf(source, name)) throw new OperatingError("REQUEST_INVALID", `${name} cannot be refreshed from its own descendant ${source}`);
     const size = this.sizeOf(source);
     const { chain, lines, nextLineId } = this.newChain(source, image.writable, name);
@@ -799,13 +875,17 @@ export class SnapshotStore implements ChangeGuard {
     const sizeA = this.sizeOf(a);
     const sizeB = this.sizeOf(b);
     const common = Math.min(sizeA, sizeB);
-    const lines = [...new Set([...chainA, ...chainB].map((link) => link.line))];
+    // the volume's pending chunks are where the restore's copy has them
+    const restoring = (a === null || b === null) && this.restoreChain !== null && this.pending !== null ? this.restoreChain : [];
+    const lines = [...new Set([...chainA, ...chainB, ...restoring].map((link) => link.line))];
+    const locateA = (chunk: number) => (a === null ? this.locateVolume(chunk) : this.locate(chainA, chunk));
+    const locateB = (chunk: number) => (b === null ? this.locateVolume(chunk) : this.locate(chainB, chunk));
     let pending: { offset: number; length: number } | null = null;
     const chunks = Math.ceil(common / this.state.chunkSize);
     for (let windowStart = 0; windowStart < chunks; windowStart += diffWindowChunks) {
       const windowEnd = Math.min(chunks, windowStart + diffWindowChunks);
       for (const chunk of this.candidates(lines, windowStart, windowEnd)) {
-        if (sameLocation(this.locate(chainA, chunk), this.locate(chainB, chunk))) continue;
+        if (sameLocation(locateA(chunk), locateB(chunk))) continue;
         const offset = chunk * this.state.chunkSize;
         const length = Math.min(this.state.chunkSize, common - offset);
         if (pending !== null && pending.offset + pending.length === offset) pending.length += length;
@@ -836,37 +916,258 @@ export class SnapshotStore implements ChangeGuard {
     return [...found].sort((x, y) => x - y);
   }
 
-  // Makes the volume's content (and size) equal to the snapshot's, writing only the chunks
-  // that differ, through the same preservation as any change (other snapshots keep theirs).
-  // The caller runs it exclusively with the group quiet. `restoring` shows an interrupted one
-  // in status; redo of its operation record runs it again to the end.
-  async restore(name: string, lsn: bigint, resize: (size: number) => Promise<void>): Promise<{ bytesWritten: number; chunks: number }> {
+  // Makes the volume's content (and size) equal to the snapshot's. Inside the caller's pause only
+  // metadata work: the volume synced (redo skips every change before the LSN from here on), then
+  // one commit of a frozen copy of the snapshot, the chunks where the volume differs from it
+  // (the diff), and the LSNs. The chunks are copied afterwards (see the top of the file). The
+  // caller runs it exclusively with the group quiet; `restoring` marks the part before that
+  // commit (a resize), which redo of the operation record runs again.
+  async restore(name: string, lsn: bigint, resize: (size: number) => Promise<void>): Promise<RestoreResult> {
+    await this.completeRestore();
     const image = this.image(name);
-    this.state = { ...this.state, restoring: name };
-    await this.metadata.commit({ state: this.state });
-    if (image.size !== this.volume.size) await resize(image.size);
-    const buffer = Buffer.alloc(this.state.chunkSize);
-    let bytesWritten = 0;
-    let chunks = 0;
-    const { regions, truncated } = this.diff(null, name);
-    const pending = truncated ? this.allChunks() : regions;
-    for (const region of pending) {
-      for (let offset = region.offset; offset < region.offset + region.length; offset += this.state.chunkSize) {
-        const chunk = Math.floor(offset / this.state.chunkSize);
-        const length = Math.min(this.state.chunkSize, this.volume.size - chunk * this.state.chunkSize);
-        if (length <= 0) continue;
-        const target = buffer.subarray(0, length);
-        await this.readLocation(this.locate(image.chain, chunk), chunk, target);
-        await this.preserveVolumeChunk(chunk, null);
-        await this.volume.write(target, chunk * this.state.chunkSize);
-        bytesWritten += length;
-        chunks += 1;
-      }
+    if (image.size !== this.volume.size) {
+      this.state = { ...this.state, restoring: name };
+      await this.metadata.commit({ state: this.state });
+      await resize(image.size);
     }
     await this.syncVolumeAndStore();
-    this.state = { ...this.state, restoring: null, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    const pending = new PendingChunks();
+    for (const region of this.diffRegions(null, name)) {
+      const end = Math.min(region.offset + region.length, this.volume.size);
+      if (end <= region.offset) continue;
+      const last = Math.floor((end - 1) / this.state.chunkSize);
+      for (let chunk = Math.floor(region.offset / this.state.chunkSize); chunk <= last; chunk += 1) pending.add(chunk);
+    }
+    let copy: ImageEntry | null = null;
+    let lines: LineEntry[] = [];
+    let restorePending: RestorePending | null = null;
+    if (pending.count > 0) {
+      const frozen = this.frozenChainOf(name); // the snapshot may change later; the restore reads it as it is now
+      const copyName = `${restoreCopyPrefix}${lsn}`;
+      assert(!this.images.has(copyName), "no earlier restore's copy is left");
+      copy = { id: this.state.nextImageId, name: copyName, parent: null, writable: false, size: image.size, createdLsn: String(lsn), createdAtMs: this.options.nowMs(), refreshedAtMs: null, chain: frozen.chain };
+      lines = frozen.lines;
+      restorePending = { from: name, image: copyName, lsn: String(lsn) };
+    }
+    this.state = { ...this.state, version: copy === null ? 1 : 2, nextImageId: this.state.nextImageId + (copy === null ? 0 : 1), restoring: null, restorePending, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    await this.metadata.commit({ state: this.state, images: copy === null ? [] : [copy], lines, restorePages: pending.allPages() });
+    this.adopt(copy === null ? [] : [copy], lines);
+    if (copy !== null) this.beginBackground(pending, copy.chain);
+    const bytesPending = this.pendingBytes();
+    return { bytesWritten: bytesPending, chunks: pending.count, chunksPending: pending.count, bytesPending };
+  }
+
+  // ---- A restore in the background ----
+
+  // Where the volume's chunk is, as its readers see it: a pending chunk is the restore's copy's.
+  private locateVolume(chunk: number): ChunkLocation {
+    if (this.pending === null || this.restoreChain === null || !this.pending.has(chunk)) return { kind: "volume" };
+    return this.locate(this.restoreChain, chunk);
+  }
+
+  private pendingIn(first: number, last: number): number[] {
+    const chunks: number[] = [];
+    for (let chunk = first; chunk <= last && this.pending !== null; chunk += 1) if (this.pending.has(chunk)) chunks.push(chunk);
+    return chunks;
+  }
+
+  private pendingBytes(): number {
+    return this.pending === null ? 0 : Math.min(this.pending.count * this.state.chunkSize, this.volume.size);
+  }
+
+  // Pending chunks from now on read from the copy's chain; changes restore them first.
+  private beginBackground(pending: PendingChunks, chain: readonly ChainLink[]): void {
+    this.pending = pending;
+    this.restoreChain = chain;
+    this.copyCursor = 0;
+    this.volume.readOverlay = this.overlay;
+    this.startCopier();
+  }
+
+  private readonly overlay: ReadOverlay = {
+    covers: (offset, length) => {
+      if (this.pending === null) return false;
+      const { first, last } = this.chunkRange(offset, length);
+      return this.pending.anyIn(first, last);
+    },
+    read: (target, offset) => this.readRestoring(target, offset),
+    dataExtents: (offset, length) => {
+      const extents: { offset: number; length: number }[] = [];
+      const { first, last } = this.chunkRange(offset, length);
+      for (const chunk of this.pendingIn(first, last)) {
+        const start = Math.max(offset, chunk * this.state.chunkSize);
+        const end = Math.min(offset + length, (chunk + 1) * this.state.chunkSize);
+        const previous = extents[extents.length - 1];
+        if (previous !== undefined && previous.offset + previous.length === start) previous.length += end - start;
+        else extents.push({ offset: start, length: end - start });
+      }
+      return extents;
+    },
+  };
+
+  // A read of the volume that touches pending chunks: those pieces from the copy, the rest from
+  // the image (adjacent pieces in one read). As snapshot I/O, so the copy (dropped only by an
+  // exclusive operation once nothing is pending) outlives it.
+  private readRestoring(target: Buffer, offset: number): Promise<void> {
+    return this.io(async () => {
+      const reads: Promise<void>[] = [];
+      let run: { at: number; length: number } | null = null;
+      const flush = () => {
+        if (run !== null) reads.push(this.volume.readPhysical(target.subarray(run.at, run.at + run.length), offset + run.at));
+        run = null;
+      };
+      this.forEachPiece(offset, target.length, (chunk, inner, at, length) => {
+        const location = this.locateVolume(chunk);
+        if (location.kind === "volume") {
+          if (run !== null && run.at + run.length === at) run.length += length;
+          else {
+            flush();
+            run = { at, length };
+          }
+          return;
+        }
+        flush();
+        const piece = target.subarray(at, at + length);
+        if (location.kind === "slot") reads.push(this.store.read(piece, this.slotOffset(location.slot) + inner));
+        else piece.fill(0);
+      });
+      flush();
+      await Promise.all(reads);
+    });
+  }
+
+  // Runs the action holding the volume's chunk locks of `chunks` (ascending: every holder of
+  // several takes them in that order, so none waits for another in a cycle).
+  private withChunkLocks<T>(chunks: readonly number[], action: () => Promise<T>, index = 0): Promise<T> {
+    if (index >= chunks.length) return action();
+    return this.locks.run(`0:${chunks[index]!}`, () => this.withChunkLocks(chunks, action, index + 1));
+  }
+
+  // Restores those of `chunks` (ascending) still pending: each one's old content preserved where
+  // a snapshot reads it, the copy's written in; the volume synced; then one commit says they
+  // are no longer pending. All under their locks, so no change to them comes in between.
+  private restoreChunks(chunks: readonly number[], reservation: Reservation | null): Promise<number> {
+    if (chunks.length === 0) return Promise.resolve(0);
+    return this.withChunkLocks(chunks, async () => {
+      const left = chunks.filter((chunk) => this.pending?.has(chunk) === true);
+      if (left.length === 0) return 0;
+      for (const chunk of left) await this.copyChunkBack(chunk, reservation);
+      await this.volume.flush(); // the restored content is durable before the chunks stop being pending
+      await this.commitRestored(left);
+      if (this.pending !== null) this.startCopier(); // again, if a disk error had stopped it
+      return left.length;
+    });
+  }
+
+  private async copyChunkBack(chunk: number, reservation: Reservation | null): Promise<void> {
+    const offset = chunk * this.state.chunkSize;
+    const length = Math.min(this.state.chunkSize, this.volume.size - offset);
+    assert(length > 0 && this.restoreChain !== null, "a pending chunk is inside the volume");
+    await this.preserveVolumeChunkLocked(chunk, reservation);
+    await this.locks.drained(chunk); // snapshot reads of the old chunk in the volume finish first
+    const location = this.locate(this.restoreChain, chunk);
+    assert(location.kind !== "volume", `pending chunk ${chunk} is not the volume's own`);
+    const data = this.buffers.take();
+    try {
+      const content = data.subarray(0, length);
+      if (location.kind === "slot") await this.store.read(content, this.slotOffset(location.slot));
+      else content.fill(0);
+      await this.volume.write(content, offset);
+    } finally {
+      this.buffers.give(data);
+    }
+  }
+
+  // The chunks' restored content is durable: one commit says they are no longer pending (the
+  // pages written are those of the moment the transaction runs: see pending-chunks.ts). The
+  // restore ends with the commit that finds nothing left.
+  private async commitRestored(chunks: readonly number[]): Promise<void> {
+    const pending = this.pending!;
+    pending.beginLeaving(chunks);
+    try {
+      await this.metadata.commit({ restorePages: () => pending.pagesNow(chunks) });
+    } catch (error) {
+      pending.abortLeaving(chunks);
+      throw error;
+    }
+    pending.finishLeaving(chunks);
+    if (pending.count > 0 || this.pending !== pending) return;
+    this.pending = null;
+    if (this.volume.readOverlay === this.overlay) this.volume.readOverlay = null;
+    this.state = { ...this.state, version: 1, restorePending: null };
     await this.metadata.commit({ state: this.state });
-    return { bytesWritten, chunks };
+  }
+
+  // Copies up to `chunksMax` pending chunks (the background copier's batch; tests call it).
+  async copyRestoreBatch(chunksMax = restoreBatchChunksMax): Promise<number> {
+    if (this.pending === null || this.closing) return 0;
+    const chunks = this.pending.next(this.copyCursor, chunksMax).sort((x, y) => x - y);
+    if (chunks.length === 0) return 0;
+    this.copyCursor = chunks[chunks.length - 1]! + 1;
+    return this.restoreChunks(chunks, null);
+  }
+
+  private startCopier(): void {
+    if (this.copier !== null || this.options.restoreInBackground === false) return;
+    this.copier = this.runCopier().finally(() => (this.copier = null));
+  }
+
+  // One batch at a time as snapshot I/O (an operation waits for at most one), paced to
+  // restoreCopyBytesPerSecondMax. A disk error stops it (status shows the error) after one
+  // more try restoreRetryMs later; the next change that restores a chunk, the next operation
+  // that needs the volume whole, or the next start carries on. (A copier that kept retrying
+  // would outlive a process the simulator killed.)
+  private async runCopier(): Promise<void> {
+    const sleep = this.options.sleep ?? (() => yieldToEventLoop());
+    let failures = 0;
+    while (!this.closing && this.pending !== null) {
+      let copied = 0;
+      try {
+        const batch = this.io(() => this.copyRestoreBatch());
+        this.copierBatch = batch;
+        copied = await batch;
+        this.restoreError = null;
+        failures = 0;
+      } catch (error) {
+        this.restoreError = error instanceof Error ? error.message : String(error);
+        failures += 1;
+        if (this.closing || failures > 1) return;
+        await sleep(restoreRetryMs);
+        continue;
+      } finally {
+        this.copierBatch = null;
+      }
+      await sleep(Math.ceil((copied * this.state.chunkSize * 1000) / restoreCopyBytesPerSecondMax));
+    }
+  }
+
+  // Copies every chunk still pending (an operation that captures or compares the volume's chunks
+  // calls it first, inside its pause), then drops finished restores' copies.
+  async completeRestore(): Promise<void> {
+    while (this.pending !== null) {
+      const chunks = this.pending.next(0, restoreBatchChunksMax);
+      assert(chunks.length > 0, "a pending restore has chunks left");
+      await this.restoreChunks(chunks, null);
+    }
+    await this.dropRestoreCopies();
+  }
+
+  private async dropRestoreCopies(): Promise<void> {
+    const current = this.state.restorePending?.image ?? null;
+    const finished = [...this.images.keys()].filter((name) => isRestoreCopy(name) && name !== current);
+    if (finished.length > 0) await this.dropImages(finished);
+  }
+
+  // The pending chunks and where readers find them (the simulator reads images synchronously).
+  pendingLocations(): { chunk: number; location: ChunkLocation }[] {
+    if (this.pending === null) return [];
+    return this.pending.next(0, this.pending.count).map((chunk) => ({ chunk, location: this.locateVolume(chunk) }));
+  }
+
+  restoreStatus(): RestoreStatus | null {
+    const pending = this.state.restorePending ?? null;
+    if (pending === null || this.pending === null) return null;
+    return { from: `${this.volume.name}@${pending.from}`, lsn: pending.lsn, chunksLeft: this.pending.count, bytesLeft: this.pendingBytes(), error: this.restoreError };
   }
 
   // Makes a writable snapshot's content (and size) equal to another image's (from null: the
@@ -876,6 +1177,7 @@ export class SnapshotStore implements ChangeGuard {
   async sync(from: string | null, to: string, lsn: bigint): Promise<{ bytesWritten: number; chunks: number }> {
     const target = this.image(to);
     if (!target.writable) throw new OperatingError("REQUEST_INVALID", `${this.volume.name}@${to} is read-only: a sync writes into the volume or a writable snapshot`);
+    if (from === null) await this.completeRestore(); // it takes the volume's chunks
     const size = this.sizeOf(from);
     const { chain, lines, nextLineId } = this.newChain(from, true, to);
     await this.syncVolumeAndStore(); // what it reads from the volume is on disk
@@ -887,12 +1189,10 @@ export class SnapshotStore implements ChangeGuard {
     return { bytesWritten: 0, chunks: 0 };
   }
 
-  private allChunks(): { offset: number; length: number }[] {
-    return [{ offset: 0, length: this.volume.size }];
-  }
-
-  // Before the volume shrinks: preserve the chunks past the new end that snapshots read.
+  // Before the volume's size changes: preserve the chunks past the new end that snapshots read.
+  // Any resize first completes a pending restore (its chunks are the volume's size).
   async beforeShrink(size: number): Promise<void> {
+    await this.completeRestore();
     if (size >= this.volume.size) return;
     const ticket = this.reserve(size, this.volume.size - size);
     if (ticket === null) return;
@@ -934,7 +1234,7 @@ export class SnapshotStore implements ChangeGuard {
     const bytes = this.storeBytesPerImage();
     const ordered: ImageEntry[] = [];
     const visit = (parent: string | null) => {
-      for (const image of [...this.images.values()].filter((entry) => entry.parent === parent).sort((x, y) => x.id - y.id)) {
+      for (const image of [...this.images.values()].filter((entry) => entry.parent === parent && !isRestoreCopy(entry.name)).sort((x, y) => x.id - y.id)) {
         ordered.push(image);
         visit(image.name);
       }
@@ -962,11 +1262,11 @@ export class SnapshotStore implements ChangeGuard {
     return bytes;
   }
 
-  usage(): { chunkSize: number; snapshots: number; usedBytes: number; storeBytesMax: number; full: boolean; reservedBytes: number; freshCacheBytes: number; lastStoreFullAtMs: number | null; interruptedRestore: string | null; stats: SnapshotStats } {
+  usage(): { chunkSize: number; snapshots: number; usedBytes: number; storeBytesMax: number; full: boolean; reservedBytes: number; freshCacheBytes: number; lastStoreFullAtMs: number | null; interruptedRestore: string | null; restore: RestoreStatus | null; stats: SnapshotStats } {
     const used = (this.state.slotsHigh - this.slotsFree) * this.state.chunkSize;
     return {
       chunkSize: this.state.chunkSize,
-      snapshots: this.images.size,
+      snapshots: this.names().length,
       usedBytes: used,
       storeBytesMax: this.state.slotsMax * this.state.chunkSize,
       full: this.slotsAvailable <= 0,
@@ -974,11 +1274,15 @@ export class SnapshotStore implements ChangeGuard {
       freshCacheBytes: this.fresh.bytes,
       lastStoreFullAtMs: this.lastStoreFullAtMs,
       interruptedRestore: this.state.restoring,
+      restore: this.restoreStatus(),
       stats: this.stats,
     };
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    await this.copierBatch?.catch(() => undefined);
+    if (this.volume.readOverlay === this.overlay) this.volume.readOverlay = null;
     if (this.volume.changeGuard === this) this.volume.changeGuard = null;
     await this.storeSync.sync().catch(() => undefined);
     await this.metadata.close();

@@ -19,3 +19,14 @@ export interface ChangeGuard {
   // may have overwritten them since, e.g. a restore): redo must not apply them again.
   readonly durableThroughLsn: bigint;
 }
+
+// Part of a volume's content that lives elsewhere for a while (a restore in the background: the
+// snapshot's chunks not yet copied back). The volume knows nothing of snapshots.
+export interface ReadOverlay {
+  // Synchronous: whether [offset, offset + length) touches what the overlay holds.
+  covers(offset: number, length: number): boolean;
+  // The range's content (the overlay's pieces, and the image's for the rest).
+  read(target: Buffer, offset: number): Promise<void>;
+  // The overlay's pieces in the range, to report as data in allocation queries.
+  dataExtents(offset: number, length: number): { offset: number; length: number }[];
+}

@@ -8,7 +8,7 @@ import { assert } from "../assert.js";
 import { sectorSize, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile, Extent } from "../io/block-file.js";
-import type { ChangeGuard } from "./change-guard.js";
+import type { ChangeGuard, ReadOverlay } from "./change-guard.js";
 import { SyncCoalescer } from "./sync-coalescer.js";
 
 export interface VolumeFault {
@@ -27,6 +27,9 @@ export class Volume {
   errorCount = 0;
   // Set while the volume has a snapshot store: every change passes it first (apply-change.ts).
   changeGuard: ChangeGuard | null = null;
+  // Set while part of the volume's content lives elsewhere (a restore in the background): reads
+  // and allocation queries of the ranges it covers go to it.
+  readOverlay: ReadOverlay | null = null;
 
   constructor(
     readonly id: number,
@@ -65,7 +68,16 @@ export class Volume {
     }
   }
 
+  // The volume's content, as every client sees it.
   read(target: Buffer, offset: number): Promise<void> {
+    this.assertRange(offset, target.length);
+    if (this.readOverlay?.covers(offset, target.length)) return this.readOverlay.read(target, offset);
+    return this.guard(() => this.file.read(target, offset));
+  }
+
+  // What the image holds, whatever an overlay says: for the overlay itself and for the
+  // snapshot store, which preserves the image's old content.
+  readPhysical(target: Buffer, offset: number): Promise<void> {
     this.assertRange(offset, target.length);
     return this.guard(() => this.file.read(target, offset));
   }
@@ -107,7 +119,9 @@ export class Volume {
 
   allocation(offset: number, length: number, extentsMax: number): Extent[] | null {
     this.assertRange(offset, length);
-    return this.file.dataExtents(offset, length, extentsMax);
+    const found = this.file.dataExtents(offset, length, extentsMax);
+    if (found === null || !this.readOverlay?.covers(offset, length)) return found;
+    return mergeExtents(found, this.readOverlay.dataExtents(offset, length), extentsMax);
   }
 
   async resize(size: number): Promise<void> {
@@ -119,4 +133,23 @@ export class Volume {
   close(): Promise<void> {
     return this.file.close();
   }
+}
+
+// The union of two lists of extents (each in offset order), merged where they touch, at most
+// extentsMax of them (a caller asks again past the last).
+// When `a` holds extentsMax extents (there may be more past its last), `b` is cut there.
+export function mergeExtents(a: readonly Extent[], b: readonly Extent[], extentsMax: number): Extent[] {
+  const last = a[a.length - 1];
+  const limit = a.length >= extentsMax && last !== undefined ? last.offset + last.length : Infinity;
+  const clipped = b.filter((extent) => extent.offset < limit).map((extent) => ({ offset: extent.offset, length: Math.min(extent.length, limit - extent.offset) }));
+  const all = [...a, ...clipped].sort((x, y) => x.offset - y.offset);
+  const merged: Extent[] = [];
+  for (const extent of all) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && extent.offset <= last.offset + last.length) {
+      const end = Math.max(last.offset + last.length, extent.offset + extent.length);
+      merged[merged.length - 1] = { offset: last.offset, length: end - last.offset };
+    } else merged.push({ offset: extent.offset, length: extent.length });
+  }
+  return merged.slice(0, extentsMax);
 }
