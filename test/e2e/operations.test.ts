@@ -69,11 +69,25 @@ describe("operations travel in the replication stream (demo --secondaries 1)", (
         const drained = await lockstep(["--node", primary.node, "drain", "--timeout", "120s"]);
         assert.equal(drained.code, 0, drained.stderr);
 
+        // An async or periodic link that fell onto its bitmap under load (the machine is shared)
+        // carries no record for the operations meanwhile, says so, and rebuilds the twins at the
+        // end of its resync: the comparisons below still hold. Most operations travel in band.
+        let inBand = 0;
         for (const { operation, cost } of costs) {
-          console.log(`${mode}: ${operation}: record ${cost.recordBytes} bytes at LSN ${cost.lsn}, writes paused ${cost.pauseMs} ms, sent ${cost.links.map((link) => `${link.bytes} bytes to ${link.peer}`).join(", ")}`);
+          console.log(`${mode}: ${operation}: record ${cost.recordBytes} bytes at LSN ${cost.lsn}, writes paused ${cost.pauseMs} ms, sent ${cost.links.map((link) => (link.inBand ? `${link.bytes} bytes to ${link.peer}` : `nothing to ${link.peer} (on its bitmap)`)).join(", ")}`);
           assert.ok(cost.recordBytes < 1024, `${operation}: one small record`);
-          assert.deepEqual(cost.links.map((link) => [link.peer, link.bytes, link.inBand]), [["secondary1", cost.recordBytes, true]]);
+          const [link] = cost.links;
+          assert.equal(cost.links.length, 1);
+          assert.equal(link!.peer, "secondary1");
+          if (link!.inBand) {
+            assert.equal(link!.bytes, cost.recordBytes, `${operation}: the record is all that crosses the link`);
+            inBand += 1;
+          } else {
+            assert.notEqual(mode, "sync", `${operation}: a sync link never folds while streaming`);
+            assert.equal(link!.bytes, 0);
+          }
         }
+        assert.ok(inBand * 2 > costs.length, `${inBand} of ${costs.length} operations in band`);
 
         const listed = (node: string) => lockstep(["--node", node, "--json", "snapshot", "list"]).then((result) => (JSON.parse(result.stdout) as { snapshots: { name: string; parent: string; writable: boolean; size: number }[] }).snapshots);
         const onPrimary = await listed(primary.node);
