@@ -104,7 +104,7 @@ export interface GroupStats {
 }
 
 // A logged change or operation the images do not hold yet (see the header).
-export interface UnappliedChange {
+interface UnappliedChange {
   readonly lsn: bigint;
   readonly volumeId: number | null; // null: an operation, which may touch every volume
   attempts: number;
@@ -298,23 +298,16 @@ export class Group {
       this.snapshotGate.leave(snapshotTicket);
       this.watermark.end(lsn);
     };
-    let held = false;
     try {
       const remote = this.replication?.syncWait(lsn) ?? null;
       await this.log.durable(lsn);
       await Promise.all([volumeTicket.wait, snapshotTicket.wait]);
-      let performed: T;
-      try {
-        performed = await perform(lsn);
-      } catch (error) {
-        held = this.holdUnapplied(lsn, null, error, () => this.redoLogged(lsn), settle);
-        throw error;
-      }
+      const performed = await this.holdingOnDiskError(lsn, null, () => perform(lsn), () => this.redoLogged(lsn), settle);
       if (remote !== null) await remote;
       this.replication?.operationLogged(lsn);
       return { performed, lsn };
     } finally {
-      if (!held) settle();
+      if (!this.unapplied.has(lsn)) settle();
     }
   }
 
@@ -329,15 +322,22 @@ export class Group {
 
   // ---- Changes the images do not hold ----
 
-  // A disk error on the images after the record was logged: held, and retried. Returns whether
-  // it was held (the caller then leaves settle() to the retry). Any other error is not held.
-  private holdUnapplied(lsn: bigint, volumeId: number | null, error: unknown, apply: () => Promise<void>, settle: (applied: boolean) => void): boolean {
-    if (!(error instanceof OperatingError) || (error.code !== "DISK_IO" && error.code !== "DISK_FULL") || this.closing) return false;
-    const entry: UnappliedChange = { lsn, volumeId, attempts: 0, error, givenUp: false, apply, settle };
-    this.unapplied.set(lsn, entry);
-    this.logger.error({ group: this.name, lsn: String(lsn), volumeId, err: error }, "a logged change failed on the images: it is held and retried; changes to its volume and operations are refused until then");
-    this.scheduleRetry(entry);
-    return true;
+  // Runs what a logged change does to the images. A disk error there holds the change, to be
+  // retried by `retry`, and is thrown on; the caller's end (settle) is then left to the retry:
+  // callers settle in `finally` only when this.unapplied does not hold their LSN. Any other
+  // error is not held.
+  private async holdingOnDiskError<T>(lsn: bigint, volumeId: number | null, run: () => Promise<T>, retry: () => Promise<void>, settle: (applied: boolean) => void): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof OperatingError && (error.code === "DISK_IO" || error.code === "DISK_FULL") && !this.closing) {
+        const entry: UnappliedChange = { lsn, volumeId, attempts: 0, error, givenUp: false, apply: retry, settle };
+        this.unapplied.set(lsn, entry);
+        this.logger.error({ group: this.name, lsn: String(lsn), volumeId, err: error }, "a logged change failed on the images: it is held and retried; changes to its volume and operations are refused until then");
+        this.scheduleRetry(entry);
+      }
+      throw error;
+    }
   }
 
   private scheduleRetry(entry: UnappliedChange): void {
@@ -389,9 +389,8 @@ export class Group {
   // gateKey: the snapshot's own key, so overlapping changes to it land in LSN order.
   snapshotChange(volume: Volume, gateKey: number, kind: number, offset: number, length: number, payload: Buffer, fua: boolean, apply: () => Promise<void>): Promise<void> {
     return this.admitted(async () => {
-      this.checkApplied(volume.id);
       if (!this.log.hasRoom(payload.length)) await this.waitForRoom(payload.length);
-      this.checkApplied(volume.id);
+      this.checkApplied(volume.id); // in the step that appends: no hold can start in between
       const lsn = this.log.append({ kind, flags: fua ? RecordFlag.fua : 0, volumeId: volume.id, offset, length, payload });
       const ticket = this.snapshotGate.enter(gateKey, offset, length);
       this.watermark.begin(lsn);
@@ -400,19 +399,13 @@ export class Group {
         this.snapshotGate.leave(ticket);
         this.watermark.end(lsn);
       };
-      let held = false;
       try {
         await this.log.durable(lsn);
         if (ticket.wait !== null) await ticket.wait;
-        try {
-          await apply();
-        } catch (error) {
-          held = this.holdUnapplied(lsn, volume.id, error, apply, settle);
-          throw error;
-        }
+        await this.holdingOnDiskError(lsn, volume.id, apply, apply, settle);
         if (remote !== null) await remote;
       } finally {
-        if (!held) settle();
+        if (!this.unapplied.has(lsn)) settle();
       }
       this.stats.snapshotChanges += 1;
     });
@@ -502,7 +495,6 @@ export class Group {
   private async changeAdmitted(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
     const fua = (flags & RecordFlag.fua) !== 0;
     const payloadBytes = payload?.length ?? 0;
-    this.checkApplied(volume.id);
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     // A snapshot store refuses here (store full) while nothing is logged or written.
     const preserving = volume.changeGuard?.reserve(offset, length) ?? null;
@@ -510,6 +502,7 @@ export class Group {
     try {
       if (marked) await marked;
       if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
+      this.checkApplied(volume.id); // in the step that appends: no hold can start in between
     } catch (error) {
       preserving?.release();
       this.activity?.done(volume.id, offset, length, 0n); // nothing was written
@@ -522,7 +515,6 @@ export class Group {
     this.watermark.begin(lsn);
     const remote = this.replication?.syncWait(lsn) ?? null; // sync links: the peers' durability, alongside ours
     let failed = true;
-    let held = false;
     const settle = (applied: boolean): void => {
       this.gate.leave(ticket);
       this.watermark.end(lsn);
@@ -535,17 +527,12 @@ export class Group {
     try {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
-      try {
-        await applyChange(volume, kind, flags, offset, length, payload, durable, preserving);
-      } catch (error) {
-        held = this.holdUnapplied(lsn, volume.id, error, () => applyChange(volume, kind, flags, offset, length, payload, durable), settle);
-        throw error;
-      }
+      await this.holdingOnDiskError(lsn, volume.id, () => applyChange(volume, kind, flags, offset, length, payload, durable, preserving), () => applyChange(volume, kind, flags, offset, length, payload, durable), settle);
       if (remote !== null) await remote;
       failed = false;
     } finally {
       preserving?.release(); // idempotent: applyChange released it unless it never got there
-      if (!held) settle(!failed);
+      if (!this.unapplied.has(lsn)) settle(!failed);
     }
   }
 
