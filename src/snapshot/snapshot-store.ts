@@ -786,17 +786,26 @@ export class SnapshotStore implements ChangeGuard {
   async refresh(name: string, fromVolume: boolean, lsn: bigint): Promise<SnapshotInfo> {
     const image = this.image(name);
     const source = fromVolume ? null : image.parent;
-    if (source === null) await this.completeRestore();
     if (source !== null && this.isDescendantOf(source, name)) throw new OperatingError("REQUEST_INVALID", `${name} cannot be refreshed from its own descendant ${source}`);
-    const size = this.sizeOf(source);
-    const { chain, lines, nextLineId } = this.newChain(source, image.writable, name);
-    await this.syncVolumeAndStore();
-    const refreshed: ImageEntry = { ...image, chain, size, parent: fromVolume ? null : image.parent, refreshedAtMs: this.options.nowMs() };
-    this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
-    await this.metadata.commit({ state: this.state, images: [refreshed], lines });
-    this.adopt([refreshed], lines);
-    await this.collectGarbage();
+    const refreshed = await this.rechain(image, source, image.writable, lsn, { parent: fromVolume ? null : image.parent, refreshedAtMs: this.options.nowMs() });
     return this.info(refreshed);
+  }
+
+  // Gives an image a new chain over `source`'s (null: the volume; its own line if writable) and
+  // the source's size, in one commit, keeping its name and its children and their content; then
+  // frees what only the old chain held. O(1) but for that freeing. A pending restore completes
+  // first when the chain takes the volume's chunks. Refresh and sync.
+  private async rechain(image: ImageEntry, source: string | null, writable: boolean, lsn: bigint, fields: Partial<ImageEntry>): Promise<ImageEntry> {
+    if (source === null) await this.completeRestore();
+    const size = this.sizeOf(source);
+    const { chain, lines, nextLineId } = this.newChain(source, writable, image.name);
+    await this.syncVolumeAndStore(); // what it reads from the volume is on disk
+    const rechained: ImageEntry = { ...image, ...fields, chain, size };
+    this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
+    await this.metadata.commit({ state: this.state, images: [rechained], lines });
+    this.adopt([rechained], lines);
+    await this.collectGarbage();
+    return rechained;
   }
 
   private isDescendantOf(candidate: string, ancestor: string): boolean {
@@ -1171,21 +1180,12 @@ export class SnapshotStore implements ChangeGuard {
   }
 
   // Makes a writable snapshot's content (and size) equal to another image's (from null: the
-  // volume) in O(1), as refresh does: a new chain over `from`'s, keeping the snapshot's name,
-  // its children and their content; what only its old content held is freed. No data moves, so
-  // the pause is the same whatever differs. The caller runs it exclusively with the group quiet.
+  // volume) in O(1), as refresh does (rechain). No data moves, so the pause is the same whatever
+  // differs. The caller runs it exclusively with the group quiet.
   async sync(from: string | null, to: string, lsn: bigint): Promise<{ bytesWritten: number; chunks: number }> {
     const target = this.image(to);
     if (!target.writable) throw new OperatingError("REQUEST_INVALID", `${this.volume.name}@${to} is read-only: a sync writes into the volume or a writable snapshot`);
-    if (from === null) await this.completeRestore(); // it takes the volume's chunks
-    const size = this.sizeOf(from);
-    const { chain, lines, nextLineId } = this.newChain(from, true, to);
-    await this.syncVolumeAndStore(); // what it reads from the volume is on disk
-    const synced: ImageEntry = { ...target, chain, size };
-    this.state = { ...this.state, nextLineId, gcPending: true, appliedOperationLsn: String(lsn), durableThroughLsn: String(lsn) };
-    await this.metadata.commit({ state: this.state, images: [synced], lines });
-    this.adopt([synced], lines);
-    await this.collectGarbage();
+    await this.rechain(target, from, true, lsn, {});
     return { bytesWritten: 0, chunks: 0 };
   }
 
