@@ -47,6 +47,10 @@ export const logCheckpointFillRatio = 0.5; // start a background checkpoint abov
 // ---- Activity map (write-path durability, see docs/DESIGN-NOTES.md) ----
 export const activityExtentSize = 4 * MiB;
 export const activityExtentsMax = 1024; // hot extents at once; more forces a checkpoint
+// Extents stay hot while the map holds at most this many (least recently written cool first,
+// once log and image are durable past them): a working set that fits re-marks nothing, so its
+// writes never wait for the map; a crash resyncs at most activityExtentsMax extents anyway.
+export const activityExtentsKeep = 512;
 
 // ---- Dirty-region bitmaps (resync, initial sync; src/replication/dirty-bitmap.ts) ----
 // A volume's region size is the smallest power of two, at least dirtyRegionBytesMin, that
@@ -157,6 +161,7 @@ assert(logRecordPayloadSizeMax * 2 <= logSizeMin, "the smallest log holds two la
 assert(logBatchBytesMax <= logSizeMin / 4, "a batch is a small part of the log");
 assert(nbdInflightBytesMax >= nbdPayloadSizeMax * 2, "a connection can hold two largest requests");
 assert(activityExtentSize % blockSizePreferred === 0, "activity extents are whole blocks");
+assert(activityExtentsKeep > 0 && activityExtentsKeep < activityExtentsMax, "the map cools down to fewer extents than it holds");
 assert(volumeSizeMax <= Number.MAX_SAFE_INTEGER, "byte offsets fit a JS number");
 assert(nbdStringLengthMax < nbdOptionDataSizeMax, "an option can carry a full string");
 assert(nbdOptionDrainSizeMax > nbdOptionDataSizeMax, "draining starts above the option limit");

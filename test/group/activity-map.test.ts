@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ActivityMap, activitySlotSize } from "../../src/group/activity-map.js";
-import { activityExtentSize, activityExtentsMax } from "../../src/constants.js";
+import { activityExtentSize, activityExtentsKeep, activityExtentsMax } from "../../src/constants.js";
 import { Random } from "../../src/sim/random.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 
@@ -33,6 +33,37 @@ describe("activity map", () => {
     reopened.map.done(3, 0, 4096, 4n);
     const again = await ActivityMap.open(disk, () => durable, async () => undefined);
     assert.deepEqual(again.recovered.map((extent) => extent.volumeId), [3]);
+  });
+
+  it("keeps a working set hot while it fits; beyond activityExtentsKeep the least recently written cool first", async () => {
+    const disk = new SimDisk("activity", activitySlotSize * 2);
+    let durable = 0n;
+    const { map } = await ActivityMap.open(disk, () => durable, async () => undefined);
+    let lsn = 0n;
+    const write = async (index: number): Promise<void> => {
+      lsn += 1n;
+      const marked = map.mark(1, index * activityExtentSize, 4096);
+      if (marked !== null) await marked;
+      map.done(1, index * activityExtentSize, 4096, lsn);
+    };
+    for (let index = 0; index < activityExtentsKeep - 1; index++) await write(index);
+    durable = lsn; // everything durable (a FLUSH): every extent could cool
+    await write(activityExtentsKeep - 1); // a new extent: the map is persisted again
+    const persists = disk.syncCount;
+    for (let round = 0; round < 3; round++) for (let index = 0; index < activityExtentsKeep; index++) await write(index);
+    assert.equal(disk.syncCount, persists, "rewriting a working set that fits marks nothing, durable or not");
+    assert.equal(map.hotCount, activityExtentsKeep);
+
+    // Ten extents more: the persist that covers them cools the ten written longest ago (the
+    // first ten of the last round), and the map on disk names the newest activityExtentsKeep.
+    durable = lsn;
+    for (let index = activityExtentsKeep; index < activityExtentsKeep + 10; index++) await write(index);
+    assert.ok(map.hotCount <= activityExtentsKeep + 1, `cooled down to the keep (${map.hotCount} hot)`);
+    const reopened = await ActivityMap.open(disk, () => durable, async () => undefined);
+    const onDisk = new Set(reopened.recovered.map((extent) => extent.offset / activityExtentSize));
+    for (let index = activityExtentsKeep; index < activityExtentsKeep + 10; index++) assert.ok(onDisk.has(index), `new extent ${index} is on disk`);
+    for (let index = 0; index < 9; index++) assert.ok(!onDisk.has(index), `extent ${index}, written longest ago, cooled`);
+    assert.ok(onDisk.has(activityExtentsKeep - 1), "the most recently rewritten old extent stays hot");
   });
 
   it("keeps the extent of a failed write hot", async () => {
