@@ -190,6 +190,27 @@ interface PersistRound {
 
 const zeroSector = Buffer.alloc(sectorSize); // padding source; never written to
 
+// Batches are written as whole pages of this size (pageAlign): a write that covers part of a
+// page the page cache does not hold makes the file system read that page from disk first, and
+// the page past the head always holds an earlier lap of the log. Once a log had wrapped and its
+// pages had left the cache, every batch waited for such a read, and a node that had run for a
+// while wrote several times slower than a fresh one.
+const logPageBytes = 4096;
+const zeroPage = Buffer.alloc(logPageBytes); // padding source; never written to
+assert(logDataStart % logPageBytes === 0, "the data area starts on a page");
+
+// Copies the last `count` bytes of the concatenation of `buffers` into target[0, count).
+function copyTail(buffers: readonly Buffer[], count: number, target: Buffer): void {
+  let remaining = count;
+  for (let index = buffers.length - 1; index >= 0 && remaining > 0; index--) {
+    const buffer = buffers[index]!;
+    const take = Math.min(remaining, buffer.length);
+    buffer.copy(target, remaining - take, buffer.length - take);
+    remaining -= take;
+  }
+  assert(remaining === 0, "a batch holds the bytes of its last page");
+}
+
 type LogState = "open" | "closing" | "closed" | "failed";
 
 interface LogInit {
@@ -207,6 +228,11 @@ interface LogInit {
 export class GroupLog {
   private bytesSinceWriteback = 0;
   private staging: Buffer | null = null; // reused by every batch that fits (logStagingBytes)
+  // The bytes of the head's page before the head, as the last batch wrote them (pageAlign);
+  // two buffers, so the one a batch reads from is not the one it saves into.
+  private frontier = Buffer.alloc(logPageBytes);
+  private frontierSpare = Buffer.alloc(logPageBytes);
+  private frontierEnd = -1; // the end of the last batch written: where `frontier` applies
   private shipCacheHeldFrom: bigint | null = null; // see shipCacheHold
   readonly file: BlockFile;
   readonly groupId: string;
@@ -750,7 +776,44 @@ export class GroupLog {
     }
     this.queueCompact();
     // (the staging buffer is free: round() takes a batch only after the last write returned)
-    return { position, buffers: batchBuffers(taken, this.limits.batchCopyBytesMax, (size) => this.stagingFor(size)), bytes, lastLsn };
+    const buffers = batchBuffers(taken, this.limits.batchCopyBytesMax, (size) => this.stagingFor(size));
+    return { position: this.pageAlign(position, end, buffers), buffers, bytes, lastLsn };
+  }
+
+  // Makes the batch [position, end) a write of whole pages where it can (see logPageBytes), by
+  // putting in front the head page's bytes before `position` (which the last batch wrote, kept
+  // in `frontier`) and zeroes after `end` up to the page's end, never past the oldest byte a
+  // durable superblock may still need (the disk tail) nor the data area's end. Returns where
+  // the write starts; `buffers` is changed in place. Saves the new head page's bytes.
+  private pageAlign(position: number, end: number, buffers: Buffer[]): number {
+    let start = position;
+    const before = position % logPageBytes;
+    if (before !== 0 && this.frontierEnd === position) {
+      buffers.unshift(this.frontier.subarray(0, before));
+      start = position - before;
+    }
+    const after = end % logPageBytes;
+    if (after <= end - start) {
+      const spare = this.frontierSpare;
+      copyTail(buffers, after, spare); // [end - after, end): the prefix of the next batch
+      this.frontierSpare = this.frontier;
+      this.frontier = spare;
+      this.frontierEnd = end;
+    } else {
+      this.frontierEnd = -1; // (a first batch from the middle of a page: the page is not known)
+    }
+    if (after !== 0) {
+      const padEnd = Math.min(end - after + logPageBytes, this.padLimit(end));
+      if (padEnd > end) buffers.push(zeroPage.subarray(0, padEnd - end));
+    }
+    return start;
+  }
+
+  // How far past `end` (a batch's end) the writer may put zeroes: up to the disk tail when it
+  // lies ahead in this lap, else up to the end of the data area.
+  private padLimit(end: number): number {
+    const tail = this.space.diskTail();
+    return tail !== null && tail.position >= end ? tail.position : this.layout.dataEnd;
   }
 
   private stagingFor(size: number): Buffer {

@@ -177,17 +177,20 @@ describe("group log power cuts", () => {
     const disk = new SimDisk("chain", 8192 + 32 * KiB);
     const sizeBytes = 8192 + 32 * KiB;
     let log = await GroupLog.create(new FencedFile(disk), { sizeBytes, groupId: "chain", limits: smallLimits });
-    const entry = (fill: number): LogEntry => ({ kind: RecordKind.write, flags: 0, volumeId: 0, offset: 0, length: 100, payload: Buffer.alloc(100, fill) });
+    const entry = (fill: number, size = 100): LogEntry => ({ kind: RecordKind.write, flags: 0, volumeId: 0, offset: 0, length: size, payload: Buffer.alloc(size, fill) });
+    const sevenSectors = 3400; // 80 + 3400 bytes: 7 sectors, so record 3 starts a new page
     await log.durable(log.append(entry(1)));
-    log.append(entry(2)); // one sector each, written in one batch, never synced
+    log.append(entry(2, sevenSectors)); // written in one batch with record 3, never synced
     await log.written(log.append(entry(3)));
-    // The cut drops record 2 and keeps record 3.
-    disk.crash(scripted([false, true], false));
+    // The cut drops record 2 and keeps record 3. The batch's sectors: record 1 again (the head
+    // page's start, rewritten as it was), record 2's seven, record 3's, then zeroes to the page end.
+    disk.crash(scripted([true, false, false, false, false, false, false, false, true], false));
     log = await GroupLog.open(new FencedFile(disk), { limits: smallLimits });
     assert.equal(log.recovery!.headLsn, 1n);
     // LSN 2 again, same size and place, different content; durable. Then a new LSN 3 that the
-    // next cut drops entirely: the old record 3 is still on disk behind the new record 2.
-    await log.durable(log.append(entry(22)));
+    // next cut drops entirely: the old record 3 is still on disk behind the new record 2 (in the
+    // next page, where the new record 2's write does not reach).
+    await log.durable(log.append(entry(22, sevenSectors)));
     await log.written(log.append(entry(33)));
     disk.crash(scripted([], false));
     log = await GroupLog.open(new FencedFile(disk), { limits: smallLimits });
