@@ -126,7 +126,13 @@ export const linkCloseMsMax = 1_000; // a closing link gets this long to deliver
 export const replicationMessagesBytesMax = 48 * MiB; // decoded frames waiting for their handler, per connection; the socket is paused beyond
 export const replicaPendingBytesMax = 64 * MiB; // region data and items received, not yet applied; the link is paused beyond
 export const replicaMemoryBytesMax = 32 * MiB; // received records kept in memory for the applier (beyond: read back from the log copy)
+// Resync pieces a primary reads ahead of sending (each at most replicationRegionDataSizeMax, 4 MiB).
+export const resyncReadsInflightMax = 8;
 export const replicaApplyCheckpointFillRatio = 0.5; // the applier syncs volumes and frees its log above this fill
+// Region pieces of a resync or initial sync (disjoint, queued one after another with no record
+// between them) that a replica writes at once: each may wait for a copy-on-write into the
+// protective snapshot (a store sync and a metadata commit), which then share one another's.
+export const replicaRegionsInflightMax = 16;
 export const replicaRoomWaitMsMax = 120_000; // a receiver waits this long for log room, then drops the link
 export const verifyRegionsPerRequestMax = 16; // regions hashed per verify round trip
 export const drainMsDefault = 600_000; // `drain` gives up (TIMEOUT) after this unless told otherwise

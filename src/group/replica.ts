@@ -19,7 +19,7 @@
 // resync and `true` only after the volumes are synced at its end; status and promotion read it.
 
 import { assert } from "../assert.js";
-import { replicaApplyCheckpointFillRatio, replicaMemoryBytesMax, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
+import { replicaApplyCheckpointFillRatio, replicaMemoryBytesMax, replicaRegionsInflightMax, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
@@ -453,9 +453,15 @@ export class Replica {
       }
       const item = this.pending[0];
       if (item !== undefined && item.afterLsn <= this.appliedLsnValue) {
-        await this.perform(item.item);
-        this.pending.shift();
-        this.pendingBytesValue -= item.bytes;
+        const count = this.regionRunLength();
+        if (count === 1) {
+          await this.perform(item.item);
+        } else {
+          const results = await Promise.allSettled(this.pending.slice(0, count).map((entry) => this.perform(entry.item)));
+          const failed = results.find((result) => result.status === "rejected");
+          if (failed !== undefined) throw failed.reason;
+        }
+        for (const done of this.pending.splice(0, count)) this.pendingBytesValue -= done.bytes;
         for (const wake of this.idleWaiters.splice(0)) wake();
         continue;
       }
@@ -473,6 +479,24 @@ export class Replica {
       for (const wake of this.idleWaiters.splice(0)) wake();
       await this.nextWork();
     }
+  }
+
+  // How many items at the head of the queue to perform together: a run of region pieces due at
+  // the same point (no record between them) over disjoint ranges, at most
+  // replicaRegionsInflightMax; 1 for anything else. Pieces of one bitmap never overlap; the
+  // check keeps overlapping ones (a later pass over a region) in order all the same.
+  private regionRunLength(): number {
+    const first = this.pending[0]!;
+    if (first.item.kind !== "regionData") return 1;
+    const ranges: RegionData[] = [first.item.message];
+    while (ranges.length < replicaRegionsInflightMax) {
+      const next = this.pending[ranges.length];
+      if (next === undefined || next.item.kind !== "regionData" || next.afterLsn !== first.afterLsn) break;
+      const piece = next.item.message;
+      if (ranges.some((range) => range.volumeId === piece.volumeId && range.offset < piece.offset + piece.length && piece.offset < range.offset + range.length)) break;
+      ranges.push(piece);
+    }
+    return ranges.length;
   }
 
   // Waits for a new item, or for a received record to become durable (asking the log for it),

@@ -23,7 +23,7 @@
 import { promises as fsp } from "node:fs";
 import type { Duplex } from "node:stream";
 import { assert } from "../assert.js";
-import { linkTwinsStaleMax, linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowFillRatio, linkReconnectMsMax, linkReconnectMsMin, linkSilenceMsMax, replicationMessagesBytesMax, stateFileBytesMax, verifyDifferencesReportedMax, verifyRegionsPerRequestMax } from "../constants.js";
+import { linkTwinsStaleMax, resyncReadsInflightMax, linkBatchBytesMax, linkBytesInFlightMax, linkHeartbeatMs, linkOverflowFillRatio, linkReconnectMsMax, linkReconnectMsMin, linkSilenceMsMax, replicationMessagesBytesMax, stateFileBytesMax, verifyDifferencesReportedMax, verifyRegionsPerRequestMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import { scheduleIo } from "../io/io-scheduler.js";
@@ -143,6 +143,14 @@ interface ResyncProgress {
 }
 
 const bitmapPieceBytes = replicationRegionDataSizeMax;
+
+// A resync piece whose read (at an exact point of the write order) is under way.
+interface ResyncRead {
+  readonly volumeId: number;
+  readonly offset: number;
+  readonly data: Buffer;
+  readonly atLsn: Promise<bigint>;
+}
 
 export class PrimaryLink {
   private progress: LinkProgress = { peerDurableLsn: 0n, peerAppliedLsn: 0n, bitmapActive: false, coveredLsn: 0n, bitmapBaseLsn: null, resyncs: 0, twinsStale: [] };
@@ -680,6 +688,20 @@ export class PrimaryLink {
     });
   }
 
+  // Sends one read-ahead piece of a resync once its read is done; false when the session ended.
+  private async resyncSend(session: Session, read: ResyncRead): Promise<boolean> {
+    const atLsn = await read.atLsn;
+    await this.pumpRecords(session, atLsn);
+    if (session.state.phase !== "streaming") return false;
+    const { data } = read;
+    const zero = isZero(data);
+    const ok = session.stream.send({ kind: "regionData", volumeId: read.volumeId, offset: read.offset, length: data.length, data: zero ? null : data });
+    if (this.resync !== null) this.resync.sentBytes += data.length;
+    this.stats.regionBytesSent += zero ? 16 : data.length + 16;
+    if (!ok) await session.stream.drained();
+    return true;
+  }
+
   private async runResync(session: Session): Promise<void> {
     const bitmap = this.bitmap;
     assert(bitmap !== null, "resync without a bitmap");
@@ -687,25 +709,24 @@ export class PrimaryLink {
     this.resync = { totalBytes: bitmap.dirtyBytes, sentBytes: 0, startedAtMs: this.environment.clock.nowMs() };
     this.logger.info({ peer: this.peer, dirtyBytes: bitmap.dirtyBytes }, "resync started");
     const volumes = new Map(this.group.volumeList().map((volume) => [volume.id, volume]));
-    let announced: VolumeRegion[] = [];
+    // Reads run ahead of the sends (resyncReadsInflightMax pieces): one piece's read at a time
+    // left a resync of scattered regions waiting on one disk read after another. Pieces are
+    // still sent in order, each after the records through the LSN its read was taken at.
+    const reads: ResyncRead[] = [];
     for (const piece of bitmap.runs(bitmapPieceBytes)) {
       if (session.state.phase !== "streaming") return;
       const volume = volumes.get(piece.volumeId);
       if (volume === undefined || piece.offset >= volume.size) continue;
       const length = Math.min(piece.length, volume.size - piece.offset);
-      announced.push({ volumeId: piece.volumeId, offset: piece.offset, length });
-      if (announced.length === 1) session.stream.send({ kind: "bitmapRegions", regions: announced });
-      announced = [];
+      session.stream.send({ kind: "bitmapRegions", regions: [{ volumeId: piece.volumeId, offset: piece.offset, length }] });
       const data = Buffer.allocUnsafe(length);
-      const atLsn = await this.group.readOrdered(volume, piece.offset, data);
-      await this.pumpRecords(session, atLsn);
-      if (session.state.phase !== "streaming") return;
-      const zero = isZero(data);
-      const ok = session.stream.send({ kind: "regionData", volumeId: piece.volumeId, offset: piece.offset, length, data: zero ? null : data });
-      this.resync.sentBytes += length;
-      this.stats.regionBytesSent += zero ? 16 : length + 16;
-      if (!ok) await session.stream.drained();
+      const atLsn = this.group.readOrdered(volume, piece.offset, data);
+      atLsn.catch(() => undefined); // awaited in turn below; a session that ends first drops it
+      reads.push({ volumeId: piece.volumeId, offset: piece.offset, data, atLsn });
+      if (reads.length < resyncReadsInflightMax) continue;
+      if (!(await this.resyncSend(session, reads.shift()!))) return;
     }
+    while (reads.length > 0) if (!(await this.resyncSend(session, reads.shift()!))) return;
     if (session.state.phase !== "streaming") return;
     await this.pumpRecords(session, session.state.sentLsn); // volume tables queued at this point go first
     if (session.state.phase !== "streaming") return;

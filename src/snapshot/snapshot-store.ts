@@ -320,11 +320,26 @@ export class SnapshotStore implements ChangeGuard {
       preserve: async () => {
         // a pending chunk gets the snapshot's content first (a partial write keeps the rest)
         if (this.pending !== null) await this.restoreChunks(this.pendingIn(first, last), reservation);
-        for (let chunk = first; chunk <= last; chunk += 1) await this.preserveVolumeChunk(chunk, reservation);
+        await this.preserveVolumeChunks(first, last, reservation);
         for (let chunk = first; chunk <= last; chunk += 1) await this.locks.drained(chunk);
       },
       release: () => this.unreserve(reservation),
     };
+  }
+
+  // The chunks first..last of one change, snapshotChunksInflightMax at a time: their store
+  // syncs and metadata commits run together (one fdatasync, few transactions), where one chunk
+  // after another cost a sync and a commit each (a 4 MiB resync piece at 64 KiB chunks waited
+  // for 64 of each in turn). Each chunk is still preserved under its own lock.
+  private async preserveVolumeChunks(first: number, last: number, reservation: Reservation | null): Promise<void> {
+    for (let start = first; start <= last; start += snapshotChunksInflightMax) {
+      const end = Math.min(last, start + snapshotChunksInflightMax - 1);
+      const window: Promise<boolean>[] = [];
+      for (let chunk = start; chunk <= end; chunk += 1) window.push(this.preserveVolumeChunk(chunk, reservation));
+      const results = await Promise.allSettled(window);
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+    }
   }
 
   // Copies the volume's chunk into a slot and commits it as a version, unless that is no longer
