@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { join } from "node:path";
 import { childStart, childStop, commandCheck, logTail, sleep, type ChildHandle } from "./process-tree.js";
 import { TargetUnavailableError, type TargetContext } from "./target.js";
+import { serveNodeFlags } from "../src/cli/node-flags.js";
 
 const apiReadyTimeoutMs = 30_000;
 const apiRequestTimeoutMs = 60_000;
@@ -115,7 +116,7 @@ export class LockstepNode {
     // LOCKSTEP_BENCH_SERVE_NODE_ARGS: Node flags for the servers only, e.g. "--cpu-prof
     // --cpu-prof-dir=/tmp/prof" (Node refuses --cpu-prof in NODE_OPTIONS).
     const nodeArgs = (process.env.LOCKSTEP_BENCH_SERVE_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "");
-    const serveArgs = [...nodeArgs, binPath, "serve", "--config", configPath];
+    const serveArgs = [...serveNodeFlags, ...nodeArgs, binPath, "serve", "--config", configPath];
     const logPath = join(dir, "lockstep.log");
     const server = childStart(process.execPath, serveArgs, { cwd: context.repoRoot, env, logPath });
     try {

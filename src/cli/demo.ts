@@ -18,6 +18,7 @@ import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { OperatingError } from "../errors.js";
 import { nodeFiles, type ApiInfo } from "../node/node-files.js";
 import { callApi, type NodeTarget } from "./client.js";
+import { serveNodeFlags } from "./node-flags.js";
 
 export interface DemoOptions {
   readonly dir: string;
@@ -74,7 +75,7 @@ function replicationPort(configPath: string): number {
 function startNode(name: string, dir: string, configPath: string): DemoNode {
   const logFd = openSync(join(dir, "node.log"), "a", 0o600);
   // stdin is a pipe the node watches (--exit-with-parent): if this demo dies, so do its nodes.
-  const child = spawn(process.execPath, [binPath, "serve", "--config", configPath, "--exit-with-parent"], { stdio: ["pipe", "ignore", logFd], detached: false });
+  const child = spawn(process.execPath, [...serveNodeFlags, binPath, "serve", "--config", configPath, "--exit-with-parent"], { stdio: ["pipe", "ignore", logFd], detached: false });
   closeSync(logFd);
   return { name, dir, child, info: null };
 }

@@ -7,6 +7,7 @@ import { nodeBlockFileOpener } from "../io/node-block-file.js";
 import { createLogger } from "../logger.js";
 import { loadConfig } from "../node/config.js";
 import { LockstepNode } from "../node/node.js";
+import { serveNodeFlagsMissing } from "./node-flags.js";
 
 // exitWithParent: stop (cleanly) when standard input closes — `lockstep demo` starts nodes
 // with a pipe there, so a demo that is killed outright never leaves its nodes behind.
@@ -29,6 +30,8 @@ export async function serve(configPath: string, options: { exitWithParent?: bool
   const url = await api.listen(config.api.listen.host, config.api.listen.port);
   await node.announce(url);
   logger.info({ api: url, nbdSocket: config.nbd.socket, nbdTcp: node.nbdTcp }, "serving");
+  const missing = serveNodeFlagsMissing();
+  if (missing.length > 0) logger.warn({ missing }, "started without the Node flags the lockstep command sets: large writes may cost several times the CPU (see src/cli/node-flags.ts)");
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, "signal received");

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
+import { serveNodeFlags } from "../../src/cli/node-flags.js";
 
 export const projectRoot = fileURLToPath(new URL("../../../", import.meta.url));
 export const lockstepBin = join(projectRoot, "bin", "lockstep.js");
@@ -140,7 +141,7 @@ export class TestNode {
   async start(startOptions: StartOptions = {}): Promise<void> {
     rmSync(join(this.dataDir, "api.json"), { force: true });
     const logFd = openSync(join(this.dir, "node.log"), "a");
-    const command = [process.execPath, lockstepBin, "serve", "--config", this.configPath];
+    const command = [process.execPath, ...serveNodeFlags, lockstepBin, "serve", "--config", this.configPath];
     // `ip netns exec` execs the node in place: the child's PID is the node's.
     const [file, ...args] = this.options.netns === undefined ? command : ["ip", "netns", "exec", this.options.netns, ...command];
     const child = spawn(file!, args, { stdio: ["ignore", "ignore", logFd], env: { ...process.env, ...this.options.env, ...startOptions.env } });
