@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "lockstep_fs",
-      "sources": ["native/lockstep-fs.c"],
+      "sources": ["native/lockstep-fs.c", "native/crc32c.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]

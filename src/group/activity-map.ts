@@ -21,10 +21,10 @@
 //   16 u64 sequence
 //   24 count × { u32 volumeId, u32 reserved, u64 extentIndex }
 
-import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
 import { activityExtentSize, activityExtentsKeep, activityExtentsMax, volumeIdMax, volumeSizeMax } from "../constants.js";
 import type { BlockFile } from "../io/block-file.js";
+import { crc32c } from "../io/crc32c.js";
 import { extentIndices } from "../volume/region.js";
 import { SyncCoalescer } from "../volume/sync-coalescer.js";
 

@@ -1,5 +1,5 @@
 // Loads the lockstep-fs addon (native/lockstep-fs.c): fallocate, block-device ranges and
-// SEEK_DATA/SEEK_HOLE, which node:fs does not expose.
+// SEEK_DATA/SEEK_HOLE, which node:fs does not expose, and CRC-32C (native/crc32c.c).
 
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
@@ -15,6 +15,12 @@ export interface NativeFs {
   // serve it at once.
   readNoWait(fd: number, target: Buffer, position: number): number;
   writeNoWait(fd: number, sources: readonly Buffer[], position: number): number;
+  // CRC-32C of the bytes in place, continuing from `initial` (src/io/crc32c.ts calls it).
+  crc32c(data: Uint8Array, initial: number): number;
+  // The same with the portable tables whatever the CPU: for the tests of that path only.
+  crc32cPortable(data: Uint8Array, initial: number): number;
+  // Whether crc32c uses the crc32 instruction (x86-64 with SSE4.2 and PCLMULQDQ).
+  readonly crc32cHardware: boolean;
   readonly SEEK_DATA: number;
   readonly SEEK_HOLE: number;
   readonly SEEK_END: number;

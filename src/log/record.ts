@@ -19,10 +19,10 @@
 // further, and every failure is OperatingError LOG_CORRUPT with a `reason`. Decoding never
 // allocates: the payload is a view of the source.
 
-import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
 import { logRecordPayloadSizeMax, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
+import { crc32c } from "../io/crc32c.js";
 
 export const recordHeaderSize = 80;
 export const recordMagic = 0x524c_534c; // "LSLR" as little-endian bytes

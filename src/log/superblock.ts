@@ -13,11 +13,11 @@
 //   76 zero u32 · 80 releasedLsn u64 · 88 durableLsn u64 · 96 timestampMs u64
 //   104 groupIdLength u16 · 106 groupId (UTF-8) · zeros to 4096
 
-import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
 import { logSizeMax, logSizeMin, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
+import { crc32c } from "../io/crc32c.js";
 import { logGroupIdBytesMax } from "./limits.js";
 import { recordDiskSizeMax } from "./record.js";
 

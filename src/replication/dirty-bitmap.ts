@@ -27,11 +27,11 @@
 // Byte counts are JS numbers: every one is a multiple of 512 below 2^62 (256 volumes of at
 // most 2^50 bytes), which a double holds exactly, so dirtyBytes is exact.
 
-import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
 import { dirtyBitmapBitsMax, dirtyRegionBytesMin, sectorSize, volumeIdMax, volumeSizeMax, volumesPerGroupMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
+import { crc32c } from "../io/crc32c.js";
 import { replicationRegionDataSizeMax } from "./limits.js";
 import type { VolumeRegion } from "./resync.js";
 

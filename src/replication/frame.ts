@@ -22,8 +22,8 @@
 // type, flags, payloadSize against the type's range and the receiver's limit — before it
 // allocates or reads a byte of payload. Every failure is a FrameError with a stable reason.
 
-import { crc32c } from "@node-rs/crc32";
 import { assert } from "../assert.js";
+import { crc32c } from "../io/crc32c.js";
 import { FrameError } from "./frame-error.js";
 import { acceptSize, helloSizeMax, helloSizeMin, rejectSizeMax, rejectSizeMin } from "./handshake.js";
 import { replicationFramePayloadSizeMax } from "./limits.js";

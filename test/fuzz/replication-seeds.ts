@@ -7,8 +7,8 @@
 //
 //   frame at f: header fields f+0 … f+31 │ payload fields f+32 + (layout of the message kind)
 
-import { crc32c } from "@node-rs/crc32";
 import { logRecordPayloadSizeMax, sectorSize, snapshotsPerVolumeMax, verifyRegionsPerRequestMax, volumeIdMax, volumeSizeMax, volumesPerGroupMax } from "../../src/constants.js";
+import { crc32c } from "../../src/io/crc32c.js";
 import { RecordKind, recordHeaderSize } from "../../src/log/record.js";
 import { FrameType, frameEncode, frameHeaderSize, frameTypeRule } from "../../src/replication/frame.js";
 import { replicationBatchRecordsMax, replicationFramePayloadSizeMax, replicationRegionDataSizeMax, replicationRegionsPerFrameMax } from "../../src/replication/limits.js";

@@ -5,10 +5,10 @@
 import { allocationSizes } from "../allocations.js";
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { crc32c } from "@node-rs/crc32";
 import fc from "fast-check";
 import { logRecordPayloadSizeMax } from "../../src/constants.js";
 import { OperatingError } from "../../src/errors.js";
+import { crc32c } from "../../src/io/crc32c.js";
 import {
   logCorruptReason,
   type RecordFields,

@@ -9,10 +9,10 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { crc32c } from "@node-rs/crc32";
 import fc from "fast-check";
 import { dirtyBitmapBitsMax, dirtyRegionBytesMin, volumeSizeMax, volumesPerGroupMax } from "../../src/constants.js";
 import { OperatingError } from "../../src/errors.js";
+import { crc32c } from "../../src/io/crc32c.js";
 import {
   DirtyBitmap,
   type DirtyRun,

@@ -4,9 +4,9 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { crc32c } from "@node-rs/crc32";
 import fc from "fast-check";
 import { volumeIdMax, volumeSizeMax } from "../../src/constants.js";
+import { crc32c } from "../../src/io/crc32c.js";
 import { RecordKind } from "../../src/log/record.js";
 import { FrameError } from "../../src/replication/frame-error.js";
 import { type Frame, FrameType, frameTypeRule, RegionDataFlag } from "../../src/replication/frame.js";

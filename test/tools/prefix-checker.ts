@@ -17,9 +17,9 @@
 // The image must be a point-in-time sample (a stopped writer, a snapshot, a paused apply):
 // reading a live volume block by block can tear across writes and fail a correct replica.
 
-import { crc32 } from "@node-rs/crc32";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { crc32 } from "node:zlib";
 import { assert } from "../../src/assert.js";
 
 export const blockSize = 4096;
