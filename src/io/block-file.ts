@@ -34,7 +34,14 @@ export interface BlockFile {
   close(): Promise<void>;
 }
 
+export interface BlockFileOptions {
+  create?: number; // make the file with this size if missing (never for block devices)
+  readOnly?: boolean;
+  // Every write goes to the I/O threads, none on the event loop (a group log's batches: tens
+  // of KiB each, written while the event loop, a busy node's bottleneck, serves requests).
+  writesOffLoop?: boolean;
+}
+
 export interface BlockFileOpener {
-  // create: make the file with this size if missing (never for block devices).
-  open(path: string, options: { create?: number; readOnly?: boolean }): Promise<BlockFile>;
+  open(path: string, options: BlockFileOptions): Promise<BlockFile>;
 }

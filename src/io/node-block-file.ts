@@ -6,7 +6,7 @@ import { constants as fsConstants, promises as fsp, type Stats } from "node:fs";
 import { read as readCallback, writev as writevCallback, writevSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { fromSystemError, OperatingError } from "../errors.js";
-import type { BlockFile, BlockFileOpener, Extent } from "./block-file.js";
+import type { BlockFile, BlockFileOpener, BlockFileOptions, Extent } from "./block-file.js";
 import { nativeFs } from "./native.js";
 
 function readAt(fd: number, target: Buffer, offset: number, position: number): Promise<number> {
@@ -71,9 +71,10 @@ export class NodeBlockFile implements BlockFile {
     readonly path: string,
     private readonly handle: fsp.FileHandle,
     readonly isBlockDevice: boolean,
+    private readonly writesOffLoop: boolean,
   ) {}
 
-  static async open(path: string, options: { create?: number; readOnly?: boolean } = {}): Promise<NodeBlockFile> {
+  static async open(path: string, options: BlockFileOptions = {}): Promise<NodeBlockFile> {
     const flags = options.readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR;
     let handle: fsp.FileHandle;
     try {
@@ -88,7 +89,7 @@ export class NodeBlockFile implements BlockFile {
       await handle.close();
       throw fromSystemError(error, `stat ${path}`);
     }
-    const file = new NodeBlockFile(path, handle, stats.isBlockDevice());
+    const file = new NodeBlockFile(path, handle, stats.isBlockDevice(), options.writesOffLoop ?? false);
     if (!stats.isBlockDevice() && !stats.isFile()) {
       await handle.close();
       throw new OperatingError("CONFIG_INVALID", `${path} is neither a regular file nor a block device`);
@@ -131,7 +132,7 @@ export class NodeBlockFile implements BlockFile {
   }
 
   private writeInline(sources: readonly Buffer[], position: number, length: number): boolean {
-    if (length > inlineWriteBytesMax || length % pageSize !== 0 || position % pageSize !== 0 || sources.length > 64) return false;
+    if (this.writesOffLoop || length > inlineWriteBytesMax || length % pageSize !== 0 || position % pageSize !== 0 || sources.length > 64) return false;
     const now = performance.now();
     if (now < this.inlineWritesAfterMs) return false;
     let count: number;

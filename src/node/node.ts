@@ -120,7 +120,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     await fsp.mkdir(nodeFiles.groupDir(dataDir, groupConfig.name), { recursive: true, mode: 0o700 });
     const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
     const fresh = !existsSync(logPath);
-    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize });
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true });
     this.groupFiles.set(groupConfig.name, logFile);
     const log = fresh
       ? await GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name })
@@ -168,7 +168,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     await fsp.mkdir(groupDir, { recursive: true, mode: 0o700 });
     const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
     const fresh = !existsSync(logPath);
-    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize });
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true });
     this.groupFiles.set(groupConfig.name, logFile);
     const replica = await Replica.open(groupConfig.name, logFile, fresh, {
       logger: this.logger.child({ subsystem: "replica", group: groupConfig.name }),
