@@ -15,6 +15,7 @@ import { AssertionError } from "../../src/assert.js";
 import type { Replica } from "../../src/group/replica.js";
 import type { LogRecord } from "../../src/log/record.js";
 import { Random } from "../../src/sim/random.js";
+import { replicaRegionsInflightMax } from "../../src/constants.js";
 import type { Volume } from "../../src/volume/volume.js";
 import { settle } from "../log/helpers.js";
 import { applyToImage, digest, logAccept, primaryLogId, primaryWith, ReplicaDisks, resyncAccept, volumeImage, volumeSize } from "./replica-fixture.js";
@@ -161,6 +162,45 @@ describe("replica: applying a primary's log", () => {
     assert.ok((await volumeImage(volume)).equals(expected));
     assert.equal(replica.stats.regionsApplied, 2);
     assert.equal(replica.stats.regionBytesApplied, volumeSize + 4096);
+    await replica.close();
+  });
+
+  it("region pieces queued at one point are written together (replicaRegionsInflightMax), an overlapping one and the next records after them", async () => {
+    const primary = await primaryWith(5, 8);
+    const { replica, volume } = await freshReplica();
+    const write = volume.write.bind(volume);
+    const later = 0xee; // the later pass's data is written at once, the others after a pause:
+    let inflight = 0; //   written beside the piece it overlaps, it would land first and lose
+    let inflightMax = 0;
+    volume.write = async (data, offset, durable) => {
+      inflight += 1;
+      inflightMax = Math.max(inflightMax, inflight);
+      try {
+        if (data[0] !== later) await sleep(2);
+        await write(data, offset, durable);
+      } finally {
+        inflight -= 1;
+      }
+    };
+    const pieceBytes = 1024;
+    const expected = Buffer.alloc(volumeSize);
+    const piece = (index: number): void => {
+      const offset = index * pieceBytes;
+      const data = Buffer.alloc(pieceBytes, 1 + index);
+      data.copy(expected, offset);
+      replica.enqueue({ kind: "regionData", message: { kind: "regionData", volumeId: 1, offset, length: pieceBytes, data } }, pieceBytes);
+    };
+    for (let index = 0; index < 8; index++) piece(index);
+    // A later pass over piece 2, queued among them: it must land after piece 2, not beside it.
+    replica.enqueue({ kind: "regionData", message: { kind: "regionData", volumeId: 1, offset: 2 * pieceBytes, length: pieceBytes, data: Buffer.alloc(pieceBytes, later) } }, pieceBytes);
+    expected.fill(later, 2 * pieceBytes, 3 * pieceBytes);
+    for (let index = 8; index < volumeSize / pieceBytes; index++) piece(index);
+    await replica.appendRecords(primary.records);
+    await replica.drained();
+    for (const record of primary.records) applyToImage(expected, record);
+    assert.ok((await volumeImage(volume)).equals(expected), "the pieces, the later pass after piece 2, then the records");
+    assert.equal(inflightMax, replicaRegionsInflightMax, "pieces written together, at most the limit");
+    assert.equal(replica.stats.regionsApplied, volumeSize / pieceBytes + 1);
     await replica.close();
   });
 
