@@ -165,7 +165,7 @@ export class ActivityMap {
 
   // Cools idle extents, least recently written first, until at most activityExtentsKeep are hot.
   private cool(): void {
-    if (this.hot.size <= activityExtentsKeep) return;
+    if (!this.wantsCooling) return;
     const idle: [number, HotExtent][] = [];
     for (const entry of this.hot) {
       const extent = entry[1];
@@ -173,7 +173,7 @@ export class ActivityMap {
     }
     idle.sort((a, b) => (a[1].lastLsn < b[1].lastLsn ? -1 : a[1].lastLsn > b[1].lastLsn ? 1 : 0));
     for (const [id] of idle) {
-      if (this.hot.size <= activityExtentsKeep) return;
+      if (!this.wantsCooling) return;
       this.hot.delete(id);
     }
   }

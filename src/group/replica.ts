@@ -21,6 +21,7 @@
 import { assert } from "../assert.js";
 import { replicaApplyCheckpointFillRatio, replicaMemoryBytesMax, replicaRegionsInflightMax, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
+import { settleAll } from "../settle-all.js";
 import type { BlockFile } from "../io/block-file.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
 import type { Logger } from "../logger.js";
@@ -457,9 +458,7 @@ export class Replica {
         if (count === 1) {
           await this.perform(item.item);
         } else {
-          const results = await Promise.allSettled(this.pending.slice(0, count).map((entry) => this.perform(entry.item)));
-          const failed = results.find((result) => result.status === "rejected");
-          if (failed !== undefined) throw failed.reason;
+          await settleAll(this.pending.slice(0, count).map((entry) => this.perform(entry.item)));
         }
         for (const done of this.pending.splice(0, count)) this.pendingBytesValue -= done.bytes;
         for (const wake of this.idleWaiters.splice(0)) wake();

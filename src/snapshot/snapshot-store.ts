@@ -41,6 +41,7 @@
 import { assert } from "../assert.js";
 import { restoreBatchChunksMax, restoreCopyBytesPerSecondMax, restoreRetryMs, sectorSize, snapshotChainLengthMax, snapshotChunksInflightMax, snapshotDiffRegionsMax, snapshotNameLengthMax, snapshotsPerVolumeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
+import { settleAll } from "../settle-all.js";
 import type { BlockFile, Extent } from "../io/block-file.js";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { ChangeGuard, ChangeTicket, ReadOverlay } from "../volume/change-guard.js";
@@ -336,9 +337,7 @@ export class SnapshotStore implements ChangeGuard {
       const end = Math.min(last, start + snapshotChunksInflightMax - 1);
       const window: Promise<boolean>[] = [];
       for (let chunk = start; chunk <= end; chunk += 1) window.push(this.preserveVolumeChunk(chunk, reservation));
-      const results = await Promise.allSettled(window);
-      const failed = results.find((result) => result.status === "rejected");
-      if (failed !== undefined) throw failed.reason;
+      await settleAll(window);
     }
   }
 
