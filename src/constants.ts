@@ -125,7 +125,12 @@ export const logShipCacheBytesMax = 32 * MiB; // newest appended records kept fo
 export const linkCloseMsMax = 1_000; // a closing link gets this long to deliver its last frame (a reject)
 export const replicationMessagesBytesMax = 48 * MiB; // decoded frames waiting for their handler, per connection; the socket is paused beyond
 export const replicaPendingBytesMax = 64 * MiB; // region data and items received, not yet applied; the link is paused beyond
-export const replicaMemoryBytesMax = 32 * MiB; // received records kept in memory for the applier (beyond: read back from the log copy)
+export const replicaMemoryBytesMax = 64 * MiB; // received records kept in memory for the applier (beyond: read back from the log copy)
+// A replica applies a run of consecutive plain writes to one volume as one job on the thread
+// pool (Volume.writeRun), at most this many records and payload bytes at a time (the native
+// call takes at most 1024).
+export const replicaApplyRunRecordsMax = 256;
+export const replicaApplyRunBytesMax = 4 * MiB;
 // Resync pieces a primary reads ahead of sending (each at most replicationRegionDataSizeMax, 4 MiB).
 export const resyncReadsInflightMax = 8;
 export const replicaApplyCheckpointFillRatio = 0.5; // the applier syncs volumes and frees its log above this fill

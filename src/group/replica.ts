@@ -19,7 +19,7 @@
 // resync and `true` only after the volumes are synced at its end; status and promotion read it.
 
 import { assert } from "../assert.js";
-import { replicaApplyCheckpointFillRatio, replicaMemoryBytesMax, replicaRegionsInflightMax, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
+import { replicaApplyCheckpointFillRatio, replicaApplyRunBytesMax, replicaApplyRunRecordsMax, replicaMemoryBytesMax, replicaRegionsInflightMax, replicaRoomWaitMsMax, stateFileBytesMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { settleAll } from "../settle-all.js";
 import type { BlockFile } from "../io/block-file.js";
@@ -121,7 +121,7 @@ export class Replica {
   private readHold: Promise<void> | null = null;
   private readsInFlight = 0;
   private readsIdle: (() => void) | null = null;
-  readonly stats = { appliedRecords: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0, intervalsSplit: 0 };
+  readonly stats = { appliedRecords: 0, appliedRuns: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0, intervalsSplit: 0 };
 
   private constructor(
     readonly name: string,
@@ -224,10 +224,13 @@ export class Replica {
     this.wakeApplier();
   }
 
-  // Kept only while consecutive with what was kept before (or, after a gap, with what the
-  // applier needs next): a record not kept is read back from the log copy, in order.
+  // Kept while consecutive with what was kept before; after a gap (memory was full), a new run
+  // starts once the applier has taken every kept record, at whatever LSN arrives then. The
+  // applier reads the records of the gap back from the log copy, in order, and goes on from
+  // memory at the run's first record: a replica that fell behind once does not read everything
+  // back from disk until it has caught up completely.
   private keep(record: LogRecord): void {
-    const consecutive = this.lastKeptLsn === null ? record.lsn === this.appliedLsnValue + 1n : record.lsn === this.lastKeptLsn + 1n;
+    const consecutive = this.lastKeptLsn === null ? this.receivedStart === this.received.length : record.lsn === this.lastKeptLsn + 1n;
     if (!consecutive || this.receivedBytes + record.payloadSize > replicaMemoryBytesMax) {
       this.lastKeptLsn = null;
       return;
@@ -237,19 +240,48 @@ export class Replica {
     this.lastKeptLsn = record.lsn;
   }
 
-  // The next record to apply: from memory when kept there, else read back from the log copy.
-  private async nextRecord(): Promise<LogRecord | null> {
+  // The record after the applied one when it is kept in memory (the first kept one then).
+  private keptNext(): LogRecord | undefined {
     const lsn = this.appliedLsnValue + 1n;
     while (this.receivedStart < this.received.length && this.received[this.receivedStart]!.lsn < lsn) this.dropKept();
     if (plantedBug("apply-out-of-order")) plantedTrade(this.received, this.receivedStart, "write");
     if (plantedBug("operation-early")) plantedTrade(this.received, this.receivedStart, "operation");
     const kept = this.received[this.receivedStart];
-    if (kept !== undefined && kept.lsn === lsn) {
+    return kept !== undefined && kept.lsn === lsn ? kept : undefined;
+  }
+
+  // The next record to apply: from memory when kept there, else read back from the log copy.
+  private async nextRecord(): Promise<LogRecord | null> {
+    const kept = this.keptNext();
+    if (kept !== undefined) {
       this.dropKept();
       return kept;
     }
+    const lsn = this.appliedLsnValue + 1n;
     if (this.cursor.nextLsn !== lsn) this.cursor = this.logValue.cursor(lsn);
     return this.cursor.next();
+  }
+
+  // A run of kept records from the next one on, through targetLsn at most, that are plain
+  // writes to one volume without snapshots to preserve chunks for (no change guard), within
+  // its size: written by one Volume.writeRun. Null when fewer than two such records come next
+  // (the record-by-record path applies the next one).
+  private writeRun(targetLsn: bigint): { volume: Volume; records: LogRecord[] } | null {
+    const first = this.keptNext();
+    if (first === undefined || first.lsn > targetLsn) return null;
+    const volume = this.volumes.get(first.volumeId);
+    if (volume === undefined || volume.changeGuard !== null) return null;
+    const plain = (record: LogRecord) => record.kind === RecordKind.write && record.volumeId === first.volumeId && record.offset + record.length <= volume.size;
+    if (!plain(first)) return null;
+    const records = [first];
+    let bytes = first.payloadSize;
+    for (let index = this.receivedStart + 1; index < this.received.length && records.length < replicaApplyRunRecordsMax; index++) {
+      const next = this.received[index]!;
+      if (next.lsn > targetLsn || !plain(next) || bytes + next.payloadSize > replicaApplyRunBytesMax) break;
+      records.push(next);
+      bytes += next.payloadSize;
+    }
+    return records.length > 1 ? { volume, records } : null;
   }
 
   private dropKept(): void {
@@ -509,6 +541,21 @@ export class Replica {
 
   private async applyThrough(targetLsn: bigint): Promise<void> {
     while (this.appliedLsnValue < targetLsn) {
+      const run = this.writeRun(targetLsn);
+      if (run !== null) {
+        await run.volume.writeRun(
+          run.records.map((record) => record.payload),
+          run.records.map((record) => record.offset),
+        );
+        for (const record of run.records) {
+          this.dropKept();
+          this.appliedLsnValue = record.lsn;
+          this.stats.appliedBytes += record.payloadSize;
+        }
+        this.stats.appliedRecords += run.records.length;
+        this.stats.appliedRuns += 1;
+        continue;
+      }
       const record = await this.nextRecord();
       assert(record !== null && record.lsn === this.appliedLsnValue + 1n, `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
       const volume = this.volumes.get(record.volumeId);

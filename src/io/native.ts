@@ -1,5 +1,5 @@
 // Loads the lockstep-fs addon (native/lockstep-fs.c): fallocate, block-device ranges and
-// SEEK_DATA/SEEK_HOLE, which node:fs does not expose, and CRC-32C (native/crc32c.c).
+// SEEK_DATA/SEEK_HOLE, which node:fs does not expose, batches of positioned writes, and CRC-32C (native/crc32c.c).
 
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
@@ -15,6 +15,8 @@ export interface NativeFs {
   // serve it at once.
   readNoWait(fd: number, target: Buffer, position: number): number;
   writeNoWait(fd: number, sources: readonly Buffer[], position: number): number;
+  // Each buffer at its own position, in order, by one thread-pool job (1..1024 of them).
+  writeBatch(fd: number, sources: readonly Buffer[], positions: readonly number[]): Promise<void>;
   // CRC-32C of the bytes in place, continuing from `initial` (src/io/crc32c.ts calls it).
   crc32c(data: Uint8Array, initial: number): number;
   // The same with the portable tables whatever the CPU: for the tests of that path only.

@@ -158,6 +158,14 @@ export class NodeBlockFile implements BlockFile {
     return this.writeAll(sources, position, length, this.fd);
   }
 
+  async writeBatch(sources: readonly Buffer[], positions: readonly number[]): Promise<void> {
+    try {
+      await nativeFs.writeBatch(this.fd, sources, positions);
+    } catch (error) {
+      throw fromSystemError(error, `write ${this.path}`);
+    }
+  }
+
   // A second descriptor opened with O_DSYNC: a write through it is durable on return, at the
   // cost of that write alone (what NBD's FUA asks), not of every dirty page of the file.
   private dsyncFile(): Promise<fsp.FileHandle> {

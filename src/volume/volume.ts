@@ -88,6 +88,17 @@ export class Volume {
     return this.guard(() => this.file.write([data], offset, durable));
   }
 
+  // Writes each buffer at its offset, in order (a replica's run of logged writes): one job on
+  // the thread pool where the file can, else one write after another.
+  writeRun(sources: readonly Buffer[], offsets: readonly number[]): Promise<void> {
+    for (let index = 0; index < sources.length; index++) this.assertRange(offsets[index]!, sources[index]!.length);
+    const file = this.file;
+    if (file.writeBatch !== undefined) return this.guard(() => file.writeBatch!(sources, offsets));
+    return this.guard(async () => {
+      for (let index = 0; index < sources.length; index++) await file.write([sources[index]!], offsets[index]!);
+    });
+  }
+
   // Deallocates; reads back as zero. Falls back to writing zeroes where holes are impossible.
   async trim(offset: number, length: number): Promise<void> {
     this.assertRange(offset, length);

@@ -2,7 +2,8 @@
 // it: its log copy is the primary's verbatim, its volume always equals the primary's after some
 // prefix of the LSN order (DESIGN.md §2.2) and after each received prefix once applied; items
 // placed after LSN n run after exactly n; periodic streams are applied one interval at a time;
-// a resync restarts the log copy where the primary says and ends consistent; a crash anywhere
+// consecutive plain writes are applied as runs without breaking the prefix property; a
+// resync restarts the log copy where the primary says and ends consistent; a crash anywhere
 // is redone from the log to a prefix state.
 
 import { OperatingError } from "../../src/errors.js";
@@ -100,6 +101,7 @@ describe("replica: applying a primary's log", () => {
       assert.ok(check.equal, `volume after LSN ${check.afterLsn} differs from the primary's`);
     }
     assert.equal(replica.appliedLsn, 300n);
+    assert.ok(replica.stats.appliedRuns > 0, "no run of writes was applied together (Volume.writeRun)");
     assert.ok((await volumeImage(volume)).equals(primary.images[300]!));
     // The log copy is the primary's, record for record.
     assert.equal(replica.log.headChecksum, primary.log.headChecksum);
