@@ -154,6 +154,20 @@ export const linkConnectMsMax = 10_000; // a primary gives up connecting (TCP an
 export const linkHandshakeMsMax = 10_000; // a listener drops a connection that is not authenticated by then
 export const linkHandshakesPendingMax = 16; // unauthenticated connections a listener holds at once; more are closed at once
 
+// ---- The primary's link I/O thread (src/io/link-worker.ts) ----
+// The main thread copies frame bytes into staging buffers and hands them to the link thread,
+// which seals and sends them and hands each back once its socket's write callback fired. A
+// connection owns at most linkIoBuffersMax of them (8 MiB): when all are out, write() returns
+// false until some come back, so a link that cannot send holds a fixed amount of memory, not
+// its backlog. 1 MiB: large enough that one 4 MiB records frame is four hand-offs, small enough
+// that the link thread starts sealing before the whole frame is copied.
+export const linkIoBufferBytes = 1 * MiB;
+export const linkIoBuffersMax = 8;
+// 'drain' waits until this many buffers are back (or were never made), not one: a whole records
+// batch then fits in them, where with one buffer back most of the next batch would be copied
+// aside first and copied again into the buffers as they came back.
+export const linkIoDrainBuffersMin = 4;
+
 // ---- Admin API ----
 export const apiBodyBytesMax = 64 * KiB;
 export const apiRequestMsMax = 30_000;
@@ -188,6 +202,8 @@ assert(verifyRegionBytes % sectorSize === 0 && verifyReadBytesMax % sectorSize =
 assert(verifyRegionsPerCallMax * 16 <= 1 * MiB, "one call's digests are at most 1 MiB");
 assert(linkCertificateBackdateMs < linkCertificateValidityDays * 24 * 60 * 60 * 1000, "a link certificate is valid after its backdating");
 assert(linkHandshakesPendingMax >= 1 && linkHandshakeMsMax > 0 && linkConnectMsMax > 0, "links can be established");
+assert(linkIoDrainBuffersMin >= 1 && linkIoDrainBuffersMin < linkIoBuffersMax, "a link's staging drains before all of it is back, with some still being sent");
+assert(linkIoBufferBytes * linkIoDrainBuffersMin >= linkBatchBytesMax, "the record bytes of a whole batch fit the staging buffers a drain promises");
 assert(linkHeartbeatMs * 3 <= linkSilenceMsMax, "a few heartbeats fit in the silence limit");
 assert(linkBatchBytesMax <= linkBytesInFlightMax / 4, "several batches fit in flight");
 assert(linkReconnectMsMin <= linkReconnectMsMax, "reconnect back-off range");

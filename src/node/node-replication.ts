@@ -8,13 +8,18 @@
 // operator's step on this node with this node's own admin token (`link accept`), so the
 // primary has no way of its own to reach this node's storage.
 //
+// The primary's link sockets live in one thread of their own (io/link-worker.ts): TLS sealing
+// and the kernel's sends stay off the event loop that serves NBD. The listener's sockets (this
+// node as a secondary) stay on the main thread.
+//
 // One session per replica at a time: a new connection from its primary supersedes the old one
 // (after a crash of the primary the old TCP connection may linger until its silence limit).
 
 import { join } from "node:path";
 import { OperatingError } from "../errors.js";
 import { readFileBounded, writeFileAtomic } from "../io/atomic-file.js";
-import { LinkListener, linkConnect, linkCredentialsGenerate } from "../io/link-tls.js";
+import { LinkListener, linkCredentialsGenerate } from "../io/link-tls.js";
+import { LinkIoThread } from "../io/link-worker.js";
 import type { Logger } from "../logger.js";
 import { systemClock } from "../log/group-log.js";
 import type { Group } from "../group/group.js";
@@ -43,12 +48,15 @@ export class NodeReplication {
   private readonly accepted = new Map<string, LinkCredential>(); // group → the secondary half
   private readonly sessions = new Map<string, ReplicaSessionSlot>(); // by group
   private listener: LinkListener | null = null;
+  private readonly linkIo: LinkIoThread; // the primary links' sockets; the thread starts at the first connect
   listenAddress: { host: string; port: number } | null = null;
 
   constructor(
     private readonly node: string,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.linkIo = new LinkIoThread(logger);
+  }
 
   // ---- Primary groups ----
 
@@ -59,7 +67,7 @@ export class NodeReplication {
       node: this.node,
       logger: this.logger.child({ subsystem: "link", group: group.name }),
       clock: systemClock,
-      connect: (credential, host, port) => linkConnect(credential, host, port),
+      connect: (credential, host, port) => this.linkIo.connect(credential, host, port),
     });
     group.replication = links;
     this.links.set(group.name, links);
@@ -187,5 +195,6 @@ export class NodeReplication {
     for (const slot of this.sessions.values()) slot.close("stopping");
     await Promise.all([...this.sessions.values()].map((slot) => slot.finished()));
     await Promise.all([...this.links.values()].map((links) => links.stop()));
+    await this.linkIo.close(); // after the links: each has closed its connection by now
   }
 }

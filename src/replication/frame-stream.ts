@@ -1,7 +1,8 @@
 // One link connection as a stream of messages: frames out through a FrameEncoder, frames in
 // through a FrameDecoder, decoded into messages and handed to the owner ONE AT A TIME in
 // arrival order (the owner's handler may be async; the next message waits for it). The socket
-// is injected (a TLS socket in production, any Duplex in tests).
+// is injected: on a primary the WorkerLinkSocket of the link I/O thread (src/io/link-worker.ts),
+// on a secondary the listener's TLS socket, any Duplex in tests and the simulator.
 //
 // Bounds: the decoder holds at most one partial frame; decoded messages waiting for the
 // handler are counted in bytes and the socket is paused above messagesBytesMax, so a fast
@@ -36,8 +37,19 @@ export interface FrameStreamOptions {
   readonly clock?: LogClock;
 }
 
+// A socket that copies a frame's parts itself (src/io/worker-link-socket.ts): the frame is
+// then never assembled into one buffer here.
+interface PartsWriter {
+  writeParts(parts: readonly Buffer[]): boolean;
+}
+
+function partsWriterOf(socket: Duplex): PartsWriter | null {
+  return typeof (socket as Partial<PartsWriter>).writeParts === "function" ? (socket as unknown as PartsWriter) : null;
+}
+
 export class FrameStream {
   private readonly encoder = new FrameEncoder();
+  private readonly partsWriter: PartsWriter | null;
   private readonly decoder: FrameDecoder;
   private readonly queue: { message: Message; bytes: number }[] = [];
   private queueBytes = 0;
@@ -57,6 +69,7 @@ export class FrameStream {
     private readonly options: FrameStreamOptions,
   ) {
     this.decoder = new FrameDecoder({ payloadSizeMax: options.payloadSizeMax });
+    this.partsWriter = partsWriterOf(socket);
     this.sentAtMs = options.nowMs();
     this.heardAtMs = options.nowMs();
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
@@ -74,13 +87,24 @@ export class FrameStream {
   // Sends a message; false when the socket's buffer is full (await drained() before more).
   send(message: MessageToSend): boolean {
     if (this.ended) return false;
-    // One frame is many parts (headers, record payloads): sent as one buffer, TLS seals it
-    // into as few records as it can and the kernel sends it as one write (frame.ts, encodeWhole).
-    const frame = this.encoder.encodeWhole(messageEncode(message));
-    this.bytesSent += frame.length;
-    const ok = this.socket.write(frame);
+    const ok = this.partsWriter !== null ? this.sendParts(this.partsWriter, message) : this.sendWhole(message);
     this.sentAtMs = this.options.nowMs();
     return ok;
+  }
+
+  // One frame is many parts (headers, record payloads): sent as one buffer, TLS seals it into
+  // as few records as it can and the kernel sends it as one write (frame.ts, encodeWhole).
+  private sendWhole(message: MessageToSend): boolean {
+    const frame = this.encoder.encodeWhole(messageEncode(message));
+    this.bytesSent += frame.length;
+    return this.socket.write(frame);
+  }
+
+  // The socket copies the parts into its own buffers: one copy, as encodeWhole's, not two.
+  private sendParts(writer: PartsWriter, message: MessageToSend): boolean {
+    const parts = this.encoder.encode(messageEncode(message));
+    for (const part of parts) this.bytesSent += part.length;
+    return writer.writeParts(parts);
   }
 
   drained(): Promise<void> {

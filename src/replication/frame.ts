@@ -203,6 +203,8 @@ export class FrameEncoder {
     return this.sequenceNext;
   }
 
+  // [header, ...payload]: for a socket that copies the parts itself (FrameStream, on a
+  // WorkerLinkSocket). The same bytes as encodeWhole's.
   encode(frame: { readonly type: number; readonly flags: number; readonly payload: readonly Buffer[] }): Buffer[] {
     const parts = frameEncode({ type: frame.type, flags: frame.flags, sequence: this.sequenceNext }, frame.payload);
     this.sequenceNext += 1n;

@@ -9,6 +9,7 @@ import { logRecordPayloadSizeMax } from "../../src/constants.js";
 import { crc32c } from "../../src/io/crc32c.js";
 import { RecordKind } from "../../src/log/record.js";
 import {
+  FrameEncoder,
   type FrameHeader,
   FrameType,
   frameDecode,
@@ -73,6 +74,23 @@ describe("replication frame codec", () => {
         assert.deepEqual(Buffer.concat(messageEncode(messageDecode(frame)).payload), Buffer.concat(payload));
       }),
       { numRuns: 400 },
+    );
+  });
+
+  // FrameStream sends a frame whole (encodeWhole) to a TLS socket and as parts (encode) to a
+  // WorkerLinkSocket, which copies them: the bytes on the wire must not depend on which.
+  it("encodes the same bytes as parts and whole, sequence after sequence", () => {
+    fc.assert(
+      fc.property(fc.array(messageArbitrary, { minLength: 1, maxLength: 4 }), (messages) => {
+        const parts = new FrameEncoder();
+        const whole = new FrameEncoder();
+        for (const message of messages) {
+          const encoded = messageEncode(message);
+          assert.deepEqual(Buffer.concat(parts.encode(encoded)), whole.encodeWhole(encoded));
+        }
+        assert.equal(parts.nextSequence, BigInt(messages.length));
+      }),
+      { numRuns: 200 },
     );
   });
 
