@@ -167,6 +167,9 @@ export const linkIoBuffersMax = 8;
 // batch then fits in them, where with one buffer back most of the next batch would be copied
 // aside first and copied again into the buffers as they came back.
 export const linkIoDrainBuffersMin = 4;
+// Bytes written while the thread is still writing an earlier buffer are posted once it comes
+// back, or at once when they reach this many (worker-link-socket.ts, queueFlush).
+export const linkIoPostBytesMin = 256 * KiB;
 
 // ---- Admin API ----
 export const apiBodyBytesMax = 64 * KiB;

@@ -27,7 +27,7 @@
 
 import { Duplex } from "node:stream";
 import { assert } from "../assert.js";
-import { linkIoBufferBytes, linkIoBuffersMax, linkIoDrainBuffersMin } from "../constants.js";
+import { linkIoBufferBytes, linkIoBuffersMax, linkIoDrainBuffersMin, linkIoPostBytesMin } from "../constants.js";
 import { type FromLinkThread, type LinkAddress, type ToLinkThread, socketErrorFromFields } from "./link-worker-messages.js";
 
 type WriteCallback = (error?: Error | null) => void;
@@ -55,6 +55,7 @@ export class WorkerLinkSocket extends Duplex {
   private filling: FillingBuffer | null = null;
   private readonly overflow: Buffer[] = []; // copies written while every buffer was out, in order
   private flushQueued = false;
+  private inThread = 0; // buffers handed over and not yet back
   private needDrain = false;
   private bytesAccepted = 0; // by write() and writeParts(), since the connection began
   private bytesSentByThread = 0; // written by the thread's socket (their buffers came back)
@@ -215,23 +216,29 @@ export class WorkerLinkSocket extends Duplex {
     return this.overflow.length > 0 || (this.filling === null && this.free.length === 0 && this.buffersMade === linkIoBuffersMax);
   }
 
-  // What this tick wrote goes out together when the tick ends.
+  // What this tick wrote goes out together when the tick ends, unless the thread is still
+  // writing an earlier buffer: then it goes when that one comes back (or once the buffer holds
+  // linkIoPostBytesMin). A post costs the event loop several µs whatever it carries; with
+  // records frames sent every tick under load, posting each one at once cost more of the
+  // primary's event loop than the TLS sealing it moved away. Idle, a frame goes at once.
   private queueFlush(): void {
     if (this.flushQueued || this.filling === null || this.filling.used === 0) return;
     this.flushQueued = true;
     process.nextTick(() => {
       this.flushQueued = false;
-      if (this.filling !== null && this.filling.used > 0 && !this.destroyed) this.handOver();
+      if (this.filling !== null && this.filling.used > 0 && !this.destroyed && (this.inThread === 0 || this.filling.used >= linkIoPostBytesMin)) this.handOver();
     });
   }
 
   private handOver(): void {
     const { buffer, used } = this.filling!;
     this.filling = null;
+    this.inThread += 1;
     this.channel.post({ kind: "write", id: this.id, buffer, length: used }, [buffer]);
   }
 
   private bufferReturned(buffer: ArrayBuffer, length: number): void {
+    this.inThread -= 1;
     this.bytesSentByThread += length;
     while (this.callbacks.length > 0 && this.callbacks[0]!.bytesEnd <= this.bytesSentByThread) this.callbacks.shift()!.callback();
     if (this.destroyed) return;
