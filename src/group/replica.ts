@@ -277,7 +277,7 @@ export class Replica {
     let bytes = first.payloadSize;
     for (let index = this.receivedStart + 1; index < this.received.length && records.length < replicaApplyRunRecordsMax; index++) {
       const next = this.received[index]!;
-      if (next.lsn > targetLsn || !plain(next) || bytes + next.payloadSize > replicaApplyRunBytesMax) break;
+      if (next.lsn !== records[records.length - 1]!.lsn + 1n || next.lsn > targetLsn || !plain(next) || bytes + next.payloadSize > replicaApplyRunBytesMax) break;
       records.push(next);
       bytes += next.payloadSize;
     }
@@ -543,16 +543,22 @@ export class Replica {
     while (this.appliedLsnValue < targetLsn) {
       const run = this.writeRun(targetLsn);
       if (run !== null) {
+        // The applied LSN follows what is known to be in the image: during a batch job the
+        // image is ahead of it by up to the run (any prefix of it), never behind.
+        let done = 0;
         await run.volume.writeRun(
           run.records.map((record) => record.payload),
           run.records.map((record) => record.offset),
+          (count) => {
+            for (; done < count; done++) {
+              const record = run.records[done]!;
+              this.dropKept();
+              this.appliedLsnValue = record.lsn;
+              this.stats.appliedRecords += 1;
+              this.stats.appliedBytes += record.payloadSize;
+            }
+          },
         );
-        for (const record of run.records) {
-          this.dropKept();
-          this.appliedLsnValue = record.lsn;
-          this.stats.appliedBytes += record.payloadSize;
-        }
-        this.stats.appliedRecords += run.records.length;
         this.stats.appliedRuns += 1;
         continue;
       }

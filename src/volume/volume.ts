@@ -89,13 +89,22 @@ export class Volume {
   }
 
   // Writes each buffer at its offset, in order (a replica's run of logged writes): one job on
-  // the thread pool where the file can, else one write after another.
-  writeRun(sources: readonly Buffer[], offsets: readonly number[]): Promise<void> {
+  // the thread pool where the file can, else one write after another. written(n): the first n
+  // are in the image, called as it becomes known (once at the end of a batch job, after each
+  // write otherwise); while a batch job runs, the image holds any prefix of the run.
+  writeRun(sources: readonly Buffer[], offsets: readonly number[], written: (count: number) => void): Promise<void> {
     for (let index = 0; index < sources.length; index++) this.assertRange(offsets[index]!, sources[index]!.length);
     const file = this.file;
-    if (file.writeBatch !== undefined) return this.guard(() => file.writeBatch!(sources, offsets));
     return this.guard(async () => {
-      for (let index = 0; index < sources.length; index++) await file.write([sources[index]!], offsets[index]!);
+      if (file.writeBatch !== undefined) {
+        await file.writeBatch(sources, offsets);
+        written(sources.length);
+        return;
+      }
+      for (let index = 0; index < sources.length; index++) {
+        await file.write([sources[index]!], offsets[index]!);
+        written(index + 1);
+      }
     });
   }
 

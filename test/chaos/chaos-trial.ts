@@ -36,6 +36,7 @@ import { PrefixWorkload } from "../tools/prefix-workload.js";
 import { run, type TestNode } from "../e2e/harness.js";
 import { Cluster, type LinkView, replicaState } from "../e2e/replication-harness.js";
 import type { NodeName, ProcessFault, TrialPlan } from "./trial-plan.js";
+import { freezeProcess } from "../tools/freeze.js";
 
 export const drainMsMax = 120_000;
 export const sampleEveryMs = 1_000; // a secondary frozen for a sample between the faults
@@ -294,15 +295,15 @@ class Trial {
     await this.freeze(fault.node, fault.downMs, "frozen by SIGSTOP");
   }
 
-  // SIGSTOP, read the image (a point in time: every write the node issued has completed or not
-  // begun), hold, SIGCONT; then judge the image.
+  // SIGSTOP and wait for every thread to stop, read the image (a point in time: every write the
+  // node issued has completed or not begun), hold, SIGCONT; then judge the image.
   private async freeze(name: NodeName, holdMs: number, why: string): Promise<void> {
     const node = this.node(name);
     const isPrimary = name === "primary";
     const before = isPrimary ? null : await replicaState(node).catch(() => null);
     const progress = this.workload?.progress() ?? this.lastProgress;
     if (holdMs > 0) this.event(`SIGSTOP ${name} (pid ${node.pid}) for ${holdMs} ms`);
-    process.kill(node.pid, "SIGSTOP");
+    freezeProcess(node.pid);
     let image: Buffer;
     const sampledMs = performance.now();
     try {

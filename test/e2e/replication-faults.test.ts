@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { chaosRun } from "../tools/chaos-schedule.js";
 import { checkPrefix, checkPrefixAtLeast } from "../tools/prefix-checker.js";
+import { freezeProcess } from "../tools/freeze.js";
 import { PrefixWorkload } from "../tools/prefix-workload.js";
 import { cleanup, run, runOk, tempDir } from "./harness.js";
 import { Cluster, replicaState } from "./replication-harness.js";
@@ -16,10 +17,10 @@ import { Cluster, replicaState } from "./replication-harness.js";
 const blockSize = 4096;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// Freezes the secondary (SIGSTOP: every write it issued has completed or not started), reads
-// its image, lets it go on.
+// Freezes the secondary (every thread stopped: every write it issued has completed or not
+// started), reads its image, lets it go on.
 function sampleImage(pid: number, path: string, bytes: number): Buffer {
-  process.kill(pid, "SIGSTOP");
+  freezeProcess(pid);
   try {
     return readFileSync(path).subarray(0, bytes);
   } finally {
