@@ -92,6 +92,7 @@ export interface ReplicaOptions {
   readonly statePath: string;
   readonly logSizeBytes: number;
   readonly logOptions?: GroupLogOptions; // the log copy's clock and limits (a simulation's); default: the system's
+  readonly memoryBytesMax?: number; // received records kept for the applier; default replicaMemoryBytesMax (tests set less)
 }
 
 export class Replica {
@@ -121,7 +122,7 @@ export class Replica {
   private readHold: Promise<void> | null = null;
   private readsInFlight = 0;
   private readsIdle: (() => void) | null = null;
-  readonly stats = { appliedRecords: 0, appliedRuns: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0, intervalsSplit: 0 };
+  readonly stats = { appliedRecords: 0, appliedRuns: 0, recordsReadBack: 0, appliedBytes: 0, appliedOperations: 0, appliedSnapshotChanges: 0, regionsApplied: 0, regionBytesApplied: 0, checkpoints: 0, resyncs: 0, operationsDeferred: 0, twinsBuilt: 0, twinsDeleted: 0, twinBytesApplied: 0, intervalsSplit: 0 };
 
   private constructor(
     readonly name: string,
@@ -231,7 +232,7 @@ export class Replica {
   // back from disk until it has caught up completely.
   private keep(record: LogRecord): void {
     const consecutive = this.lastKeptLsn === null ? this.receivedStart === this.received.length : record.lsn === this.lastKeptLsn + 1n;
-    if (!consecutive || this.receivedBytes + record.payloadSize > replicaMemoryBytesMax) {
+    if (!consecutive || this.receivedBytes + record.payloadSize > (this.options.memoryBytesMax ?? replicaMemoryBytesMax)) {
       this.lastKeptLsn = null;
       return;
     }
@@ -259,6 +260,7 @@ export class Replica {
     }
     const lsn = this.appliedLsnValue + 1n;
     if (this.cursor.nextLsn !== lsn) this.cursor = this.logValue.cursor(lsn);
+    this.stats.recordsReadBack += 1;
     return this.cursor.next();
   }
 

@@ -91,13 +91,13 @@ export class ReplicaDisks {
   }
 
   // Opens the replica (fresh: a new log), adds its volume and redoes its log. Not started.
-  async open(fresh: boolean): Promise<{ replica: Replica; volume: Volume; replayed: number }> {
+  async open(fresh: boolean, options: { memoryBytesMax?: number } = {}): Promise<{ replica: Replica; volume: Volume; replayed: number }> {
     const logFile = new FencedFile(this.log);
     const volumeFile = new FencedFile(this.volume);
     this.fences.push(logFile, volumeFile);
     const host: ReplicaHost = { applyVolumeTable: async (_group, table) => void this.tables.push(table), beforeResync: async () => undefined, afterResync: async () => undefined, protectedReader: () => null, performOperation: async () => undefined, syncSnapshots: async () => undefined, snapshotImage: () => null,
       twinList: () => [], applyTwinCatalog: async () => ({ built: [], kept: [], deleted: [], retained: [] }), writeTwin: async () => undefined, rebaseSnapshots: async () => undefined };
-    const replica = await Replica.open("g", logFile, fresh, { logger: silentLogger, host, statePath: join(this.directory, "replica.json"), logSizeBytes: logSizeMin });
+    const replica = await Replica.open("g", logFile, fresh, { logger: silentLogger, host, statePath: join(this.directory, "replica.json"), logSizeBytes: logSizeMin, ...options });
     const volume = new Volume(volumeId, "disk0", volumeFile, volumeSize, () => 0);
     replica.addVolume(volume);
     const { replayedRecords } = await replica.recover();

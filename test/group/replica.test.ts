@@ -111,6 +111,42 @@ describe("replica: applying a primary's log", () => {
     await replica.close();
   });
 
+  it("after its memory ran out, records that arrive once the kept ones are taken are kept again, not read back from the log copy", async () => {
+    const memoryBytesMax = 16 * 1024;
+    const primary = await primaryWith(60, 21);
+    const disks = await disksMake();
+    const { replica, volume } = await disks.open(true, { memoryBytesMax });
+    replica.start();
+    await replica.beginResync(resyncAccept(1n, 0), "site-a");
+    // The applier is held at its 10th image write, past the records it kept of the first batch.
+    let writes = 0;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const write = disks.volume.write.bind(disks.volume);
+    disks.volume.write = async (sources, position, durable) => {
+      writes += 1;
+      if (writes >= 10) await held;
+      return write(sources, position, durable);
+    };
+    const first = primary.records.slice(0, 40);
+    let keptFirst = 0; // kept until the first that did not fit; none after it
+    for (let bytes = 0; keptFirst < first.length && bytes + first[keptFirst]!.payloadSize <= memoryBytesMax; keptFirst++) bytes += first[keptFirst]!.payloadSize;
+    let secondCount = 0; // a second batch that fits in memory whole
+    for (let bytes = 0; 40 + secondCount < 60 && bytes + primary.records[40 + secondCount]!.payloadSize <= memoryBytesMax; secondCount++) bytes += primary.records[40 + secondCount]!.payloadSize;
+    assert.ok(keptFirst < 30 && secondCount >= 2, `a workload that overflows the memory (${keptFirst} kept) and a second batch of several records (${secondCount})`);
+    await replica.appendRecords(first);
+    await waitFor(() => writes >= 10, "the applier to reach its held write");
+    assert.ok(replica.appliedLsn >= BigInt(keptFirst), "the applier has taken every kept record");
+    await replica.appendRecords(primary.records.slice(40, 40 + secondCount));
+    release();
+    await replica.drained();
+    assert.equal(replica.appliedLsn, BigInt(40 + secondCount));
+    assert.ok((await volumeImage(volume)).equals(primary.images[40 + secondCount]!));
+    // Read back: exactly the first batch's records that did not fit; the second batch came from memory.
+    assert.equal(replica.stats.recordsReadBack, 40 - keptFirst);
+    await replica.close();
+  });
+
   it("applies a record only once it is durable in the replica's log (write-ahead)", async () => {
     const primary = await primaryWith(20, 2);
     const { disks, replica } = await freshReplica();
