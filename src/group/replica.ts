@@ -268,7 +268,7 @@ export class Replica {
   // writes to one volume without snapshots to preserve chunks for (no change guard), within
   // its size: written by one Volume.writeRun. Null when fewer than two such records come next
   // (the record-by-record path applies the next one).
-  private writeRun(targetLsn: bigint): { volume: Volume; records: LogRecord[] } | null {
+  private nextWriteRun(targetLsn: bigint): { volume: Volume; records: LogRecord[] } | null {
     const first = this.keptNext();
     if (first === undefined || first.lsn > targetLsn) return null;
     const volume = this.volumes.get(first.volumeId);
@@ -543,7 +543,7 @@ export class Replica {
 
   private async applyThrough(targetLsn: bigint): Promise<void> {
     while (this.appliedLsnValue < targetLsn) {
-      const run = this.writeRun(targetLsn);
+      const run = this.nextWriteRun(targetLsn);
       if (run !== null) {
         // The applied LSN follows what is known to be in the image: during a batch job the
         // image is ahead of it by up to the run (any prefix of it), never behind.

@@ -1,5 +1,6 @@
-// Loads the lockstep-fs addon (native/lockstep-fs.c): fallocate, block-device ranges and
-// SEEK_DATA/SEEK_HOLE, which node:fs does not expose, batches of positioned writes, and CRC-32C (native/crc32c.c).
+// Loads the lockstep-fs addon (native/lockstep-fs.c): fallocate, block-device ranges,
+// SEEK_DATA/SEEK_HOLE and batches of positioned writes, which node:fs does not expose, and
+// CRC-32C (native/crc32c.c).
 
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";

@@ -189,14 +189,18 @@ export class WorkerLinkSocket extends Duplex {
   // Into staging as far as it has room; the rest is copied aside until a buffer comes back.
   private copyIn(part: Buffer): void {
     let at = 0;
-    while (at < part.length && this.overflow.length === 0 && this.takeRoom()) {
-      const filling = this.filling!;
-      const copied = part.copy(filling.bytes, filling.used, at);
-      filling.used += copied;
-      at += copied;
-      if (filling.used === filling.bytes.length) this.handOver();
-    }
+    while (at < part.length && this.overflow.length === 0 && this.takeRoom()) at += this.fill(part, at);
     if (at < part.length) this.overflow.push(Buffer.from(part.subarray(at)));
+  }
+
+  // Copies bytes of `part` from `at` into the filling buffer as far as it has room, and hands it
+  // over once full. Returns how many it copied.
+  private fill(part: Buffer, at: number): number {
+    const filling = this.filling!;
+    const copied = part.copy(filling.bytes, filling.used, at);
+    filling.used += copied;
+    if (filling.used === filling.bytes.length) this.handOver();
+    return copied;
   }
 
   // Makes sure a buffer with room is filling; false when every buffer is out.
@@ -254,12 +258,9 @@ export class WorkerLinkSocket extends Duplex {
   private moveOverflow(): void {
     while (this.overflow.length > 0 && this.takeRoom()) {
       const head = this.overflow[0]!;
-      const filling = this.filling!;
-      const copied = head.copy(filling.bytes, filling.used);
-      filling.used += copied;
+      const copied = this.fill(head, 0);
       if (copied === head.length) this.overflow.shift();
       else this.overflow[0] = head.subarray(copied);
-      if (filling.used === filling.bytes.length) this.handOver();
     }
     this.queueFlush();
   }

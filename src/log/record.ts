@@ -234,7 +234,6 @@ function recordHeaderCheck(source: Buffer, header: RecordHeader): void {
   if (problem !== null) throw logCorrupt(problem, { lsn: header.lsn, kind: header.kind });
 }
 
-
 const noPayload = Buffer.alloc(0);
 
 function isZero(bytes: Buffer): boolean {
@@ -272,7 +271,7 @@ function recordDecodeChecked(source: Buffer, expected: RecordExpectation, keepHe
   const version = source.readUInt16LE(8);
   if (version !== recordVersion) throw logCorrupt("version", { version, lsn: expected.lsn });
   if (recordChecksum(source, payload) !== checksum) throw logCorrupt("checksum", { lsn: expected.lsn });
-  const record = keepHeader ? recordWithFields(source, payloadSize, payload, source.subarray(0, recordHeaderSize)) : recordWithFields(source, payloadSize, payload);
+  const record = recordWithFields(source, payloadSize, payload, keepHeader ? source.subarray(0, recordHeaderSize) : undefined);
   recordHeaderCheck(source, record);
   recordCheckExpected(record, expected);
   return record;
@@ -281,12 +280,10 @@ function recordDecodeChecked(source: Buffer, expected: RecordExpectation, keepHe
 // The decoded record built as one object literal of one shape: spreading a decoded header
 // into a new object cost more than the rest of decoding a 4 KiB record, checksum included (a
 // replica decodes every record it receives).
-function recordWithFields(source: Buffer, payloadSize: number, payload: Buffer): LogRecord;
-function recordWithFields(source: Buffer, payloadSize: number, payload: Buffer, header: Buffer): LogRecordWithHeader;
-function recordWithFields(source: Buffer, payloadSize: number, payload: Buffer, header?: Buffer): LogRecord | LogRecordWithHeader {
+function recordWithFields(source: Buffer, payloadSize: number, payload: Buffer, header?: Buffer): LogRecord & { readonly header: Buffer | undefined } {
   const offset = source.readBigUInt64LE(64);
   const timestampMs = source.readBigUInt64LE(56);
-  const fields = {
+  return {
     checksum: source.readUInt32LE(0),
     kind: source.readUInt16LE(10),
     flags: source.readUInt16LE(12),
@@ -303,7 +300,6 @@ function recordWithFields(source: Buffer, payloadSize: number, payload: Buffer, 
     payload,
     header, // undefined unless asked for: readers test record.header !== undefined
   };
-  return fields;
 }
 
 // Checks the identity of a record (its log, LSN and chain link) against what is expected.
