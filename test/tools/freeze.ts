@@ -28,6 +28,9 @@ export function freezeProcess(pid: number): void {
   for (;;) {
     const states = threadStates(pid);
     if (states.every((state) => state === "T" || state === "t")) return;
-    if (Date.now() - startMs > stopWaitMsMax) throw new Error(`process ${pid}: threads not stopped ${stopWaitMsMax} ms after SIGSTOP (states ${states.join("")})`);
+    if (Date.now() - startMs > stopWaitMsMax) {
+      process.kill(pid, "SIGCONT"); // never leave it stopped: the caller's clean-up must be able to stop it
+      throw new Error(`process ${pid}: threads not stopped ${stopWaitMsMax} ms after SIGSTOP (states ${states.join("")})`);
+    }
   }
 }
