@@ -46,5 +46,8 @@ export async function serve(configPath: string, options: { exitWithParent?: bool
   });
   await api.close();
   await node.stop();
+  // Stdin, resumed to hear the parent go, would otherwise keep the stopped process alive
+  // (the demo then killed its nodes after 15 s).
+  if (options.exitWithParent) process.stdin.destroy();
   logger.flush();
 }
