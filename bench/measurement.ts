@@ -41,6 +41,7 @@ export interface RowResult {
   readonly peerCpuPercent: number | null; // other processes of the target (a secondary), same window; null: none
   readonly cacheReset: CacheResetResult;
   readonly linkCatchUp?: LinkCatchUp | null; // replicated targets (RunningTarget.afterRow)
+  readonly round?: number; // 1 to --rounds
 }
 
 export async function fioRun(args: string[], outputPath: string, timeoutMs: number, onStart?: (pid: number) => void): Promise<string> {

@@ -14,6 +14,7 @@ export interface BenchOptions {
   readonly runtimeSeconds: number;
   readonly rampSeconds: number;
   readonly quick: boolean;
+  readonly rounds: number;
   readonly imageSizeBytes: number;
   readonly memoryCheck: boolean;
   readonly memoryWriteBytes: number;
@@ -43,6 +44,9 @@ export const usage = `usage: npm run bench -- [options]
                        and the change --image-size; lockstep-async/-sync run randwrite-4k-qd16 only)
   --runtime SECONDS    measured time per job (default 15; --quick: 5)
   --ramp SECONDS       ramp time per job, not measured (default 3; --quick: 1)
+  --rounds N           run every target's fio rows N times, target after target in each
+                       round (default 1); tables show each row's median round and the
+                       range; rows of its own and the memory check run in round 1 only
   --quick              short jobs, 1 GiB memory check, docs/BENCHMARKS.md left alone
   --image-size MIB     size of the bench image (default 1024)
   --memory-gib N       bytes written in the memory check, each phase (default 4; --quick: 1)
@@ -57,6 +61,8 @@ export const usage = `usage: npm run bench -- [options]
                        operations blocks it measured and keeps the data-path block
   --out PATH           JSON result file (default bench/results/latest.json)
 `;
+
+const roundsMax = 9;
 
 export class UsageError extends Error {}
 
@@ -97,6 +103,7 @@ function parseArgsStrict(argv: readonly string[]) {
       runtime: { type: "string" },
       ramp: { type: "string" },
       quick: { type: "boolean", default: false },
+      rounds: { type: "string" },
       "image-size": { type: "string" },
       "memory-gib": { type: "string" },
       "no-memory": { type: "boolean", default: false },
@@ -123,12 +130,15 @@ export function optionsParse(argv: readonly string[]): BenchOptions | "help" {
   if (values.help) return "help";
   const quick = values.quick === true;
   const runtimeSeconds = numberParse(values.runtime, quick ? 5 : 15, "runtime", 1, 3600);
+  const rounds = numberParse(values.rounds, 1, "rounds", 1, roundsMax);
+  if (!Number.isInteger(rounds)) throw new UsageError(`--rounds must be a whole number, not ${values.rounds}`);
   return {
     targets: listParse(values.targets, targetsDefault, targetsAll.map((target) => target.name), "target"),
     rows: listParse(values.rows, rowsKnownDefault, rowNamesKnown, "row"),
     runtimeSeconds,
     rampSeconds: numberParse(values.ramp, quick ? 1 : 3, "ramp", 0, 600),
     quick,
+    rounds,
     imageSizeBytes: numberParse(values["image-size"], 1024, "image-size", 64, 65536) * 1024 * 1024,
     memoryCheck: values["no-memory"] !== true,
     memoryWriteBytes: numberParse(values["memory-gib"], quick ? 1 : 4, "memory-gib", 0.25, 64) * 1024 ** 3,

@@ -22,7 +22,8 @@ export interface TargetResult {
   readonly description: string;
   command: string | null;
   error: string | null;
-  readonly rows: RowResult[];
+  rows: RowResult[]; // one per fio row: with --rounds, the median round (roundsMedian)
+  roundRows: RowResult[]; // every round of every fio row
   memory: MemoryResult | null;
   memoryError: string | null;
   readonly notes: string[]; // what setting the target up showed
@@ -69,6 +70,29 @@ function headline(row: Row, result: RowResult): number {
   return row.headline === "iops" ? result.figures.iops : result.figures.bandwidthBytesPerSecond;
 }
 
+/**
+ * With --rounds: keeps every round in roundRows and, for each fio row, the round whose
+ * headline is the median in rows (the lower of the middle two for an even count), so that
+ * its figures (latency, CPU) all come from one job and ratios compare medians.
+ */
+export function roundsMedian(target: TargetResult): void {
+  target.roundRows = [...target.rows];
+  const names = [...new Set(target.rows.map((entry) => entry.row))];
+  target.rows = names.map((name) => {
+    const rounds = target.roundRows.filter((entry) => entry.row === name)
+      .sort((a, b) => a.figures.iops - b.figures.iops || a.figures.bandwidthBytesPerSecond - b.figures.bandwidthBytesPerSecond);
+    return rounds[Math.floor((rounds.length - 1) / 2)]!;
+  });
+}
+
+/** The headline's lowest and highest over the rounds of a row, or null for a single round. */
+function roundsRange(row: Row, target: TargetResult): string | null {
+  const values = target.roundRows.filter((entry) => entry.row === row.name).map((entry) => headline(row, entry));
+  if (values.length < 2) return null;
+  const format = row.headline === "iops" ? grouped : mebibytes;
+  return `${format(Math.min(...values))}–${format(Math.max(...values))}`;
+}
+
 export function ratiosCompute(rows: readonly Row[], targets: readonly TargetResult[], pairs: ReadonlyArray<readonly [string, string]>): Ratio[] {
   const ratios: Ratio[] = [];
   for (const row of rows) {
@@ -94,7 +118,9 @@ export function ratiosCompute(rows: readonly Row[], targets: readonly TargetResu
 
 function rowTable(row: Row, result: BenchResult): Table {
   const denominators = [...new Set(result.ratios.map((ratio) => ratio.denominator))];
+  const rounds = result.targets.some((target) => roundsRange(row, target) !== null);
   const header = ["target", "IOPS", "MiB/s", "lat mean µs", "lat p99 µs", "flushes", "srv CPU %", "CPU µs/IO",
+    ...(rounds ? [`${row.headline === "iops" ? "IOPS" : "MiB/s"} rounds`] : []),
     ...denominators.map((name) => `×${name}`)];
   const lines: string[][] = [];
   for (const target of result.targets) {
@@ -110,6 +136,7 @@ function rowTable(row: Row, result: BenchResult): Table {
       figures.syncs > 0 ? `1/${(figures.ios / figures.syncs).toFixed(1)}` : "-",
       fixed(measured.serverCpuPercent, 0),
       fixed(measured.serverCpuUsPerIo, 1),
+      ...(rounds ? [roundsRange(row, target) ?? "-"] : []),
       ...denominators.map((denominator) => {
         const ratio = result.ratios.find((entry) => entry.row === row.name && entry.numerator === target.name && entry.denominator === denominator);
         return ratio === undefined ? "" : `${ratio.throughput.toFixed(2)}`;

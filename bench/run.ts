@@ -24,7 +24,7 @@ import type { LinkCatchUp } from "./node-pair.js";
 import { optionsParse, usage, UsageError, type BenchOptions } from "./options.js";
 import { dropCachesWritable } from "./page-cache.js";
 import { childrenKillAll, clockTicksPerSecond, commandCheck } from "./process-tree.js";
-import { docsFiguresWrite, jsonWrite, ratiosCompute, textReport, type BenchResult, type TargetResult } from "./report.js";
+import { docsFiguresWrite, jsonWrite, ratiosCompute, roundsMedian, textReport, type BenchResult, type TargetResult } from "./report.js";
 import { TargetUnavailableError, type RunningTarget, type TargetDefinition } from "./target.js";
 import { operationsTargetNames, ratioPairs, replicationTargetNames, snapshotTargetNames, targetsAll } from "./target-registry.js";
 import { snapshotRowsAll } from "./target-snapshots.js";
@@ -81,7 +81,7 @@ function errorText(error: unknown): string {
 
 /** A target with no selected row it runs and no memory check to do (e.g. lockstep-link with --rows randread-4k-qd16). */
 function nothingToRun(definition: TargetDefinition, options: BenchOptions): boolean {
-  const fioRows = rowsAll.filter((row) => options.rows.includes(row.name) && (definition.fioRows?.includes(row.name) ?? true));
+  const fioRows = fioRowsOf(definition, options);
   const ownRows = (definition.ownRows ?? []).filter((row) => options.rows.includes(row));
   return fioRows.length === 0 && ownRows.length === 0 && !(options.memoryCheck && definition.memoryCheck !== false);
 }
@@ -92,13 +92,17 @@ function catchUpText(catchUp: LinkCatchUp | null): string {
   return `; link at the end: ${catchUp.stateAtEnd}, lag ${(catchUp.lagBytesAtEnd / 2 ** 20).toFixed(1)} MiB, drain ${drain}`;
 }
 
+function fioRowsOf(definition: TargetDefinition, options: BenchOptions) {
+  return rowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.fioRows?.includes(candidate.name) ?? true));
+}
+
 /** The fio rows selected that the target runs; a replicated target drains its link after each. */
-async function fioRowsRun(definition: TargetDefinition, running: RunningTarget, options: BenchOptions, context: MeasureContext, result: TargetResult): Promise<void> {
-  for (const row of rowsAll.filter((candidate) => options.rows.includes(candidate.name) && (definition.fioRows?.includes(candidate.name) ?? true))) {
+async function fioRowsRun(definition: TargetDefinition, running: RunningTarget, options: BenchOptions, context: MeasureContext, result: TargetResult, round: number): Promise<void> {
+  for (const row of fioRowsOf(definition, options)) {
     const measured: RowResult = await rowMeasure(row, running, options, context);
     const linkCatchUp = running.afterRow === undefined ? null : await running.afterRow();
-    result.rows.push({ ...measured, linkCatchUp });
-    progress(`${definition.name} ${row.name}: ${Math.round(measured.figures.iops)} IOPS, ` +
+    result.rows.push({ ...measured, linkCatchUp, round });
+    progress(`${definition.name} ${row.name}${options.rounds > 1 ? ` (round ${round}/${options.rounds})` : ""}: ${Math.round(measured.figures.iops)} IOPS, ` +
       `p99 ${measured.figures.latencyP99Us.toFixed(0)} µs, server CPU ${measured.serverCpuPercent?.toFixed(0) ?? "-"} %` +
       ` (image resident after reset: ${measured.cacheReset.residentBytesAfter ?? "?"} B)${catchUpText(linkCatchUp)}`);
   }
@@ -128,32 +132,38 @@ async function ownRowsRun(definition: TargetDefinition, running: RunningTarget, 
   }
 }
 
+/**
+ * Starts the target, runs its rows and stops it. Round 1 runs everything selected (fio rows,
+ * rows of its own, the memory check); a later round (--rounds) only the fio rows again.
+ */
 async function targetRun(
   definition: TargetDefinition,
   options: BenchOptions,
   tempDir: string,
   imagePath: string,
   fincoreAvailable: boolean,
+  round: number,
 ): Promise<TargetResult> {
   const result: TargetResult = {
-    name: definition.name, description: definition.description, command: null, error: null, rows: [], memory: null, memoryError: null,
+    name: definition.name, description: definition.description, command: null, error: null, rows: [], roundRows: [], memory: null, memoryError: null,
     notes: [], syncRows: [], snapshotRows: [], operationRows: [],
   };
+  const first = round === 1;
   const workDir = join(tempDir, definition.name);
   mkdirSync(workDir);
   const context: MeasureContext = { workDir, imagePath, imageSizeBytes: options.imageSizeBytes, cacheReset: options.cacheReset, fincoreAvailable };
   let running: RunningTarget | null = null;
   try {
-    progress(`${definition.name}: starting`);
+    progress(`${definition.name}: starting${options.rounds > 1 ? ` (round ${round}/${options.rounds})` : ""}`);
     running = await definition.start({
       repoRoot, workDir, imagePath, imageSizeBytes: options.imageSizeBytes, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring,
       cacheReset: options.cacheReset, fincoreAvailable, runtimeSeconds: options.runtimeSeconds, rampSeconds: options.rampSeconds,
     });
     result.command = running.command.split(tempDir).join("$BENCH_DIR");
     result.notes.push(...(running.notes ?? []));
-    await fioRowsRun(definition, running, options, context, result);
-    await ownRowsRun(definition, running, options, result);
-    if (options.memoryCheck && running.serverPid !== null && definition.memoryCheck !== false) {
+    await fioRowsRun(definition, running, options, context, result, round);
+    if (first) await ownRowsRun(definition, running, options, result);
+    if (first && options.memoryCheck && running.serverPid !== null && definition.memoryCheck !== false) {
       try {
         result.memory = await memoryCheck(running, options.memoryWriteBytes, options.memoryRandomSecondsMax, context);
         progress(`${definition.name} memory: RSS ${(result.memory.rssStartBytes / 2 ** 20).toFixed(0)} → peak ${(result.memory.rssPeakBytes / 2 ** 20).toFixed(0)} → ${(result.memory.rssEndBytes / 2 ** 20).toFixed(0)} MiB`);
@@ -174,7 +184,7 @@ async function targetRun(
 
 function cacheResetNote(result: BenchResult, options: BenchOptions): string {
   const resets = result.targets.flatMap((target) => [
-    ...target.rows.map((row) => row.cacheReset),
+    ...target.roundRows.map((row) => row.cacheReset),
     ...target.snapshotRows.flatMap((row) => (row.kind === "writes" ? row.rounds.map((round) => round.measured.cacheReset) : [])),
     ...target.operationRows.flatMap((row) => row.cacheResets),
   ]);
@@ -222,7 +232,7 @@ async function main(argv: readonly string[]): Promise<number> {
       settings: {
         targets: options.targets, rows: options.rows, runtimeSeconds: options.runtimeSeconds, rampSeconds: options.rampSeconds,
         imageMiB: options.imageSizeBytes / 2 ** 20, memoryGiB: options.memoryCheck ? options.memoryWriteBytes / 1024 ** 3 : 0,
-        cacheReset: options.cacheReset, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring, quick: options.quick,
+        cacheReset: options.cacheReset, rawEngine: options.rawEngine, uvIoUring: options.uvIoUring, quick: options.quick, rounds: options.rounds,
       },
       machine: await machineDescribe(tempDir, repoRoot),
       cacheResetNote: "",
@@ -238,8 +248,20 @@ async function main(argv: readonly string[]): Promise<number> {
         progress(`${definition.name}: none of the selected rows applies to it; skipped`);
         continue;
       }
-      result.targets.push(await targetRun(definition, options, tempDir, imagePath, fincoreAvailable));
+      result.targets.push(await targetRun(definition, options, tempDir, imagePath, fincoreAvailable, 1));
     }
+    // Later rounds run every target's fio rows again, in the same order, so that each target
+    // is measured at several moments of the run; the tables show each row's median round.
+    for (let round = 2; round <= options.rounds; round += 1) {
+      for (const target of result.targets) {
+        const definition = definitions.find((candidate) => candidate.name === target.name) as TargetDefinition;
+        if (target.error !== null || fioRowsOf(definition, options).length === 0) continue;
+        const again = await targetRun(definition, options, tempDir, imagePath, fincoreAvailable, round);
+        target.rows.push(...again.rows);
+        if (again.error !== null) target.error = `round ${round}: ${again.error}`;
+      }
+    }
+    for (const target of result.targets) roundsMedian(target);
     result.finishedAt = new Date().toISOString();
     result.ratios = ratiosCompute(rows, result.targets, ratioPairs);
     result.cacheResetNote = cacheResetNote(result, options);
