@@ -113,6 +113,13 @@ export class ActivityMap {
     return best;
   }
 
+  // Whether the map on disk covers the range already: mark() would then need no I/O.
+  covers(volumeId: number, offset: number, length: number): boolean {
+    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    for (let index = first; index <= last; index++) if (!this.persisted.has(key(volumeId, index))) return false;
+    return true;
+  }
+
   // Marks the extents of a write as pending. Returns null when they were all hot already (the
   // common case: no I/O), or a promise that resolves once the map on disk covers them.
   mark(volumeId: number, offset: number, length: number): Promise<void> | null {

@@ -36,10 +36,11 @@ import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordHe
 import { applyChange } from "./apply-change.js";
 import type { Twin } from "../replication/twins.js";
 import { crashPoint } from "../crash-point.js";
+import type { ChangeTicket } from "../volume/change-guard.js";
 import type { Volume } from "../volume/volume.js";
 import type { ActivityExtent, ActivityMap } from "./activity-map.js";
 import { AppliedWatermark } from "./applied-watermark.js";
-import { RangeGate } from "./range-gate.js";
+import { RangeGate, type GateTicket } from "./range-gate.js";
 
 export type Durability = "activity-map" | "write-ahead";
 
@@ -93,6 +94,7 @@ export interface OperationOutcome<T> {
 
 export interface GroupStats {
   writes: number;
+  writesNow: number; // of them, done in one synchronous step (Group.changeNow)
   writeBytes: number;
   zeroes: number;
   trims: number;
@@ -102,6 +104,23 @@ export interface GroupStats {
   logFullErrors: number;
   snapshotChanges: number;
 }
+
+// A change with its LSN, between the log and the images (Group.changeLog).
+interface LoggedChange {
+  readonly volume: Volume;
+  readonly kind: number;
+  readonly flags: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly payload: Buffer | undefined;
+  readonly preserving: ChangeTicket | null;
+  readonly lsn: bigint;
+  readonly ticket: GateTicket;
+  readonly remote: Promise<void> | null;
+  readonly settle: (applied: boolean) => void;
+}
+
+const resolved = Promise.resolve();
 
 // A logged change or operation the images do not hold yet (see the header).
 interface UnappliedChange {
@@ -139,7 +158,7 @@ export class Group {
   replication: GroupReplication | null = null;
   operations: OperationPerformer | null = null;
   readonly stats: GroupStats = {
-    writes: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
+    writes: 0, writesNow: 0, writeBytes: 0, zeroes: 0, trims: 0, flushes: 0, checkpoints: 0, stalls: 0,
     logFullErrors: 0, snapshotChanges: 0,
   };
 
@@ -454,6 +473,10 @@ export class Group {
   write(volume: Volume, offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.stats.writes += 1;
     this.stats.writeBytes += data.length;
+    if (!fua && this.durability === "activity-map") {
+      const done = this.changeNow(volume, offset, data);
+      if (done !== false) return done;
+    }
     return this.change(volume, RecordKind.write, fua ? RecordFlag.fua : 0, offset, data.length, data);
   }
 
@@ -493,7 +516,6 @@ export class Group {
   }
 
   private async changeAdmitted(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
-    const fua = (flags & RecordFlag.fua) !== 0;
     const payloadBytes = payload?.length ?? 0;
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     // A snapshot store refuses here (store full) while nothing is logged or written.
@@ -508,22 +530,31 @@ export class Group {
       this.activity?.done(volume.id, offset, length, 0n); // nothing was written
       throw error;
     }
-    // From here to the volume write, order is what matters: LSN, gate entry and watermark are
-    // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
+    await this.changeApply(this.changeLog(volume, kind, flags, offset, length, payload, preserving));
+  }
+
+  // From here to the volume write, order is what matters: LSN, gate entry and watermark are
+  // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
+  private changeLog(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, preserving: ChangeTicket | null): LoggedChange {
     const lsn = this.log.append({ kind, flags, volumeId: volume.id, offset, length, payload });
     const ticket = this.gate.enter(volume.id, offset, length);
     this.watermark.begin(lsn);
     const remote = this.replication?.syncWait(lsn) ?? null; // sync links: the peers' durability, alongside ours
-    let failed = true;
     const settle = (applied: boolean): void => {
       this.gate.leave(ticket);
       this.watermark.end(lsn);
       this.activity?.done(volume.id, offset, length, lsn, !applied);
     };
-    // write-ahead: durable through the log, which recovery replays. activity-map: the
-    // acknowledgement waits for the image only (FUA: the write itself durable); the record
-    // reaches the log file behind it, its extent hot meanwhile.
-    const durable = this.durability === "write-ahead" ? false : fua;
+    return { volume, kind, flags, offset, length, payload, preserving, lsn, ticket, remote, settle };
+  }
+
+  // write-ahead: durable through the log, which recovery replays. activity-map: the
+  // acknowledgement waits for the image only (FUA: the write itself durable); the record
+  // reaches the log file behind it, its extent hot meanwhile.
+  private async changeApply(change: LoggedChange): Promise<void> {
+    const { volume, kind, flags, offset, length, payload, preserving, lsn, ticket, remote, settle } = change;
+    const durable = this.durability === "write-ahead" ? false : (flags & RecordFlag.fua) !== 0;
+    let failed = true;
     try {
       if (this.durability === "write-ahead") await this.log.durable(lsn);
       if (ticket.wait !== null) await ticket.wait;
@@ -534,6 +565,34 @@ export class Group {
       preserving?.release(); // idempotent: applyChange released it unless it never got there
       if (!this.unapplied.has(lsn)) settle(!failed);
     }
+  }
+
+  // The common write, done in one synchronous step with no promise of its own (each await of
+  // the general path costs the event loop a turn): activity-map, not FUA, no operation holding
+  // the group, room in the log, its extents already in the activity map on disk, no snapshot
+  // to preserve into, nothing held. Returns false having changed nothing when any of that is
+  // not so. Once logged, a write that must wait (an overlapping write in flight, a sync link)
+  // or that the image does not take at once (Volume.writeNow) goes on as the general path
+  // does from that point, and the promise it returns stands for it.
+  private changeNow(volume: Volume, offset: number, payload: Buffer): Promise<void> | false {
+    const activity = this.activity;
+    if (this.closing || this.paused !== null || activity === null || volume.changeGuard !== null || this.unapplied.size > 0) return false;
+    if (!this.log.hasRoom(payload.length) || !activity.covers(volume.id, offset, payload.length)) return false;
+    const marked = activity.mark(volume.id, offset, payload.length);
+    assert(marked === null, "activity map: covered extents asked to be persisted");
+    this.active += 1;
+    const change = this.changeLog(volume, RecordKind.write, 0, offset, payload.length, payload, null);
+    if (change.ticket.wait === null && change.remote === null && volume.writeNow(payload, offset)) {
+      change.settle(true);
+      this.finished();
+      this.stats.writesNow += 1;
+      this.maybeCheckpoint();
+      return resolved;
+    }
+    return this.changeApply(change).finally(() => {
+      this.finished();
+      this.maybeCheckpoint();
+    });
   }
 
   read(volume: Volume, offset: number, target: Buffer): Promise<void> {

@@ -22,6 +22,9 @@ export interface BlockFile {
   // Writes each source at its own position, one after another in order (a replica applying
   // a run of logged writes): the file is at every moment the result of a prefix of the run.
   // Optional: without it, callers write the sources one by one.
+  // Writes before returning when it can do so cheaply (a small aligned write into the page
+  // cache); false, with nothing known written, otherwise or on any error.
+  writeNow?(source: Buffer, position: number): boolean;
   writeBatch?(sources: readonly Buffer[], positions: readonly number[]): Promise<void>;
   datasync(): Promise<void>;
   // Starts writing back a range's dirty pages without waiting for them (a hint: a later

@@ -158,6 +158,14 @@ export class NodeBlockFile implements BlockFile {
     return this.writeAll(sources, position, length, this.fd);
   }
 
+  writeNow(source: Buffer, position: number): boolean {
+    try {
+      return this.writeInline([source], position, source.length);
+    } catch {
+      return false;
+    }
+  }
+
   async writeBatch(sources: readonly Buffer[], positions: readonly number[]): Promise<void> {
     try {
       await nativeFs.writeBatch(this.fd, sources, positions);

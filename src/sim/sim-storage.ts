@@ -115,6 +115,13 @@ export class SimFile implements BlockFile {
     return this.after(this.latency.writeMsMax, () => this.disk.write([data], position, durable));
   }
 
+  // Half the time at once (a write into the page cache), else declined, as a real file declines
+  // when its inline writes have turned slow: both ways of the write path are explored.
+  writeNow(source: Buffer, position: number): boolean {
+    if (!this.owner.alive || this.random.below(2) === 0) return false;
+    return this.disk.writeNow(source, position);
+  }
+
   datasync(): Promise<void> {
     return this.after(this.latency.syncMsMax, () => this.disk.datasync());
   }

@@ -88,6 +88,13 @@ export class Volume {
     return this.guard(() => this.file.write([data], offset, durable));
   }
 
+  // The write done before returning, if the file can do it so (BlockFile.writeNow); false
+  // when it did not: nothing is counted as an error here, the caller writes again the usual way.
+  writeNow(data: Buffer, offset: number): boolean {
+    this.assertRange(offset, data.length);
+    return this.file.writeNow?.(data, offset) ?? false;
+  }
+
   // Writes each buffer at its offset, in order (a replica's run of logged writes): one job on
   // the thread pool where the file can, else one write after another. written(n): the first n
   // are in the image, called as it becomes known (once at the end of a batch job, after each
