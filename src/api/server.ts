@@ -34,6 +34,7 @@ import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { LockstepNode } from "../node/node.js";
 import { parseSize } from "../units.js";
+import { isName } from "../names.js";
 import { parseImageName } from "../node/node-snapshots.js";
 
 type Handler = (request: { body: unknown; params: string[]; query: URLSearchParams }) => Promise<unknown>;
@@ -49,7 +50,7 @@ const createBody = z.object({ name: z.string(), group: z.string(), size: sizeFie
 const resizeBody = z.object({ size: sizeField }).strict();
 const linkAddBody = z
   .object({
-    peer: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "a node name"),
+    peer: z.string().refine((value) => isName(value), "a node name"),
     address: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "host:port"),
     mode: z.enum(["sync", "async", "periodic"]),
     intervalMs: z.number().int().min(linkPeriodicIntervalMsMin).max(24 * 3600 * 1000).optional(),

@@ -16,12 +16,13 @@ import { z } from "zod";
 import { operationPayloadBytesMax, operationsPerSetMax, sectorSize, volumeNameLengthMax, volumeSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { RecordKind } from "../log/record.js";
+import { isName, nameRuleText } from "../names.js";
 
 export const operationSetKind = RecordKind.operationFirst; // 0x100
 
 const volumeId = z.number().int().positive();
 const snapshotName = z.string().min(1).max(64);
-const volumeName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/).max(volumeNameLengthMax);
+const volumeName = z.string().refine((value) => isName(value, volumeNameLengthMax), `a volume name: ${nameRuleText}`);
 const volumeSize = z.number().int().positive().max(volumeSizeMax).refine((size) => size % sectorSize === 0, "a volume's size is whole sectors");
 
 const operationSchema = z.discriminatedUnion("op", [

@@ -19,9 +19,9 @@ import { z } from "zod";
 import { groupsPerNodeMax, logSizeDefault, logSizeMax, logSizeMin, snapshotChunkSizeDefault, snapshotChunkSizeMax, snapshotChunkSizeMin, snapshotStoreSizeDefault, snapshotStoreSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { formatSize, parseSize } from "../units.js";
+import { isName, nameLengthMax, nameRuleText } from "../names.js";
 
-const namePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-const name = z.string().regex(namePattern, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit");
+const name = z.string().refine((value) => isName(value), `must be 1-${nameLengthMax} ${nameRuleText}`);
 
 const hostPort = z.string().transform((text, context) => {
   const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);

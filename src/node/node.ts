@@ -31,9 +31,9 @@ import type { CatalogTwin, Twin } from "../replication/twins.js";
 import type { VolumeTable } from "../replication/volume-table.js";
 import { NodeReplication } from "./node-replication.js";
 import type { VolumeOwner } from "./volume-export.js";
+import { isName, nameRuleText } from "../names.js";
 import { NodeSnapshots, type ProtectionPolicy, type SnapshotHost, type SnapshotVolume, type TwinCatalogResult } from "./node-snapshots.js";
 
-const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 function checkVolumeSize(size: number): void {
   if (size <= 0 || size % sectorSize !== 0 || size > volumeSizeMax) {
@@ -340,8 +340,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
 
   async createVolume(request: { name: string; group: string; size?: number; path?: string }): Promise<VolumeEntry> {
     this.checkServing();
-    if (!volumeNamePattern.test(request.name) || request.name.length > volumeNameLengthMax) {
-      throw new OperatingError("REQUEST_INVALID", `volume name "${request.name}": 1-${volumeNameLengthMax} letters, digits, '_', '.' or '-'`);
+    if (!isName(request.name, volumeNameLengthMax)) {
+      throw new OperatingError("REQUEST_INVALID", `volume name "${request.name}": 1-${volumeNameLengthMax} ${nameRuleText}`);
     }
     const group = this.group(request.group);
     if (this.volumes.has(request.name)) throw new OperatingError("VOLUME_EXISTS", { volume: request.name });

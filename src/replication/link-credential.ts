@@ -23,6 +23,8 @@ import { z } from "zod";
 import { linkCredentialBytesMax, linkIdBytes } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { isNameString } from "./payload-codec.js";
+import { replicationNameBytesMax } from "./limits.js";
+import { nameRuleText } from "../names.js";
 
 export type LinkRole = "primary" | "secondary";
 
@@ -49,7 +51,7 @@ const linkIdPattern = new RegExp(`^[0-9a-f]{${linkIdBytes * 2}}$`);
 const certificatePemPattern = /^-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?$/;
 const privateKeyPemPattern = /^-----BEGIN PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PRIVATE KEY-----\r?\n?$/;
 
-const name = z.string().refine(isNameString, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit");
+const name = z.string().refine(isNameString, `must be 1-${replicationNameBytesMax} ${nameRuleText}`);
 const certificatePem = z.string().regex(certificatePemPattern, "must be one PEM certificate");
 
 const credentialSchema = z

@@ -5,6 +5,7 @@
 import { assert } from "../assert.js";
 import { FrameError } from "./frame-error.js";
 import { replicationNameBytesMax } from "./limits.js";
+import { isName as isNameText } from "../names.js";
 
 export const u64Max = 0xffff_ffff_ffff_ffffn;
 const safeMax = BigInt(Number.MAX_SAFE_INTEGER);
@@ -138,7 +139,7 @@ function isAlphanumeric(byte: number): boolean {
   return (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a);
 }
 
-// The config's name rule, on bytes: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.
+// The name rule (names.ts), on bytes.
 export function isName(bytes: Uint8Array): boolean {
   if (bytes.length < 1 || bytes.length > replicationNameBytesMax || !isAlphanumeric(bytes[0]!)) return false;
   for (let index = 1; index < bytes.length; index++) {
@@ -149,7 +150,7 @@ export function isName(bytes: Uint8Array): boolean {
 }
 
 export function isNameString(value: string): boolean {
-  return /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(value) && value.length <= replicationNameBytesMax;
+  return isNameText(value, replicationNameBytesMax);
 }
 
 // Printable ASCII (0x20-0x7e), for texts meant for a log line.

@@ -52,14 +52,14 @@ import { FreshChunks } from "./fresh-chunks.js";
 import { currentNeeded, frozenChain, frozenEpochs, liveLines, mustPreserve, resolveChunk, sameLocation, versionNeeded, type ChunkLocation } from "./image-chain.js";
 import { ChunkBuffers } from "./chunk-buffers.js";
 import { PendingChunks } from "./pending-chunks.js";
+import { isName, nameRuleText } from "../names.js";
 import { liveEpoch, SnapshotMetadata, type RestorePending, type ChainLink, type ChunkCurrent, type ImageEntry, type LineEntry, type MetadataChange, type StoreState } from "./snapshot-metadata.js";
 
-const snapshotNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 // An operator's snapshot name (the node's own start with '~', outside this alphabet).
 export function checkSnapshotName(name: string): void {
-  if (!snapshotNamePattern.test(name) || name.length > snapshotNameLengthMax) {
-    throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} letters, digits, '_', '.' or '-'`);
+  if (!isName(name, snapshotNameLengthMax)) {
+    throw new OperatingError("REQUEST_INVALID", `snapshot name "${name}": 1-${snapshotNameLengthMax} ${nameRuleText}`);
   }
 }
 
