@@ -34,6 +34,7 @@ import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
 import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
 import { applyChange } from "./apply-change.js";
+import { logWriteDelayMs } from "../log/limits.js";
 import type { Twin } from "../replication/twins.js";
 import { crashPoint } from "../crash-point.js";
 import type { ChangeTicket } from "../volume/change-guard.js";
@@ -172,6 +173,15 @@ export class Group {
   ) {
     assert((durability === "activity-map") === (activity !== null), "group: activity map iff activity-map mode");
     this.watermark = new AppliedWatermark(log.usage().headLsn);
+    if (durability === "activity-map") log.delayWrites(logWriteDelayMs); // acknowledgements wait for the image, not the log
+  }
+
+  // The sync links' wait for a change (their peers' durability), or null; the log then writes
+  // at once rather than after its delay, since a link ships only written records.
+  private syncWait(lsn: bigint): Promise<void> | null {
+    const remote = this.replication?.syncWait(lsn) ?? null;
+    if (remote !== null) this.log.hurry();
+    return remote;
   }
 
   private get nowMs(): () => number {
@@ -318,7 +328,7 @@ export class Group {
       this.watermark.end(lsn);
     };
     try {
-      const remote = this.replication?.syncWait(lsn) ?? null;
+      const remote = this.syncWait(lsn);
       await this.log.durable(lsn);
       await Promise.all([volumeTicket.wait, snapshotTicket.wait]);
       const performed = await this.holdingOnDiskError(lsn, null, () => perform(lsn), () => this.redoLogged(lsn), settle);
@@ -413,7 +423,7 @@ export class Group {
       const lsn = this.log.append({ kind, flags: fua ? RecordFlag.fua : 0, volumeId: volume.id, offset, length, payload });
       const ticket = this.snapshotGate.enter(gateKey, offset, length);
       this.watermark.begin(lsn);
-      const remote = this.replication?.syncWait(lsn) ?? null;
+      const remote = this.syncWait(lsn);
       const settle = (): void => {
         this.snapshotGate.leave(ticket);
         this.watermark.end(lsn);
@@ -539,7 +549,7 @@ export class Group {
     const lsn = this.log.append({ kind, flags, volumeId: volume.id, offset, length, payload });
     const ticket = this.gate.enter(volume.id, offset, length);
     this.watermark.begin(lsn);
-    const remote = this.replication?.syncWait(lsn) ?? null; // sync links: the peers' durability, alongside ours
+    const remote = this.syncWait(lsn); // sync links: the peers' durability, alongside ours
     const settle = (applied: boolean): void => {
       this.gate.leave(ticket);
       this.watermark.end(lsn);

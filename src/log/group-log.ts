@@ -31,7 +31,7 @@ import { assert } from "../assert.js";
 import { logBatchBytesMax, logBatchRecordsMax, logSizeMax, logSizeMin, logStallMsMax, sectorSize } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import type { BlockFile } from "../io/block-file.js";
-import { logBatchCopyBytesMax, logQueueBytesMax, logWritebackBytes, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logStagingBytes, logTailPersistFraction } from "./limits.js";
+import { logBatchCopyBytesMax, logQueueBytesMax, logWriteDelayBytesMax, logWritebackBytes, logReadChunkBytes, logGroupIdBytesMax, logSegmentBytesMin, logSegmentsMax, logStagingBytes, logTailPersistFraction } from "./limits.js";
 import { LogCursor, type CursorSource } from "./log-cursor.js";
 import { type LogRecovery, recoverLog } from "./log-recovery.js";
 import { LogSpace, type PersistToken } from "./log-space.js";
@@ -228,6 +228,9 @@ interface LogInit {
 export class GroupLog {
   private bytesSinceWriteback = 0;
   private staging: Buffer | null = null; // reused by every batch that fits (logStagingBytes)
+  private writeDelayMs = 0; // delayWrites()
+  private delayCancel: (() => void) | null = null; // the delayed writer's timer
+  private hurried = false;
   // The bytes of the head's page before the head, as the last batch wrote them (pageAlign);
   // two buffers, so the one a batch reads from is not the one it saves into.
   private frontier = Buffer.alloc(logPageBytes);
@@ -707,22 +710,58 @@ export class GroupLog {
     for (const waiter of this.appendWaiters.splice(0)) waiter.resolve();
   }
 
+  // Lets the writer wait up to delayMs after an append (0: never), for a log whose
+  // acknowledgements do not wait for it (see logWriteDelayMs).
+  delayWrites(delayMs: number): void {
+    this.writeDelayMs = delayMs;
+    if (delayMs === 0) this.hurry();
+  }
+
+  // Writes what is queued now, not after the delay (a sync link ships only written records).
+  hurry(): void {
+    this.hurried = true;
+    this.kick();
+  }
+
   private kick(): void {
     if (this.running || this.state === "failed" || this.state === "closed" || !this.hasWork()) return;
+    if (this.writeDelayMs > 0 && !this.writeDue()) {
+      this.delayCancel ??= this.clock.setTimeout(() => {
+        this.delayCancel = null;
+        this.hurry();
+      }, this.writeDelayMs);
+      return;
+    }
+    this.delayCancel?.();
+    this.delayCancel = null;
+    this.hurried = false;
     this.running = true;
     // Start on a microtask: appends made in the same synchronous run share the first batch.
     queueMicrotask(() => void this.run());
   }
 
+  // Whether a delayed writer must start now: someone waits on the log, or enough is queued.
+  private writeDue(): boolean {
+    return this.hurried || this.queuedBytes >= logWriteDelayBytesMax || this.durableWaiters.minLsn() !== null ||
+      this.checkpointRequests.length > 0 || this.roomWaiters.length > 0 || this.superblockDue() || this.state === "closing";
+  }
+
   private async run(): Promise<void> {
     try {
-      while (this.state !== "failed" && this.hasWork()) await this.round();
+      let rounds = 0;
+      while (this.state !== "failed" && this.hasWork()) {
+        // Records that arrived during a delayed writer's round wait for the next delay too.
+        if (rounds > 0 && this.writeDelayMs > 0 && !this.writeDue()) break;
+        await this.round();
+        rounds += 1;
+      }
     } catch (error) {
       this.fail(error);
       if (!(error instanceof OperatingError)) throw error; // a bug: end the process
     } finally {
       this.running = false;
     }
+    this.kick(); // what the loop left: its delay starts now
   }
 
   private hasWork(): boolean {

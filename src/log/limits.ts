@@ -24,6 +24,15 @@ export const logBatchCopyBytesMax = 64 * KiB;
 // A batch needing more is copied into a buffer of its own.
 export const logStagingBytes = 1 * MiB;
 
+// A primary's log under activity-map durability (the acknowledgement waits for the image, not
+// the log) may wait up to logWriteDelayMs after an append before writing, so that records
+// arriving meanwhile share one batch: one thread-pool write per millisecond instead of one per
+// event-loop turn, and the write never lands between a request and its reply. It writes at
+// once when anyone waits on durability, a checkpoint or room, when hurried (a sync link), or
+// once logWriteDelayBytesMax bytes are queued.
+export const logWriteDelayMs = 1;
+export const logWriteDelayBytesMax = 256 * KiB;
+
 // Read-ahead of the recovery scan and of cursors: one read of this size yields many records.
 export const logReadChunkBytes = 1 * MiB;
 
@@ -37,6 +46,8 @@ export const logSegmentBytesMin = 16 * KiB;
 // commit once the released-but-unpersisted bytes reach this share of the data area, at once
 // when an append waits for room, and at every checkpoint()/close().
 export const logTailPersistFraction = 1 / 8;
+
+assert(logWriteDelayBytesMax <= logStagingBytes && logWriteDelayBytesMax < logQueueBytesMax, "a delayed batch fits the staging buffer and the queue");
 
 // Writeback of the log file is started (sync_file_range, not waited for) after this many
 // bytes were written: the RocksDB bytes_per_sync idea, so datasyncs stay short.
