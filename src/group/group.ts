@@ -483,7 +483,7 @@ export class Group {
   write(volume: Volume, offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.stats.writes += 1;
     this.stats.writeBytes += data.length;
-    if (!fua && this.durability === "activity-map") {
+    if (!fua) {
       const done = this.changeNow(volume, offset, data);
       if (done !== false) return done;
     }
@@ -517,6 +517,12 @@ export class Group {
     while (this.paused !== null) await this.paused;
     this.checkOpen();
     this.active += 1;
+    await this.counted(work);
+  }
+
+  // Runs a change already counted in `active` (admitted, changeNow) to its end: no longer in
+  // flight once it settles, and a checkpoint may follow one that succeeded.
+  private async counted(work: () => Promise<void>): Promise<void> {
     try {
       await work();
     } finally {
@@ -599,10 +605,7 @@ export class Group {
       this.maybeCheckpoint();
       return resolved;
     }
-    return this.changeApply(change).finally(() => {
-      this.finished();
-      this.maybeCheckpoint();
-    });
+    return this.counted(() => this.changeApply(change));
   }
 
   read(volume: Volume, offset: number, target: Buffer): Promise<void> {

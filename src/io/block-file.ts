@@ -19,12 +19,12 @@ export interface BlockFile {
   // are on stable storage when it resolves (O_DSYNC for this write only, not a file sync).
   // The sources are the caller's again once it settles (the log reuses its staging buffer).
   write(sources: readonly Buffer[], position: number, durable?: boolean): Promise<void>;
-  // Writes each source at its own position, one after another in order (a replica applying
-  // a run of logged writes): the file is at every moment the result of a prefix of the run.
-  // Optional: without it, callers write the sources one by one.
   // Writes before returning when it can do so cheaply (a small aligned write into the page
   // cache); false, with nothing known written, otherwise or on any error.
   writeNow?(source: Buffer, position: number): boolean;
+  // Writes each source at its own position, one after another in order (a replica applying
+  // a run of logged writes): the file is at every moment the result of a prefix of the run.
+  // Optional: without it, callers write the sources one by one.
   writeBatch?(sources: readonly Buffer[], positions: readonly number[]): Promise<void>;
   datasync(): Promise<void>;
   // Starts writing back a range's dirty pages without waiting for them (a hint: a later

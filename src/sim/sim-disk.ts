@@ -87,7 +87,10 @@ export class SimDisk implements BlockFile {
   async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
     assert(!this.closed, "write after close");
     this.checkFault("write");
-    const data = Buffer.concat(sources as Buffer[]);
+    this.pend(Buffer.concat(sources as Buffer[]), position, durable);
+  }
+
+  private pend(data: Buffer, position: number, durable: boolean): void {
     this.pending.push({ position, data, durable });
     this.pendingSize = Math.max(this.pendingSize, position + data.length);
   }
@@ -96,8 +99,7 @@ export class SimDisk implements BlockFile {
   // written) while a write fault is armed, so the fault meets the write made the usual way.
   writeNow(source: Buffer, position: number): boolean {
     if (this.closed || this.faults.some((fault) => fault.on === "write" || fault.on === "any")) return false;
-    this.pending.push({ position, data: Buffer.from(source), durable: false });
-    this.pendingSize = Math.max(this.pendingSize, position + source.length);
+    this.pend(Buffer.from(source), position, false);
     return true;
   }
 

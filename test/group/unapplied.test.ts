@@ -9,22 +9,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { OperatingError } from "../../src/errors.js";
 import { Group, type Durability } from "../../src/group/group.js";
 import { encodeOperationSet } from "../../src/group/operation.js";
-import { GroupLog } from "../../src/log/group-log.js";
-import { silentLogger } from "../../src/logger.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 import { Volume } from "../../src/volume/volume.js";
-import { smallLimits } from "../log/helpers.js";
-import { ActivityMap, activitySlotSize } from "../../src/group/activity-map.js";
+import { simGroup } from "./sim-group.js";
 
 const volumeSize = 1024 * 1024;
 const isDiskIo = (error: unknown) => error instanceof OperatingError && error.code === "DISK_IO";
 
 async function setup(durability: Durability): Promise<{ group: Group; first: Volume; second: Volume; firstDisk: SimDisk }> {
-  const logSize = 512 * 1024;
-  const log = await GroupLog.create(new SimDisk("log", logSize), { sizeBytes: logSize, groupId: "g", limits: smallLimits });
-  let group!: Group;
-  const activity = durability === "activity-map" ? (await ActivityMap.open(new SimDisk("activity", activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll())).map : null;
-  group = new Group("g", log, durability, activity, silentLogger);
+  const group = await simGroup(durability);
   const firstDisk = new SimDisk("first", volumeSize);
   const first = new Volume(1, "first", firstDisk, volumeSize, () => 0);
   const second = new Volume(2, "second", new SimDisk("second", volumeSize), volumeSize, () => 0);

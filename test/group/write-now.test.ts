@@ -6,23 +6,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { OperatingError } from "../../src/errors.js";
-import { ActivityMap, activitySlotSize } from "../../src/group/activity-map.js";
 import { Group, type Durability } from "../../src/group/group.js";
-import { GroupLog } from "../../src/log/group-log.js";
-import { silentLogger } from "../../src/logger.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 import { Volume } from "../../src/volume/volume.js";
-import { smallLimits } from "../log/helpers.js";
+import { simGroup } from "./sim-group.js";
 
 const volumeSize = 1024 * 1024;
 const block = (fill: number) => Buffer.alloc(4096, fill);
 
 async function setup(durability: Durability): Promise<{ group: Group; volume: Volume; disk: SimDisk }> {
-  const logSize = 512 * 1024;
-  const log = await GroupLog.create(new SimDisk("log", logSize), { sizeBytes: logSize, groupId: "g", limits: smallLimits });
-  let group!: Group;
-  const activity = durability === "activity-map" ? (await ActivityMap.open(new SimDisk("activity", activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll())).map : null;
-  group = new Group("g", log, durability, activity, silentLogger);
+  const group = await simGroup(durability);
   const disk = new SimDisk("image", volumeSize);
   const volume = new Volume(1, "disk0", disk, volumeSize, () => 0);
   group.addVolume(volume);
