@@ -25,9 +25,12 @@ import { replicationNameBytesMax, replicationRejectTextBytesMax } from "./limits
 import { isPrintable, PayloadReader, PayloadWriter } from "./payload-codec.js";
 
 // The protocol versions this build speaks (the message set and payload layouts; the frame
-// header has its own format version, frameVersion in frame.ts).
+// header has its own format version, frameVersion in frame.ts). Version 2: a records frame
+// may leave its records to their own checksums (RecordsFlag.recordChecksums, frame.ts).
 export const protocolVersionMin = 1;
-export const protocolVersionMax = 1;
+export const protocolVersionMax = 2;
+// The first version whose records frames carry RecordsFlag.recordChecksums.
+export const protocolVersionRecordChecksums = 2;
 
 export type PeerRole = "primary" | "secondary" | "bunker";
 const roleCodes: Record<PeerRole, number> = { primary: 1, secondary: 2, bunker: 3 };

@@ -1,4 +1,4 @@
-// The messages of the replication protocol, version 1: one union, and the two functions that
+// The messages of the replication protocol, versions 1 and 2: one union, and the two functions that
 // turn a message into a frame's type, flags and payload parts and a decoded frame back into a
 // message. The per-type codecs live with their neighbours (handshake.ts, records-batch.ts,
 // progress.ts, resync.ts). Decoding is strict and canonical: a payload that decodes re-encodes
@@ -52,7 +52,7 @@ export function messageEncode(message: MessageToSend): FramePayload {
     case "reject":
       return { type: FrameType.reject, flags: 0, payload: [rejectEncode(message)] };
     case "records": {
-      const flags = (message.ackNow ? RecordsFlag.ackNow : 0) | (message.intervalEnd ? RecordsFlag.intervalEnd : 0);
+      const flags = (message.ackNow ? RecordsFlag.ackNow : 0) | (message.intervalEnd ? RecordsFlag.intervalEnd : 0) | (message.recordChecksums === true ? RecordsFlag.recordChecksums : 0);
       return { type: FrameType.records, flags, payload: recordsEncode(message.records) };
     }
     case "ack":
@@ -102,6 +102,7 @@ export function messageDecode(frame: Frame, expected: RecordsExpectation = {}): 
         records: recordsDecode(payload, expected),
         ackNow: (frame.flags & RecordsFlag.ackNow) !== 0,
         intervalEnd: (frame.flags & RecordsFlag.intervalEnd) !== 0,
+        recordChecksums: (frame.flags & RecordsFlag.recordChecksums) !== 0,
       };
     case FrameType.ack:
       return ackDecode(payload);

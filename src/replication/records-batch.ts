@@ -41,6 +41,9 @@ export interface Records {
   readonly records: readonly LogRecord[];
   readonly ackNow: boolean; // sync links: make the batch durable and acknowledge at once
   readonly intervalEnd: boolean; // periodic links: the last record closes a consistent interval
+  // Protocol version 2: the frame's payload checksum covers the batch header only, the records
+  // their own bytes (frame.ts). Decoded: whether the frame said so; to send: false when absent.
+  readonly recordChecksums?: boolean;
 }
 
 // The bytes a batch of records with these payload sizes takes in a frame payload.

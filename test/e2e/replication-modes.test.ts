@@ -8,6 +8,7 @@ import { after, describe, it } from "node:test";
 import { join } from "node:path";
 import { cleanup, lockstep, run, runOk, tempDir } from "./harness.js";
 import { startDemo, stopDemo } from "./demo-process.js";
+import { protocolVersionMax } from "../../src/replication/handshake.js";
 
 describe("replication in each mode (demo --secondaries 2)", () => {
   const dirs: string[] = [];
@@ -36,6 +37,9 @@ describe("replication in each mode (demo --secondaries 2)", () => {
         await runOk("qemu-io", ["-f", "raw", primary.nbd, "-c", "write -z 1M 256k", "-c", "discard 4M 512k", "-c", "write -P 0x5a 60M 1M"]);
         const drained = await lockstep(["--node", primary.node, "drain", "--timeout", "120s"]);
         assert.equal(drained.code, 0, drained.stderr);
+        // Both ends speak version 2: the records frames leave the records to their own checksums.
+        const linkStatus = JSON.parse((await lockstep(["--node", primary.node, "--json", "status"])).stdout) as { groups: { links: { protocolVersion: number | null }[] }[] };
+        assert.deepEqual(linkStatus.groups[0]!.links.map((link) => link.protocolVersion), [protocolVersionMax, protocolVersionMax]);
         for (const name of ["secondary1", "secondary2"]) {
           const secondary = ready.nodes[name]!;
           await runOk("qemu-img", ["compare", "-f", "raw", "-F", "raw", primary.volumes.disk0!, secondary.volumes.disk0!]);

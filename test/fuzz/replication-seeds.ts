@@ -11,6 +11,7 @@ import { logRecordPayloadSizeMax, sectorSize, snapshotsPerVolumeMax, verifyRegio
 import { crc32c } from "../../src/io/crc32c.js";
 import { RecordKind, recordHeaderSize } from "../../src/log/record.js";
 import { FrameType, frameEncode, frameHeaderSize, frameTypeRule } from "../../src/replication/frame.js";
+import { protocolVersionMax } from "../../src/replication/handshake.js";
 import { replicationBatchRecordsMax, replicationFramePayloadSizeMax, replicationRegionDataSizeMax, replicationRegionsPerFrameMax } from "../../src/replication/limits.js";
 import { type MessageToSend, messageEncode } from "../../src/replication/message.js";
 import { Random } from "../../src/sim/random.js";
@@ -230,7 +231,7 @@ export function messagesOfEveryKind(random: Random, context: StreamContext): Mes
 export function hellosRefused(context: StreamContext): MessageToSend[] {
   const hello = helloOfPrimary(context) as Extract<MessageToSend, { kind: "hello" }>;
   return [
-    { ...hello, versionMin: 2, versionMax: 3 },
+    { ...hello, versionMin: protocolVersionMax + 1, versionMax: protocolVersionMax + 2 },
     { ...hello, group: `${context.group}-other` },
     { ...hello, role: "bunker" },
     { ...hello, node: `${context.primary}-other` },

@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { logRecordPayloadSizeMax } from "../../src/constants.js";
 import { crc32c } from "../../src/io/crc32c.js";
-import { RecordKind } from "../../src/log/record.js";
+import { RecordKind, recordHeaderSize } from "../../src/log/record.js";
 import {
   FrameEncoder,
   type FrameHeader,
@@ -100,12 +100,46 @@ describe("replication frame codec", () => {
         const [frame] = encodeStream([message]);
         const index = at % frame!.length;
         frame![index]! ^= 1 << bit;
-        const reason = expectFrameError(() => frameDecode(frame!));
         const expected = index < 4 ? "magic" : index < 6 ? "version" : index < frameHeaderSize ? "headerChecksum" : "payloadChecksum";
-        assert.equal(reason, expected);
+        if (message.kind === "records" && message.recordChecksums === true && index >= frameHeaderSize + recordsBatchHeaderSize) {
+          // The frame's checksum stops at the batch header: the record the flip hit refuses it.
+          const { frame: decoded } = frameDecode(frame!);
+          assert.ok(["record", "lsn", "length", "field"].includes(expectFrameError(() => messageDecode(decoded, {}))));
+          return;
+        }
+        assert.equal(expectFrameError(() => frameDecode(frame!)), expected);
       }),
       { numRuns: 3000 },
     );
+  });
+
+  it("records frames with recordChecksums: the frame checks the batch header, each record its own bytes", () => {
+    const records = chainedRecords(7n, 3n, 0, [
+      { fields: { ...zeroFields, kind: RecordKind.write, length: 4096 }, payload: Buffer.alloc(4096, 0x5a) },
+      { fields: { ...zeroFields, kind: RecordKind.write, offset: 4096, length: 4096 }, payload: Buffer.alloc(4096, 0xa5) },
+    ]);
+    const [flagged] = encodeStream([{ kind: "records", records, ackNow: false, intervalEnd: false, recordChecksums: true }]);
+    const [whole] = encodeStream([{ kind: "records", records, ackNow: false, intervalEnd: false }]);
+    assert.equal(flagged!.readUInt16LE(8), RecordsFlag.recordChecksums);
+    assert.equal(flagged!.readUInt32LE(24), crc32c(flagged!.subarray(frameHeaderSize, frameHeaderSize + recordsBatchHeaderSize)));
+    assert.equal(whole!.readUInt32LE(24), crc32c(whole!.subarray(frameHeaderSize)));
+    assert.deepEqual(flagged!.subarray(frameHeaderSize), whole!.subarray(frameHeaderSize)); // the same payload
+    const decoded = messageDecode(frameDecode(flagged!).frame);
+    assert.equal(decoded.kind === "records" && decoded.recordChecksums, true);
+    const flip = (frame: Buffer, at: number) => {
+      const copy = Buffer.from(frame);
+      copy[at]! ^= 0x10;
+      return copy;
+    };
+    // In the batch header (firstLsn, count, reserved): the frame checksum.
+    for (const at of [0, 8, 12]) assert.equal(expectFrameError(() => frameDecode(flip(flagged!, frameHeaderSize + at))), "payloadChecksum");
+    // In a record's header or payload: the frame passes, the record refuses it.
+    const secondPayload = frameHeaderSize + recordsBatchHeaderSize + 2 * recordHeaderSize + 4096 + 100;
+    for (const at of [frameHeaderSize + recordsBatchHeaderSize + 40, frameHeaderSize + recordsBatchHeaderSize + recordHeaderSize + 5, secondPayload]) {
+      const { frame } = frameDecode(flip(flagged!, at));
+      assert.equal(expectFrameError(() => messageDecode(frame)), "record");
+      assert.equal(expectFrameError(() => frameDecode(flip(whole!, at))), "payloadChecksum"); // without the flag, the frame
+    }
   });
 
   it("rejects every truncation", () => {
@@ -192,10 +226,10 @@ describe("replication frame codec", () => {
     assert.equal(reason(forge(frame, (bytes) => bytes.writeUInt32LE(0, 24))), "payloadChecksum");
     assert.equal(reason(frame.subarray(0, frameHeaderSize - 1)), "truncated");
     assert.equal(reason(frame.subarray(0, frame.length - 1)), "truncated");
-    // Flags are per type: records know ackNow and intervalEnd, not more.
+    // Flags are per type: records know ackNow, intervalEnd and recordChecksums, not more.
     const records = encodeStream([{ kind: "records", records: chainedRecords(1n, 1n, 0, [{ fields: zeroFields, payload: Buffer.alloc(0) }]), ackNow: true, intervalEnd: true }])[0]!;
     assert.equal(records.readUInt16LE(8), RecordsFlag.ackNow | RecordsFlag.intervalEnd);
-    assert.equal(reason(forge(records, (bytes) => bytes.writeUInt16LE(4, 8))), "flags");
+    assert.equal(reason(forge(records, (bytes) => bytes.writeUInt16LE(8, 8))), "flags");
   });
 
   it("refuses a payload size of 0xffffffff, or above a type's or the receiver's limit, before allocating", () => {

@@ -119,10 +119,11 @@ export const recordsArbitrary: fc.Arbitrary<MessageToSend & { kind: "records" }>
     previousChecksum: u32,
     ackNow: fc.boolean(),
     intervalEnd: fc.boolean(),
+    recordChecksums: fc.boolean(),
   })
-  .map(({ shapes, firstLsn, logId, previousChecksum, ackNow, intervalEnd }) => {
+  .map(({ shapes, firstLsn, logId, previousChecksum, ackNow, intervalEnd, recordChecksums }) => {
     const first = firstLsn + BigInt(shapes.length - 1) > u64Max ? u64Max - BigInt(shapes.length - 1) : firstLsn;
-    return { kind: "records" as const, records: chainedRecords(first, logId, previousChecksum, shapes), ackNow, intervalEnd };
+    return { kind: "records" as const, records: chainedRecords(first, logId, previousChecksum, shapes), ackNow, intervalEnd, recordChecksums };
   });
 
 export const ackArbitrary: fc.Arbitrary<Ack> = fc.tuple(fc.array(u64, { minLength: 3, maxLength: 3 }), fc.boolean()).map(([values, consistent]) => {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RecordKind } from "../../src/log/record.js";
-import type { Accept, Hello } from "../../src/replication/handshake.js";
+import { type Accept, type Hello, protocolVersionMax } from "../../src/replication/handshake.js";
 import { type ReceiverEffect, type ReceiverExpectation, type ReceiverState, primaryHelloRefusal, receiverInitial, receiverStep, receiverTick } from "../../src/replication/link-receiver.js";
 import type { Message } from "../../src/replication/message.js";
 import { recordsDecode, recordsEncode } from "../../src/replication/records-batch.js";
@@ -69,7 +69,7 @@ describe("link receiver: the primary's hello", () => {
   });
 
   const cases: [string, Partial<Hello>, string][] = [
-    ["no common version", { versionMin: 2, versionMax: 5 }, "versionMismatch"],
+    ["no common version", { versionMin: protocolVersionMax + 1, versionMax: protocolVersionMax + 4 }, "versionMismatch"],
     ["another group", { group: "mail" }, "unknownGroup"],
     ["a secondary claiming to send the stream", { role: "secondary" }, "roleConflict"],
     ["another node than the accepted primary", { node: "site-x" }, "notConfiguredPrimary"],
@@ -102,7 +102,7 @@ describe("link receiver: phase rules", () => {
 
   it("an accept of a version we do not speak is a protocol error", () => {
     const [waiting] = step(receiverInitial(t0), primaryHello());
-    assertProtocolError(step(waiting, accept("log", { protocolVersion: 2 })));
+    assertProtocolError(step(waiting, accept("log", { protocolVersion: protocolVersionMax + 1 })));
   });
 
   it("a reject closes in any phase, without answering it", () => {
