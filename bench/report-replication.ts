@@ -85,7 +85,7 @@ export function linkOverheadTables(result: BenchResult): TitledTable[] {
  * gives a ratio and the verdict is on their median: the two median rounds may come from
  * different rounds, one of them slowed by the machine, and their ratio would mean nothing.
  */
-function asyncRatioNotes(result: BenchResult, row: string): string[] {
+export function asyncRatioNotes(result: BenchResult, row: string): string[] {
   const asyncRounds = result.targets.find((target) => target.name === asyncTarget)?.roundRows.filter((entry) => entry.row === row) ?? [];
   const baseRounds = result.targets.find((target) => target.name === baselineTarget)?.roundRows.filter((entry) => entry.row === row) ?? [];
   const perRound = asyncRounds.flatMap((entry) => {
