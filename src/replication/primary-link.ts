@@ -117,8 +117,7 @@ interface Session {
   replies: Map<number, (reply: Message | null) => void>; // hashReply, twinList
   twinMarks: number; // the link's twin marks when this session's resync built the twins (-1: it did not)
   nextRequestId: number;
-  accepted: boolean; // the accept went out: heartbeats may follow it
-  protocolVersion: number; // the version the accept chose (0 until then)
+  protocolVersion: number; // the version the accept chose; 0 until it went out (no heartbeats before)
   peerConsistent: boolean; // the peer's last ack said its volumes are a consistent image
   carry: LogRecord | null; // read from the cursor but left for the next batch (it would overfill a frame)
   cursor: LogCursor | null; // reads records back from the log when the ship cache no longer holds them
@@ -353,7 +352,6 @@ export class PrimaryLink {
       replies: new Map(),
       twinMarks: -1,
       nextRequestId: 1,
-      accepted: false,
       protocolVersion: 0,
       peerConsistent: false,
       carry: null,
@@ -426,7 +424,7 @@ export class PrimaryLink {
         this.onProgress(session);
         return;
       case "heartbeat":
-        if (session.accepted && nowMs - session.stream.sentAtMs >= linkHeartbeatMs) session.stream.send({ kind: "heartbeat", timestampMs: nowMs, echoTimestampMs: effect.echoTimestampMs });
+        if (session.protocolVersion > 0 && nowMs - session.stream.sentAtMs >= linkHeartbeatMs) session.stream.send({ kind: "heartbeat", timestampMs: nowMs, echoTimestampMs: effect.echoTimestampMs });
         return;
       case "accept":
         void this.startStream(session, effect.protocolVersion, effect.decision).catch((error: unknown) => session.close(`stream failed: ${(error as Error).message}`));
@@ -496,7 +494,6 @@ export class PrimaryLink {
     if (previousChecksum === null) throw new OperatingError("OUT_OF_RANGE", { what: "link resume point no longer in the log", lsn: resumeLsn });
     session.state = { ...session.state, sentLsn: resumeLsn - 1n, receivedLsn: decision.start === "log" ? session.state.receivedLsn : resumeLsn - 1n, durableLsn: decision.start === "log" ? session.state.durableLsn : resumeLsn - 1n };
     session.stream.send({ kind: "accept", protocolVersion, start: decision.start, resumeLsn, previousChecksum, logId: log.logId, intervals: this.settingsValue.mode === "periodic" });
-    session.accepted = true;
     session.protocolVersion = protocolVersion;
     this.streamedThisSession = true;
     session.cutLsn = resumeLsn - 1n;
@@ -598,10 +595,8 @@ export class PrimaryLink {
     session.wake?.();
   }
 
-  // The record after `lsn − 1`: from the log's ship cache when it still holds it, else read back.
-  private async recordAt(session: Session, lsn: bigint): Promise<LogRecord | null> {
-    const cached = this.group.log.recent(lsn);
-    if (cached !== undefined) return cached;
+  // The record after `lsn − 1`, read back from the log (the ship cache no longer holds it).
+  private async recordReadBack(session: Session, lsn: bigint): Promise<LogRecord | null> {
     if (session.cursor === null || session.cursor.nextLsn !== lsn) session.cursor = this.group.log.cursor(lsn);
     return session.cursor.next();
   }
@@ -612,9 +607,9 @@ export class PrimaryLink {
     let bytes = 0;
     while (records.length < replicationBatchRecordsMax && bytes < linkBatchBytesMax) {
       const nextLsn = session.state.sentLsn + 1n + BigInt(records.length);
-      // From the ship cache without an await when it holds the record (the common case, one
-      // microtask saved per record), else read back.
-      const record = session.carry ?? (nextLsn <= limitLsn && nextLsn <= writtenLsn ? (this.group.log.recent(nextLsn) ?? (await this.recordAt(session, nextLsn))) : null);
+      // From the log's ship cache without an await when it still holds the record (the common
+      // case, one microtask saved per record), else read back.
+      const record = session.carry ?? (nextLsn <= limitLsn && nextLsn <= writtenLsn ? (this.group.log.recent(nextLsn) ?? (await this.recordReadBack(session, nextLsn))) : null);
       session.carry = null;
       if (record === null) break;
       if (record.lsn > limitLsn || (records.length > 0 && recordsBatchHeaderSize + bytes + recordHeaderSize + record.payloadSize > replicationFramePayloadSizeMax)) {
