@@ -13,6 +13,8 @@ export interface Extent {
 export interface BlockFile {
   readonly path: string;
   readonly isBlockDevice: boolean;
+  // Aligned writes go around the page cache (BlockFileOptions.bypassCache, where allowed).
+  readonly bypassesCache?: boolean;
   // Reads exactly target.length bytes at position; bytes past the end read as zero.
   read(target: Buffer, position: number): Promise<void>;
   // Writes every byte of every source, back to back, starting at position. durable: the bytes
@@ -47,6 +49,10 @@ export interface BlockFileOptions {
   // Every write goes to the I/O threads, none on the event loop (a group log's batches: tens
   // of KiB each, written while the event loop, a busy node's bottleneck, serves requests).
   writesOffLoop?: boolean;
+  // Aligned writes go around the page cache where the platform allows (O_DIRECT): for a file
+  // written once and seldom read back, whose every page would otherwise be a fresh page-cache
+  // page (a group log). Reads still go through the cache; datasync still makes writes durable.
+  bypassCache?: boolean;
 }
 
 export interface BlockFileOpener {

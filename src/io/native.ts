@@ -18,6 +18,11 @@ export interface NativeFs {
   writeNoWait(fd: number, sources: readonly Buffer[], position: number): number;
   // Each buffer at its own position, in order, by one thread-pool job (1..1024 of them).
   writeBatch(fd: number, sources: readonly Buffer[], positions: readonly number[]): Promise<void>;
+  // The buffers back to back at position, on a descriptor opened with O_DIRECT, through the
+  // pool thread's page-aligned buffer (1..1024 buffers; position and total length multiples
+  // of directAlignBytes).
+  writeDirect(fd: number, sources: readonly Buffer[], position: number): Promise<void>;
+  readonly directAlignBytes: number;
   // CRC-32C of the bytes in place, continuing from `initial` (src/io/crc32c.ts calls it).
   crc32c(data: Uint8Array, initial: number): number;
   // The same with the portable tables whatever the CPU: for the tests of that path only.

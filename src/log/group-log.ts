@@ -194,7 +194,8 @@ const zeroSector = Buffer.alloc(sectorSize); // padding source; never written to
 // page the page cache does not hold makes the file system read that page from disk first, and
 // the page past the head always holds an earlier lap of the log. Once a log had wrapped and its
 // pages had left the cache, every batch waited for such a read, and a node that had run for a
-// while wrote several times slower than a fresh one.
+// while wrote several times slower than a fresh one. Whole pages are also what a log file
+// opened with bypassCache (as nodes open theirs) can write around the page cache.
 const logPageBytes = 4096;
 const zeroPage = Buffer.alloc(logPageBytes); // padding source; never written to
 assert(logDataStart % logPageBytes === 0, "the data area starts on a page");

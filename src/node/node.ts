@@ -120,7 +120,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     await fsp.mkdir(nodeFiles.groupDir(dataDir, groupConfig.name), { recursive: true, mode: 0o700 });
     const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
     const fresh = !existsSync(logPath);
-    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true });
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true, bypassCache: true });
     this.groupFiles.set(groupConfig.name, logFile);
     const log = fresh
       ? await GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name })
@@ -168,7 +168,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     await fsp.mkdir(groupDir, { recursive: true, mode: 0o700 });
     const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
     const fresh = !existsSync(logPath);
-    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true });
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true, bypassCache: true });
     this.groupFiles.set(groupConfig.name, logFile);
     const replica = await Replica.open(groupConfig.name, logFile, fresh, {
       logger: this.logger.child({ subsystem: "replica", group: groupConfig.name }),
@@ -626,7 +626,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     };
   }
 
-  private logStatus(log: GroupLog): Record<string, unknown> {
+  private logStatus(group: string, log: GroupLog): Record<string, unknown> {
     const usage = log.usage();
     return {
       state: log.health.state,
@@ -639,6 +639,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       durableLsn: String(usage.durableLsn),
       batches: usage.batches,
       syncs: usage.syncs,
+      // its batches go around the page cache (O_DIRECT; false where the file system refuses it)
+      directIo: this.groupFiles.get(group)?.bypassesCache ?? false,
     };
   }
 
@@ -647,7 +649,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       name: group.name,
       role: "primary",
       durability: group.durability,
-      log: this.logStatus(group.log),
+      log: this.logStatus(group.name, group.log),
       inflight: group.inflight,
       // logged changes a disk error kept from the images, being retried (DESIGN-NOTES §3)
       unapplied: group.unappliedList(),
@@ -675,7 +677,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       durableLsn: String(replica.log.durableLsn),
       pendingBytes: replica.pendingBytes,
       failure: replica.health?.message ?? null,
-      log: this.logStatus(replica.log),
+      log: this.logStatus(replica.name, replica.log),
       stats: replica.stats,
       recovery: this.recoveries.get(replica.name) ?? null,
       volumes: replica.volumeList().map((volume) => volume.name),

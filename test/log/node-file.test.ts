@@ -1,6 +1,8 @@
 // The group log on a real file (NodeBlockFile, native addon) in a temporary directory:
 // appends with durability waits, reopen after a clean close and after an abandoned log (as
-// after kill -9), and a new log made over an old one never recovers the old records.
+// after kill -9), and a new log made over an old one never recovers the old records. Run
+// with the log's batches through the page cache and around it (bypassCache, as nodes open
+// their logs).
 
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
@@ -23,11 +25,12 @@ describe("group log on a real file", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
-  it("appends, closes, reopens, recovers an abandoned log, and ignores an older log", async () => {
-    const path = join(directory, "group.log");
+  for (const bypassCache of [false, true]) it(`appends, closes, reopens, recovers an abandoned log, and ignores an older log (${bypassCache ? "batches around the page cache" : "through the page cache"})`, async () => {
+    const path = join(directory, `group-${bypassCache}.log`);
     const random = new Random(11);
     const payloads: Buffer[] = [];
-    let file = await NodeBlockFile.open(path, { create: 0 });
+    let file = await NodeBlockFile.open(path, { create: 0, bypassCache });
+    assert.equal(file.bypassesCache, bypassCache, "the test directory's file system refuses O_DIRECT");
     let log = await GroupLog.create(file, { sizeBytes: logSizeMin, groupId: "real" });
     assert.equal((await stat(path)).size, logSizeMin);
     const waits: Promise<void>[] = [];
@@ -40,10 +43,13 @@ describe("group log on a real file", () => {
     await Promise.all(waits);
     const usage = log.usage();
     assert.ok(usage.syncs < 2000 / 16, `${usage.syncs} datasyncs`);
+    // (a first batch that starts inside a page is written through the cache; the rest are whole pages)
+    if (bypassCache) assert.ok(file.directWrites >= usage.batches - 1, `${file.directWrites} of ${usage.batches} batches around the page cache`);
+    else assert.equal(file.directWrites, 0);
     await log.close();
     await file.close();
 
-    file = await NodeBlockFile.open(path);
+    file = await NodeBlockFile.open(path, { bypassCache });
     log = await GroupLog.open(file, { groupId: "real" });
     assert.equal(log.recovery!.headLsn, 2000n);
     const records = await readAll(log, 1n);
@@ -54,14 +60,14 @@ describe("group log on a real file", () => {
     await log.written(2010n);
     await file.close();
 
-    file = await NodeBlockFile.open(path);
+    file = await NodeBlockFile.open(path, { bypassCache });
     log = await GroupLog.open(file);
     assert.equal(log.recovery!.headLsn, 2010n);
     await log.close();
     await file.close();
 
     // A new log over the old one: the old records have another logId and are not recovered.
-    file = await NodeBlockFile.open(path);
+    file = await NodeBlockFile.open(path, { bypassCache });
     log = await GroupLog.create(file, { sizeBytes: logSizeMin, groupId: "real" });
     await log.close();
     await file.close();
