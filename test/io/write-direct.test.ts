@@ -1,6 +1,6 @@
 // Writes around the page cache (BlockFileOptions.bypassCache: O_DIRECT through the native
-// addon's writeDirect, a group log's batches): an aligned write of any list of buffers goes
-// direct, an unaligned one through the cache, and however they interleave and overlap, reads
+// addon's writeDirect, a group log's batches): an aligned write of directWriteBytesMin or more,
+// of any list of buffers, goes direct, an unaligned or smaller one through the cache, and however they interleave and overlap, reads
 // (cached or not) and the file on disk show the writes in the order they were made. Bad
 // arguments to writeDirect are a TypeError before anything is written.
 
@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { NodeBlockFile } from "../../src/io/node-block-file.js";
+import { directWriteBytesMin, NodeBlockFile } from "../../src/io/node-block-file.js";
 import { nativeFs } from "../../src/io/native.js";
 import { Random } from "../../src/sim/random.js";
 
@@ -35,7 +35,7 @@ describe("writes around the page cache on a real file", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
-  it("aligned writes go direct, others through the cache, and the file is the writes in order", async () => {
+  it("large aligned writes go direct, others through the cache, and the file is the writes in order", async () => {
     const size = 4 * 1024 * 1024;
     const path = join(directory, "log");
     const file = await NodeBlockFile.open(path, { create: size, bypassCache: true, writesOffLoop: true });
@@ -44,10 +44,11 @@ describe("writes around the page cache on a real file", () => {
     const random = new Random(21);
     let aligned = 0;
     for (let round = 0; round < 200; round++) {
-      const direct = random.below(3) !== 0;
-      // direct: whole blocks, up to 3 MiB (more than the addon's 1 MiB chunk); else any range
-      const length = direct ? align * (1 + random.below(random.below(8) === 0 ? 768 : 16)) : 1 + random.below(20_000);
-      const position = direct ? align * random.below((size - length) / align + 1) : random.below(size - length + 1);
+      const kind = random.below(3); // 0, 1: whole blocks; 2: any range
+      // whole blocks: from 4 KiB to 3 MiB (more than the addon's 1 MiB chunk)
+      const length = kind < 2 ? align * (1 + random.below(random.below(4) === 0 ? 768 : 64)) : 1 + random.below(20_000);
+      const position = kind < 2 ? align * random.below((size - length) / align + 1) : random.below(size - length + 1);
+      const direct = kind < 2 && length >= directWriteBytesMin;
       const sources = pieces(random, length);
       await file.write(sources, position);
       Buffer.concat(sources).copy(expected, position);
@@ -57,6 +58,7 @@ describe("writes around the page cache on a real file", () => {
       await file.read(probe, position);
       assert.ok(probe.equals(expected.subarray(position, position + probe.length)), `round ${round}: a read after the write differs`);
     }
+    assert.ok(aligned >= 20, `only ${aligned} writes large enough to go direct`);
     assert.equal(file.directWrites, aligned);
     await file.datasync();
     const whole = Buffer.alloc(size);
@@ -67,9 +69,9 @@ describe("writes around the page cache on a real file", () => {
   });
 
   it("a file opened without bypassCache writes nothing direct", async () => {
-    const file = await NodeBlockFile.open(join(directory, "image"), { create: 65536 });
+    const file = await NodeBlockFile.open(join(directory, "image"), { create: directWriteBytesMin });
     assert.equal(file.bypassesCache, false);
-    await file.write([Buffer.alloc(align, 3)], 0);
+    await file.write([Buffer.alloc(directWriteBytesMin, 3)], 0);
     assert.equal(file.directWrites, 0);
     await file.close();
   });

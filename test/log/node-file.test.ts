@@ -43,8 +43,8 @@ describe("group log on a real file", () => {
     await Promise.all(waits);
     const usage = log.usage();
     assert.ok(usage.syncs < 2000 / 16, `${usage.syncs} datasyncs`);
-    // (a first batch that starts inside a page is written through the cache; the rest are whole pages)
-    if (bypassCache) assert.ok(file.directWrites >= usage.batches - 1, `${file.directWrites} of ${usage.batches} batches around the page cache`);
+    // (small batches, and a first one that starts inside a page, go through the cache)
+    if (bypassCache) assert.ok(file.directWrites > 0, `none of ${usage.batches} batches around the page cache`);
     else assert.equal(file.directWrites, 0);
     await log.close();
     await file.close();
