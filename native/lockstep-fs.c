@@ -463,9 +463,14 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
   }
   WriteJob *job = job_create(env, fd, argv[1], positions_count, usage);
   if (job == NULL) return NULL;
+  if (job->count != positions_count) {
+    job_free(job);
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
   for (uint32_t index = 0; index < job->count; index++) {
     napi_value position;
-    if (job->count != positions_count || napi_get_element(env, argv[2], index, &position) != napi_ok ||
+    if (napi_get_element(env, argv[2], index, &position) != napi_ok ||
         !read_int64(env, position, &job->positions[index]) || job->positions[index] < 0) {
       job_free(job);
       napi_throw_type_error(env, NULL, usage);
@@ -547,6 +552,8 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "SEEK_HOLE", constant));
   CHECK(napi_create_int32(env, SEEK_END, &constant));
   CHECK(napi_set_named_property(env, exports, "SEEK_END", constant));
+  CHECK(napi_create_int32(env, WRITE_BATCH_MAX, &constant));
+  CHECK(napi_set_named_property(env, exports, "writeSourcesMax", constant));
   CHECK(napi_create_int32(env, DIRECT_ALIGN_BYTES, &constant));
   CHECK(napi_set_named_property(env, exports, "directAlignBytes", constant));
   CHECK(napi_get_boolean(env, crc32c_hardware(), &constant));

@@ -23,6 +23,8 @@ export interface NativeFs {
   // of directAlignBytes).
   writeDirect(fd: number, sources: readonly Buffer[], position: number): Promise<void>;
   readonly directAlignBytes: number;
+  // The most buffers one writeBatch or writeDirect takes.
+  readonly writeSourcesMax: number;
   // CRC-32C of the bytes in place, continuing from `initial` (src/io/crc32c.ts calls it).
   crc32c(data: Uint8Array, initial: number): number;
   // The same with the portable tables whatever the CPU: for the tests of that path only.

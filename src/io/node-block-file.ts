@@ -64,8 +64,8 @@ const inlineSlowSpacingWrites = 1024;
 // Around the page cache (BlockFileOptions.bypassCache): a write of at least
 // directWriteBytesMin whose position and length are multiples of directAlignBytes goes
 // through a second descriptor opened with O_DIRECT, copied on the thread pool into that
-// thread's page-aligned buffer (native writeDirect). At most directSourcesMax buffers per write
-// (the addon's limit); a smaller or larger write, an unaligned one, or any write to a file
+// thread's page-aligned buffer (native writeDirect). At most the addon's writeSourcesMax
+// buffers per write; a smaller or larger write, an unaligned one, or any write to a file
 // system that refuses O_DIRECT takes the usual path. Both descriptors are of one file: the
 // kernel keeps the page cache coherent with direct writes, and a datasync of either makes both
 // durable.
@@ -79,7 +79,6 @@ const inlineSlowSpacingWrites = 1024;
 // high load.
 const directAlignBytes = nativeFs.directAlignBytes;
 export const directWriteBytesMin = 128 * 1024;
-const directSourcesMax = 1024;
 
 export class NodeBlockFile implements BlockFile {
   private inlineWritesAfterMs = 0;
@@ -186,7 +185,7 @@ export class NodeBlockFile implements BlockFile {
   async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
     const length = sources.length === 1 ? sources[0]!.length : sources.reduce((sum, source) => sum + source.length, 0);
     if (durable) return this.writeAll(sources, position, length, (await this.dsyncFile()).fd);
-    if (this.bypassesCache && length >= directWriteBytesMin && position % directAlignBytes === 0 && length % directAlignBytes === 0 && sources.length <= directSourcesMax) {
+    if (this.bypassesCache && length >= directWriteBytesMin && position % directAlignBytes === 0 && length % directAlignBytes === 0 && sources.length <= nativeFs.writeSourcesMax) {
       if (await this.writeDirect(this.directHandle!, sources, position)) return;
     }
     if (this.writeInline(sources, position, length)) return;

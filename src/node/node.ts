@@ -118,10 +118,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     const dataDir = this.config.node.dataDir;
     const logger = this.logger.child({ subsystem: "group" });
     await fsp.mkdir(nodeFiles.groupDir(dataDir, groupConfig.name), { recursive: true, mode: 0o700 });
-    const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
-    const fresh = !existsSync(logPath);
-    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true, bypassCache: true });
-    this.groupFiles.set(groupConfig.name, logFile);
+    const { logFile, fresh } = await this.openLogFile(groupConfig);
     const log = fresh
       ? await GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name })
       : await GroupLog.open(logFile);
@@ -161,15 +158,22 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     await this.replication.startPrimary(group, report.recoveredActivityExtents);
   }
 
+  // A group's log file (primary or replica): made with the configured size if missing, its
+  // batches written off the event loop and around the page cache.
+  private async openLogFile(groupConfig: GroupConfig): Promise<{ logFile: BlockFile; fresh: boolean }> {
+    const logPath = nodeFiles.groupLog(this.config.node.dataDir, groupConfig.name);
+    const fresh = !existsSync(logPath);
+    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true, bypassCache: true });
+    this.groupFiles.set(groupConfig.name, logFile);
+    return { logFile, fresh };
+  }
+
   // A secondary group: its log copy, its volumes (read-only exports), redo, then the applier.
   private async openReplica(groupConfig: GroupConfig): Promise<void> {
     const dataDir = this.config.node.dataDir;
     const groupDir = nodeFiles.groupDir(dataDir, groupConfig.name);
     await fsp.mkdir(groupDir, { recursive: true, mode: 0o700 });
-    const logPath = nodeFiles.groupLog(dataDir, groupConfig.name);
-    const fresh = !existsSync(logPath);
-    const logFile = await this.environment.files.open(logPath, { create: groupConfig.logSize, writesOffLoop: true, bypassCache: true });
-    this.groupFiles.set(groupConfig.name, logFile);
+    const { logFile, fresh } = await this.openLogFile(groupConfig);
     const replica = await Replica.open(groupConfig.name, logFile, fresh, {
       logger: this.logger.child({ subsystem: "replica", group: groupConfig.name }),
       host: this,
