@@ -15,6 +15,9 @@ export interface BlockFile {
   readonly isBlockDevice: boolean;
   // Aligned writes go around the page cache (BlockFileOptions.bypassCache, where allowed).
   readonly bypassesCache?: boolean;
+  // Whether write() of this many bytes in this many sources at this position would go around
+  // the page cache (and so leave no dirty pages for startWriteback to push).
+  writesAround?(position: number, length: number, sourceCount: number): boolean;
   // Reads exactly target.length bytes at position; bytes past the end read as zero.
   read(target: Buffer, position: number): Promise<void>;
   // Writes every byte of every source, back to back, starting at position. durable: the bytes

@@ -185,11 +185,16 @@ export class NodeBlockFile implements BlockFile {
   async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
     const length = sources.length === 1 ? sources[0]!.length : sources.reduce((sum, source) => sum + source.length, 0);
     if (durable) return this.writeAll(sources, position, length, (await this.dsyncFile()).fd);
-    if (this.bypassesCache && length >= directWriteBytesMin && position % directAlignBytes === 0 && length % directAlignBytes === 0 && sources.length <= nativeFs.writeSourcesMax) {
+    if (this.writesAround(position, length, sources.length)) {
       if (await this.writeDirect(this.directHandle!, sources, position)) return;
     }
     if (this.writeInline(sources, position, length)) return;
     return this.writeAll(sources, position, length, this.fd);
+  }
+
+  writesAround(position: number, length: number, sourceCount: number): boolean {
+    const aligned = position % directAlignBytes === 0 && length % directAlignBytes === 0;
+    return this.bypassesCache && length >= directWriteBytesMin && aligned && sourceCount <= nativeFs.writeSourcesMax;
   }
 
   // True when written; false when the kernel refused the alignment after all (EINVAL: a device

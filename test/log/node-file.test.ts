@@ -25,6 +25,7 @@ describe("group log on a real file", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
+  const writebacks = new Map<boolean, number>(); // startWriteback calls while appending, by mode
   for (const bypassCache of [false, true]) it(`appends, closes, reopens, recovers an abandoned log, and ignores an older log (${bypassCache ? "batches around the page cache" : "through the page cache"})`, async () => {
     const path = join(directory, `group-${bypassCache}.log`);
     const random = new Random(11);
@@ -33,6 +34,12 @@ describe("group log on a real file", () => {
     assert.equal(file.bypassesCache, bypassCache, "the test directory's file system refuses O_DIRECT");
     let log = await GroupLog.create(file, { sizeBytes: logSizeMin, groupId: "real" });
     assert.equal((await stat(path)).size, logSizeMin);
+    let writebackCalls = 0;
+    const startWriteback = file.startWriteback.bind(file);
+    file.startWriteback = (offset, length) => {
+      writebackCalls += 1;
+      startWriteback(offset, length);
+    };
     const waits: Promise<void>[] = [];
     for (let index = 0; index < 2000; index++) {
       const payload = random.fill(Buffer.alloc(random.below(3) === 0 ? 65536 : 4096));
@@ -46,6 +53,10 @@ describe("group log on a real file", () => {
     // (small batches, and a first one that starts inside a page, go through the cache)
     if (bypassCache) assert.ok(file.directWrites > 0, `none of ${usage.batches} batches around the page cache`);
     else assert.equal(file.directWrites, 0);
+    // writeback is started for bytes written through the cache only (tens of MiB appended here)
+    writebacks.set(bypassCache, writebackCalls);
+    if (!bypassCache) assert.ok(writebackCalls >= 3, `${writebackCalls} writebacks started`);
+    else assert.ok(writebackCalls < writebacks.get(false)!, `${writebackCalls} writebacks started around the cache, ${writebacks.get(false)} through it`);
     await log.close();
     await file.close();
 
