@@ -31,6 +31,8 @@ export const nbdMetaContextsMax = 16; // queries in one SET/LIST_META_CONTEXT
 export const nbdOptionDrainSizeMax = 1 * MiB; // an option above nbdOptionDataSizeMax is drained and refused up to this; beyond, hard disconnect
 export const nbdWriteDrainSizeMax = 4 * nbdPayloadSizeMax; // a refused WRITE's payload is drained (not buffered) up to this
 export const nbdCloseMsMax = 5_000; // close() waits this long for in-flight requests
+export const nbdPollMicrosDefault = 50; // the event loop polls this long after a reply before it sleeps (nbd/poll-window.ts)
+export const nbdPollMicrosMax = 1000; // config's limit: a longer window only burns CPU
 export const nbdBlockSizeMinimum = sectorSize; // advertised; enforced when the client negotiated block sizes
 export const nbdBlockSizePreferred = blockSizePreferred;
 

@@ -12,7 +12,8 @@
 // buffer only when a header straddles two chunks); a WRITE payload is allocated once and the
 // chunk pieces copied in; a READ reply is one buffer (reply header + data, the export reads
 // into the tail); replies completed in the same tick leave in one writev (cork, uncork on the
-// next tick). Requests carry their state in arguments, not in per-request objects.
+// next tick), after which the event loop polls for a moment before it sleeps (PollWindow).
+// Requests carry their state in arguments, not in per-request objects.
 //
 // Flow control: before decoding the next request header, the connection stops reading while
 // nbdRequestsInflightMax requests are running, nbdInflightBytesMax bytes of payload are held,
@@ -21,6 +22,7 @@
 
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
+import { noPollWindow, type PollWindow } from "./poll-window.js";
 import {
   nbdBlockStatusExtentsMax,
   nbdHandshakeMsMax,
@@ -130,6 +132,7 @@ export class NbdConnection {
     private readonly logger: Logger,
     private readonly onClosed: (connection: NbdConnection) => void = () => {},
     private readonly handshakeMsMax = nbdHandshakeMsMax,
+    private readonly pollWindow: PollWindow = noPollWindow,
   ) {
     unixConnections += 1;
     this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : `unix#${unixConnections}`;
@@ -606,6 +609,10 @@ export class NbdConnection {
   uncorkNow(): void {
     this.corked = false;
     this.socket.uncork();
+    // Only when nothing is left in flight: then the client alone can bring the next piece of
+    // work. With requests still waiting (for the disk, a sync peer), the loop must not spin
+    // and keep the threads and processes they wait for off this CPU.
+    if (this.inflightCount === 0) this.pollWindow.extend();
   }
 
   // ---- Flow control and endings ----

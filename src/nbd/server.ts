@@ -8,6 +8,7 @@ import * as net from "node:net";
 import { nbdConnectionsMax, nbdHandshakeMsMax } from "../constants.js";
 import type { Logger } from "../logger.js";
 import { NbdConnection } from "./connection.js";
+import { PollWindow } from "./poll-window.js";
 import type { NbdExportRegistry, NbdObserver } from "./export.js";
 import { nbdCloseMsMax } from "../constants.js";
 
@@ -15,6 +16,7 @@ import { nbdCloseMsMax } from "../constants.js";
 export interface NbdServerOptions {
   readonly handshakeMsMax?: number;
   readonly closeMsMax?: number;
+  readonly pollMicros?: number; // PollWindow: 0 (the default here) never polls after a reply
 }
 
 export class NbdServer {
@@ -22,6 +24,7 @@ export class NbdServer {
   private readonly connections = new Set<NbdConnection>();
   private readonly logger: Logger;
   private closing = false;
+  readonly pollWindow: PollWindow;
 
   constructor(
     private readonly registry: NbdExportRegistry,
@@ -30,6 +33,7 @@ export class NbdServer {
     private readonly options: NbdServerOptions = {},
   ) {
     this.logger = logger.child({ subsystem: "nbd" });
+    this.pollWindow = new PollWindow(options.pollMicros ?? 0);
   }
 
   get connectionCount(): number {
@@ -57,6 +61,7 @@ export class NbdServer {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.pollWindow.stop();
     const listenersClosed = Promise.all(
       this.listeners.splice(0).map((listener) => new Promise<void>((resolve) => listener.close(() => resolve()))),
     );
@@ -112,6 +117,7 @@ export class NbdServer {
       this.logger,
       (closed) => this.connections.delete(closed),
       this.options.handshakeMsMax ?? nbdHandshakeMsMax,
+      this.pollWindow,
     );
     this.connections.add(connection);
   }

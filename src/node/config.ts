@@ -3,7 +3,8 @@
 //
 //   node:   { name, dataDir }                      identity and the node's own directory
 //   api:    { listen: "127.0.0.1:0" }              admin HTTP API, loopback only
-//   nbd:    { socket?: path, listen?: "host:port" } where clients connect (at least one)
+//   nbd:    { socket?: path, listen?: "host:port",  where clients connect (at least one)
+//             pollMicros }                          how long the event loop polls after a reply (0: never)
 //   replication: { listen?: "host:port" }          where this node's secondary groups accept their primaries' links
 //   groups: [{ name, role, logSize, durability, snapshots: { chunkSize, storeSize },
 //             protection: { destructive: apply|delay|refuse, delaySeconds } }]   (protection: secondaries)
@@ -16,7 +17,7 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { groupsPerNodeMax, logSizeDefault, logSizeMax, logSizeMin, snapshotChunkSizeDefault, snapshotChunkSizeMax, snapshotChunkSizeMin, snapshotStoreSizeDefault, snapshotStoreSizeMax } from "../constants.js";
+import { groupsPerNodeMax, logSizeDefault, nbdPollMicrosDefault, nbdPollMicrosMax, logSizeMax, logSizeMin, snapshotChunkSizeDefault, snapshotChunkSizeMax, snapshotChunkSizeMin, snapshotStoreSizeDefault, snapshotStoreSizeMax } from "../constants.js";
 import { OperatingError } from "../errors.js";
 import { formatSize, parseSize } from "../units.js";
 import { isName, nameLengthMax, nameRuleText } from "../names.js";
@@ -90,7 +91,11 @@ export const configSchema = z
     node: z.object({ name, dataDir: z.string().min(1) }).strict(),
     api: z.object({ listen: loopbackHostPort.default({ host: "127.0.0.1", port: 0 }) }).strict().default({ listen: { host: "127.0.0.1", port: 0 } }),
     nbd: z
-      .object({ socket: z.string().min(1).optional(), listen: hostPort.optional() })
+      .object({
+        socket: z.string().min(1).optional(),
+        listen: hostPort.optional(),
+        pollMicros: z.number().int().min(0).max(nbdPollMicrosMax).default(nbdPollMicrosDefault),
+      })
       .strict()
       .refine((nbd) => nbd.socket !== undefined || nbd.listen !== undefined, "set socket, listen, or both"),
     replication: z.object({ listen: hostPort.optional() }).strict().default({}),

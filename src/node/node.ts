@@ -85,7 +85,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       },
       environment.logger,
     );
-    this.nbd = new NbdServer(this, this.metrics, environment.logger);
+    this.nbd = new NbdServer(this, this.metrics, environment.logger, { pollMicros: config.nbd.pollMicros });
     this.replication = new NodeReplication(config.node.name, environment.logger);
     this.snapshots = new NodeSnapshots(this, config.node.dataDir, environment.files, environment.nowMs, environment.logger.child({ subsystem: "snapshot" }));
   }
@@ -623,7 +623,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       state: this.stopping === null ? "serving" : "stopping",
       uptimeMs: this.environment.nowMs() - this.startedAtMs,
       dataDir: this.config.node.dataDir,
-      nbd: { socket: this.config.nbd.socket ?? null, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : null, connections: this.nbd.connectionCount },
+      nbd: { socket: this.config.nbd.socket ?? null, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : null, connections: this.nbd.connectionCount, poll: { micros: this.nbd.pollWindow.windowMicros, windows: this.nbd.pollWindow.windows, turns: this.nbd.pollWindow.spins } },
       replication: { listen: this.replication.listenAddress === null ? null : `${this.replication.listenAddress.host}:${this.replication.listenAddress.port}` },
       groups,
       volumes: this.volumeList(),

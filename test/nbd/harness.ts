@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { silentLogger } from "../../src/logger.js";
 import type { NbdObserver, NbdRequestKind } from "../../src/nbd/export.js";
 import { NbdServer, type NbdServerOptions } from "../../src/nbd/server.js";
+import { command } from "../../src/nbd/protocol.js";
 import { MemoryRegistry, type MemoryExport } from "./memory-export.js";
+import type { RawClient } from "./raw-client.js";
 
 export class RecordingObserver implements NbdObserver {
   opened = 0;
@@ -77,4 +79,14 @@ export async function waitFor(condition: () => boolean, timeoutMs = 3000): Promi
     if (Date.now() > deadline) throw new Error("condition not reached in time");
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+// Sends FLUSH 1, which the export holds for 200 ms, then FLUSH 2, which it answers at once:
+// the reply to 2 comes first while 1 is still in flight.
+export async function flushSlowThenFast(client: RawClient, disk: MemoryExport): Promise<void> {
+  disk.delayMs = 200;
+  client.request(command.flush, 1, 0, 0);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  disk.delayMs = 0;
+  client.request(command.flush, 2, 0, 0);
 }

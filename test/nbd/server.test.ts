@@ -12,7 +12,7 @@ import { nbdConnectionsMax, nbdRequestsInflightMax } from "../../src/constants.j
 import { silentLogger } from "../../src/logger.js";
 import { command, requestHeaderEncode } from "../../src/nbd/protocol.js";
 import { NbdServer } from "../../src/nbd/server.js";
-import { RecordingObserver, run, startHarness, waitFor } from "./harness.js";
+import { flushSlowThenFast, RecordingObserver, run, startHarness, waitFor } from "./harness.js";
 import { MemoryExport, MemoryRegistry } from "./memory-export.js";
 import { RawClient } from "./raw-client.js";
 
@@ -140,11 +140,7 @@ describe("NbdServer", () => {
     const client = await RawClient.connect(harness.socketPath);
     try {
       await client.handshake("disk");
-      disk.delayMs = 200;
-      client.request(command.flush, 1, 0, 0);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      disk.delayMs = 0;
-      client.request(command.flush, 2, 0, 0);
+      await flushSlowThenFast(client, disk);
       assert.equal((await client.reply()).handleLow, 2);
       assert.equal((await client.reply()).handleLow, 1);
     } finally {
