@@ -22,7 +22,6 @@
 
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { noPollWindow, type PollWindow } from "./poll-window.js";
 import {
   nbdBlockStatusExtentsMax,
   nbdHandshakeMsMax,
@@ -37,6 +36,7 @@ import type { Logger } from "../logger.js";
 import { blockStatusDescriptors } from "./block-status.js";
 import type { NbdExport, NbdExportRegistry, NbdObserver, NbdRequestKind, WriteOptions, ZeroOptions } from "./export.js";
 import { Handshake, type HandshakeStep, type Session } from "./handshake.js";
+import { noPollWindow, type PollWindow } from "./poll-window.js";
 import { nbdOptionDrainSizeMax, nbdWriteDrainSizeMax } from "../constants.js";
 import {
   NbdFrameError,

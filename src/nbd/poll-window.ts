@@ -2,7 +2,7 @@
 // client that sends its next request at once (queue depth 1: a database's commit, a flush
 // after a few writes) finds the loop awake. In a virtual machine the sleep and the wake-up
 // across vCPUs cost tens of µs each way: an in-memory export at queue depth 1 did 11k
-// requests a second with the loop sleeping between them and 23–25k with a 50 µs window, at
+// requests a second with the loop sleeping between them and 23–24k with a 50 µs window, at
 // no more CPU per request (docs/DESIGN-NOTES.md §5).
 //
 // The window is a chain of setImmediate callbacks: while one is pending, libuv polls for I/O
@@ -19,7 +19,7 @@ export class PollWindow {
   private until = 0;
   private spinning = false;
   private stopped = false;
-  spins = 0; // loop turns spent polling (status: nbd.poll)
+  turns = 0; // loop turns spent polling (status: nbd.poll)
   windows = 0; // windows opened
 
   constructor(
@@ -48,7 +48,7 @@ export class PollWindow {
 
   turn(): void {
     if (!this.stopped && this.nowMs() < this.until) {
-      this.spins += 1;
+      this.turns += 1;
       setImmediate(spin, this);
     } else {
       this.spinning = false;

@@ -623,7 +623,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       state: this.stopping === null ? "serving" : "stopping",
       uptimeMs: this.environment.nowMs() - this.startedAtMs,
       dataDir: this.config.node.dataDir,
-      nbd: { socket: this.config.nbd.socket ?? null, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : null, connections: this.nbd.connectionCount, poll: { micros: this.nbd.pollWindow.windowMicros, windows: this.nbd.pollWindow.windows, turns: this.nbd.pollWindow.spins } },
+      nbd: { socket: this.config.nbd.socket ?? null, tcp: this.nbdTcp ? `${this.nbdTcp.host}:${this.nbdTcp.port}` : null, connections: this.nbd.connectionCount, poll: { micros: this.nbd.pollWindow.windowMicros, windows: this.nbd.pollWindow.windows, turns: this.nbd.pollWindow.turns } },
       replication: { listen: this.replication.listenAddress === null ? null : `${this.replication.listenAddress.host}:${this.replication.listenAddress.port}` },
       groups,
       volumes: this.volumeList(),

@@ -32,6 +32,10 @@ describe("real NBD clients against lockstep", () => {
     assert.doesNotMatch(read.stdout + read.stderr, /Pattern verification failed|error/i);
     const wrong = await run("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x11 0 4k"]);
     assert.match(wrong.stdout + wrong.stderr, /Pattern verification failed/, "a wrong pattern must be detected (the check can fail)");
+    // qemu-io waits for each reply before the next request: the node polled after them (nbd.pollMicros's default)
+    const status = JSON.parse((await node.cli(["status", "--json"])).stdout) as { nbd: { poll: { micros: number; windows: number; turns: number } } };
+    assert.equal(status.nbd.poll.micros, 50);
+    assert.ok(status.nbd.poll.windows > 0, JSON.stringify(status.nbd.poll)); // (turns depend on timing)
   });
 
   it("fio randwrite QD16 over two connections verifies with crc32c", async () => {

@@ -23,11 +23,11 @@ describe("PollWindow", () => {
     window.extend();
     assert.ok(window.active);
     await settled(window);
-    const first = window.spins;
+    const first = window.turns;
     assert.ok(first >= 10 && first <= 25, `${first} turns for a 200 µs window read every 10 µs`);
     window.extend();
     await settled(window);
-    assert.ok(window.spins > first, "a later extend starts a new window");
+    assert.ok(window.turns > first, "a later extend starts a new window");
   });
 
   it("never turns with a window of 0, and stop() ends a window at once", async () => {
@@ -37,13 +37,13 @@ describe("PollWindow", () => {
     const endless = new PollWindow(1000, () => 0); // the clock never moves: only stop() ends it
     endless.extend();
     await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.ok(endless.active && endless.spins > 0);
+    assert.ok(endless.active && endless.turns > 0);
     endless.stop();
     await settled(endless);
-    const spins = endless.spins;
+    const spins = endless.turns;
     endless.extend();
     assert.equal(endless.active, false, "a stopped window stays stopped");
-    assert.equal(endless.spins, spins);
+    assert.equal(endless.turns, spins);
   });
 
   it("a reply opens a window only when nothing else of its connection is in flight", async () => {
@@ -73,8 +73,8 @@ describe("PollWindow", () => {
       try {
         const result = await run("qemu-io", ["-f", "raw", harness.uri("disk"), "-c", "write -P 0x11 0 4k", "-c", "read -P 0x11 0 4k"]);
         assert.equal(result.code, 0, result.stderr);
-        if (pollMicros === 0) assert.equal(harness.server.pollWindow.spins, 0);
-        else assert.ok(harness.server.pollWindow.spins > 0, "no polling after the replies");
+        if (pollMicros === 0) assert.equal(harness.server.pollWindow.turns, 0);
+        else assert.ok(harness.server.pollWindow.turns > 0, "no polling after the replies");
       } finally {
         await harness.close();
       }
