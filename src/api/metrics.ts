@@ -1,5 +1,6 @@
 // Prometheus metrics for one node: NBD requests (counts, bytes, latency histograms, kept by
-// request-tallies.ts in plain numbers until a scrape), NBD connections and protocol errors,
+// request-tallies.ts in plain numbers until a scrape), NBD connections, protocol errors and
+// the event loop's polling after replies,
 // log usage per group, volume errors, and replication: per link (state, consistency, LSNs,
 // lag, bytes sent, overflows) and per replica (applied LSN, consistency).
 
@@ -17,6 +18,7 @@ export interface MetricSources {
   volumes(): readonly { name: string; errorCount: number; size: number; snapshots: SnapshotMetricsView | null }[];
   links(): readonly LinkMetricsView[];
   replicas(): readonly { name: string; appliedLsn: bigint; consistent: boolean; appliedRecords: number }[];
+  nbdPoll(): { readonly windows: number; readonly turns: number }; // the NBD server's PollWindow
 }
 
 export interface SnapshotMetricsView {
@@ -57,6 +59,20 @@ export class NodeMetrics implements NbdObserver {
     this.protocolErrors = new Counter({ name: "lockstep_nbd_protocol_errors_total", help: "NBD protocol violations by error code", labelNames: ["code"], registers: [this.registry] });
     this.registerLogGauges();
     this.registerReplicationGauges();
+    this.registerPollGauges();
+  }
+
+  private registerPollGauges(): void {
+    const sources = this.sources;
+    const poll = (name: string, help: string, value: (window: { windows: number; turns: number }) => number) =>
+      new Gauge({
+        name, help, registers: [this.registry],
+        collect() {
+          this.set(value(sources.nbdPoll()));
+        },
+      });
+    poll("lockstep_nbd_poll_windows_total", "Times the event loop polled after a reply instead of sleeping (nbd.pollMicros)", (window) => window.windows);
+    poll("lockstep_nbd_poll_turns_total", "Event loop turns spent polling after replies", (window) => window.turns);
   }
 
   private registerReplicationGauges(): void {

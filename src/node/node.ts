@@ -82,6 +82,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
         volumes: () => [...this.volumes.values()].map((state) => ({ name: state.volume.name, errorCount: state.volume.errorCount, size: state.volume.size, snapshots: this.snapshots.usage(state.volume.name) })),
         links: () => this.replication.linkMetrics(),
         replicas: () => [...this.replicas.values()].map((replica) => ({ name: replica.name, appliedLsn: replica.appliedLsn, consistent: replica.consistent, appliedRecords: replica.stats.appliedRecords })),
+        nbdPoll: () => this.nbd.pollWindow,
       },
       environment.logger,
     );

@@ -5,7 +5,7 @@ import { silentLogger } from "../../src/logger.js";
 
 describe("node metrics", () => {
   it("exports request counts, bytes and cumulative latency buckets in the Prometheus format", async () => {
-    const metrics = new NodeMetrics({ groups: () => [], volumes: () => [], links: () => [], replicas: () => [] }, silentLogger);
+    const metrics = new NodeMetrics({ groups: () => [], volumes: () => [], links: () => [], replicas: () => [], nbdPoll: () => ({ windows: 12, turns: 345 }) }, silentLogger);
     metrics.request("write", "v", 4096, 0.2, undefined); // 0.2 ms
     metrics.request("write", "v", 4096, 3, undefined); // 3 ms
     metrics.request("write", "v", 0, 0.04, "WRITE_OUT_OF_RANGE");
@@ -21,12 +21,14 @@ describe("node metrics", () => {
     assert.match(text, /^lockstep_nbd_request_duration_seconds_bucket\{le="\+Inf",kind="read"\} 1$/m);
     assert.match(text, /^lockstep_nbd_request_duration_seconds_count\{kind="write"\} 3$/m);
     assert.match(text, /^# TYPE lockstep_nbd_request_duration_seconds histogram$/m);
+    assert.match(text, /^lockstep_nbd_poll_windows_total 12$/m);
+    assert.match(text, /^lockstep_nbd_poll_turns_total 345$/m);
   });
 
   it("exports each link's state, LSNs, lag and bytes, and each replica's progress", async () => {
     const link = { group: "db", peer: "site-b", streaming: true, consistent: false, durableLsn: 90n, appliedLsn: 80n, lagRecords: 20, recordBytesSent: 123456, regionBytesSent: 4096, connects: 3, overflows: 1 };
     const replica = { name: "logs", appliedLsn: 77n, consistent: true, appliedRecords: 70 };
-    const metrics = new NodeMetrics({ groups: () => [], volumes: () => [], links: () => [link], replicas: () => [replica] }, silentLogger);
+    const metrics = new NodeMetrics({ groups: () => [], volumes: () => [], links: () => [link], replicas: () => [replica], nbdPoll: () => ({ windows: 0, turns: 0 }) }, silentLogger);
     const text = await metrics.text();
     assert.match(text, /^lockstep_link_streaming\{group="db",peer="site-b"\} 1$/m);
     assert.match(text, /^lockstep_link_consistent\{group="db",peer="site-b"\} 0$/m);

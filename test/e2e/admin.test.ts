@@ -95,6 +95,7 @@ describe("admin API and CLI", () => {
     assert.match(metrics, /lockstep_nbd_bytes_total\{kind="read"\} [1-9]/);
     assert.match(metrics, /lockstep_nbd_request_duration_seconds_bucket\{le="[0-9.e-]+",kind="write"\}/);
     assert.match(metrics, /lockstep_log_used_bytes\{group="g"\} \d+/);
+    assert.match(metrics, /^lockstep_nbd_poll_windows_total [1-9]/m); // qemu-io's replies above
     const status = await node.cli(["status"]);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /group g: primary, activity-map; log /);
