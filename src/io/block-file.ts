@@ -15,15 +15,14 @@ export interface BlockFile {
   readonly isBlockDevice: boolean;
   // Aligned writes go around the page cache (BlockFileOptions.bypassCache, where allowed).
   readonly bypassesCache?: boolean;
-  // Whether write() of this many bytes in this many sources at this position would go around
-  // the page cache (and so leave no dirty pages for startWriteback to push).
-  writesAround?(position: number, length: number, sourceCount: number): boolean;
   // Reads exactly target.length bytes at position; bytes past the end read as zero.
   read(target: Buffer, position: number): Promise<void>;
   // Writes every byte of every source, back to back, starting at position. durable: the bytes
   // are on stable storage when it resolves (O_DSYNC for this write only, not a file sync).
   // The sources are the caller's again once it settles (the log reuses its staging buffer).
-  write(sources: readonly Buffer[], position: number, durable?: boolean): Promise<void>;
+  // Resolves true when the bytes went around the page cache (bypassCache), leaving no dirty
+  // pages for startWriteback to push; a file that never bypasses it may resolve nothing.
+  write(sources: readonly Buffer[], position: number, durable?: boolean): Promise<boolean | void>;
   // Writes before returning when it can do so cheaply (a small aligned write into the page
   // cache); false, with nothing known written, otherwise or on any error.
   writeNow?(source: Buffer, position: number): boolean;

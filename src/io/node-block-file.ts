@@ -182,17 +182,20 @@ export class NodeBlockFile implements BlockFile {
     return count === length;
   }
 
-  async write(sources: readonly Buffer[], position: number, durable = false): Promise<void> {
+  async write(sources: readonly Buffer[], position: number, durable = false): Promise<boolean> {
     const length = sources.length === 1 ? sources[0]!.length : sources.reduce((sum, source) => sum + source.length, 0);
-    if (durable) return this.writeAll(sources, position, length, (await this.dsyncFile()).fd);
-    if (this.writesAround(position, length, sources.length)) {
-      if (await this.writeDirect(this.directHandle!, sources, position)) return;
+    if (durable) {
+      await this.writeAll(sources, position, length, (await this.dsyncFile()).fd);
+      return false;
     }
-    if (this.writeInline(sources, position, length)) return;
-    return this.writeAll(sources, position, length, this.fd);
+    if (this.writesAround(position, length, sources.length)) {
+      if (await this.writeDirect(this.directHandle!, sources, position)) return true;
+    }
+    if (!this.writeInline(sources, position, length)) await this.writeAll(sources, position, length, this.fd);
+    return false;
   }
 
-  writesAround(position: number, length: number, sourceCount: number): boolean {
+  private writesAround(position: number, length: number, sourceCount: number): boolean {
     const aligned = position % directAlignBytes === 0 && length % directAlignBytes === 0;
     return this.bypassesCache && length >= directWriteBytesMin && aligned && sourceCount <= nativeFs.writeSourcesMax;
   }

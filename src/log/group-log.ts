@@ -874,14 +874,12 @@ export class GroupLog {
   }
 
   private async batchWrite(batch: Batch): Promise<void> {
-    const length = batch.buffers.reduce((sum, buffer) => sum + buffer.length, 0);
-    const cached = this.file.writesAround?.(batch.position, length, batch.buffers.length) !== true;
-    await this.file.write(batch.buffers, batch.position);
+    const around = await this.file.write(batch.buffers, batch.position);
     this.batches += 1;
     // Keep dirty log pages few, so a datasync (group commit, superblock) has little to write
     // and never holds up the writer for long: start writeback every logWritebackBytes written
     // through the page cache (a batch that went around it left none).
-    if (cached) this.bytesSinceWriteback += batch.bytes;
+    if (around !== true) this.bytesSinceWriteback += batch.bytes;
     if (this.bytesSinceWriteback >= logWritebackBytes) {
       this.bytesSinceWriteback = 0;
       this.file.startWriteback?.(0, this.sizeBytes);

@@ -83,7 +83,7 @@ export class Volume {
   }
 
   // durable: this write alone reaches stable storage before it resolves (NBD FUA).
-  write(data: Buffer, offset: number, durable = false): Promise<void> {
+  write(data: Buffer, offset: number, durable = false): Promise<boolean | void> {
     this.assertRange(offset, data.length);
     return this.guard(() => this.file.write([data], offset, durable));
   }
