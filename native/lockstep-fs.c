@@ -66,28 +66,18 @@
     if ((call) != napi_ok) return NULL;              \
   } while (0)
 
+/* The errno's name (EIO, EDQUOT, ESPIPE, ...), as node:fs errors carry it in `code`: every
+ * errno, so that fromSystemError (src/errors.ts) types a native failure as it types the same
+ * failure from node:fs. */
 static const char *errno_name(int error) {
-  switch (error) {
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case EIO: return "EIO";
-    case ENOSPC: return "ENOSPC";
-    case EBADF: return "EBADF";
-    case EINVAL: return "EINVAL";
-    case ENODEV: return "ENODEV";
-    case ENOTTY: return "ENOTTY";
-    case EPERM: return "EPERM";
-    case EROFS: return "EROFS";
-    case EFBIG: return "EFBIG";
-    case EINTR: return "EINTR";
-    case ENXIO: return "ENXIO";
-    default: return "EUNKNOWN";
-  }
+  const char *name = strerrorname_np(error);
+  return name != NULL ? name : "EUNKNOWN";
 }
 
 static napi_value make_error(napi_env env, int error, const char *syscall) {
   napi_value code, message, result;
   char text[160];
-  snprintf(text, sizeof text, "%s: %s", syscall, strerror(error));
+  snprintf(text, sizeof text, "%s %s: %s", syscall, errno_name(error), strerror(error));
   napi_create_string_utf8(env, errno_name(error), NAPI_AUTO_LENGTH, &code);
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
   napi_create_error(env, code, message, &result);
