@@ -76,9 +76,10 @@ static const char *errno_name(int error) {
 
 static napi_value make_error(napi_env env, int error, const char *syscall) {
   napi_value code, message, result;
+  const char *name = errno_name(error);
   char text[160];
-  snprintf(text, sizeof text, "%s %s: %s", syscall, errno_name(error), strerror(error));
-  napi_create_string_utf8(env, errno_name(error), NAPI_AUTO_LENGTH, &code);
+  snprintf(text, sizeof text, "%s %s: %s", syscall, name, strerror(error));
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
   napi_create_error(env, code, message, &result);
   napi_value errno_value;
