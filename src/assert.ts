@@ -5,8 +5,11 @@ export class AssertionError extends Error {
   override name = "AssertionError";
 }
 
-export function assert(condition: unknown, message = "assertion failed"): asserts condition {
-  if (!condition) throw new AssertionError(message);
+// A message that has to be built (a template naming values) is passed as a function, so that
+// it is built only when the assertion fails: on a per-request path, formatting an LSN into a
+// string that is then thrown away costs more than the check itself.
+export function assert(condition: unknown, message: string | (() => string) = "assertion failed"): asserts condition {
+  if (!condition) throw new AssertionError(typeof message === "string" ? message : message());
 }
 
 export function unreachable(value: never, message = "unreachable"): never {

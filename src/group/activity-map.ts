@@ -194,6 +194,11 @@ export class ActivityMap {
     // Still over the limit: every extent has a write in flight. Persist the limit's worth;
     // the rest loop in persistCovering() until writes finish and their extents cool.
     const entries = [...this.hot.values()].slice(0, activityExtentsMax);
+    // What this map leaves out (cooled, or past the limit) stops counting as covered now, not
+    // once the map is on disk: meanwhile a write there would take the map being replaced as
+    // its cover, and a crash after the new map lands would leave it in the image and unnamed.
+    const named = new Set(entries.map((extent) => key(extent.volumeId, extent.index)));
+    for (const id of this.persisted) if (!named.has(id)) this.persisted.delete(id);
     this.sequence += 1n;
     const buffer = Buffer.alloc(headerSize + entries.length * entrySize);
     buffer.writeUInt32LE(magic, 4);

@@ -565,7 +565,7 @@ export class Replica {
         continue;
       }
       const record = await this.nextRecord();
-      assert(record !== null && record.lsn === this.appliedLsnValue + 1n, `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
+      assert(record !== null && record.lsn === this.appliedLsnValue + 1n, () => `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
       const volume = this.volumes.get(record.volumeId);
       if (isOperationKind(record.kind) || isSnapshotChangeKind(record.kind)) {
         // readers of the volumes wait: a restore must not be seen half done

@@ -469,7 +469,7 @@ export class GroupLog {
   // be the next one (LSN, chain, logId): the receiver checked that before acknowledging anything.
   appendReceived(record: LogRecord & { readonly header?: Buffer }): bigint {
     this.checkAppendable();
-    assert(record.lsn === this.nextLsn && record.previousChecksum === this.chain && record.logId === this.logId, `appendReceived: record ${record.lsn} is not the next of this log`);
+    assert(record.lsn === this.nextLsn && record.previousChecksum === this.chain && record.logId === this.logId, () => `appendReceived: record ${record.lsn} is not the next of this log`);
     const diskBytes = recordDiskSize(record.payloadSize);
     if (!this.queueFits(diskBytes)) throw new OperatingError("OVERLOADED", { what: "log queue", queuedBytes: this.queuedBytes, recordBytes: diskBytes });
     if (!this.space.fits(diskBytes)) {

@@ -160,7 +160,7 @@ export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undef
   assert(isU32(fields.volumeId) && isU32(fields.length) && isU32(fields.previousChecksum), "record u32 field out of range");
   assert(Number.isInteger(fields.offset) && fields.offset >= 0 && Number.isInteger(fields.timestampMs) && fields.timestampMs >= 0, "record number field out of range");
   assert(isU64(fields.lsn) && fields.lsn > 0n && isU64(fields.generation) && isU64(fields.logId), "record u64 field out of range");
-  assert(fieldsProblem(fields, payloadSize) === null, `record fields contradict each other (kind ${fields.kind})`);
+  assert(fieldsProblem(fields, payloadSize) === null, () => `record fields contradict each other (kind ${fields.kind})`);
   const header = target ?? Buffer.allocUnsafe(recordHeaderSize);
   assert(header.length >= recordHeaderSize, "header target too small");
   header.writeUInt32LE(recordMagic, 4);

@@ -218,7 +218,7 @@ export class DirtyBitmap {
 
   private volumeOf(volumeId: number): VolumeBits {
     const volume = this.volumes.get(volumeId);
-    assert(volume !== undefined, `volume ${volumeId} is not in the bitmap`);
+    assert(volume !== undefined, () => `volume ${volumeId} is not in the bitmap`);
     return volume;
   }
 }
@@ -256,8 +256,8 @@ function assertVolumeSize(size: number): void {
 }
 
 function assertRange(volume: VolumeBits, offset: number, length: number): void {
-  assert(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0, `range ${offset}+${length}`);
-  assert(offset + length <= volume.size, `volume ${volume.id}: range ${offset}+${length} past ${volume.size}`);
+  assert(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0, () => `range ${offset}+${length}`);
+  assert(offset + length <= volume.size, () => `volume ${volume.id}: range ${offset}+${length} past ${volume.size}`);
 }
 
 function markBytes(volume: VolumeBits, offset: number, length: number): void {

@@ -132,8 +132,8 @@ function payloadCheckedBytes(type: number, flags: number, payloadSize: number): 
 // (allocated when not given) and returns it. The payload is only read, for its checksum.
 export function frameHeaderEncode(fields: FrameFields, payload: readonly Buffer[], target?: Buffer): Buffer {
   const rule = frameTypeRule(fields.type);
-  assert(rule !== undefined, `unknown frame type ${fields.type}`);
-  assert((fields.flags & ~rule.flagsKnown) === 0, `flags ${fields.flags} not defined for ${rule.name}`);
+  assert(rule !== undefined, () => `unknown frame type ${fields.type}`);
+  assert((fields.flags & ~rule.flagsKnown) === 0, () => `flags ${fields.flags} not defined for ${rule.name}`);
   assert(fields.sequence >= 0n && fields.sequence <= 0xffff_ffff_ffff_ffffn, "frame sequence out of range");
   let payloadSize = 0;
   for (const part of payload) payloadSize += part.length;
@@ -145,7 +145,7 @@ export function frameHeaderEncode(fields: FrameFields, payload: readonly Buffer[
     if (checked.length > 0) payloadChecksum = crc32c(checked, payloadChecksum);
     unchecked -= checked.length;
   }
-  assert(payloadSize >= rule.payloadSizeMin && payloadSize <= rule.payloadSizeMax, `${rule.name} payload of ${payloadSize} bytes`);
+  assert(payloadSize >= rule.payloadSizeMin && payloadSize <= rule.payloadSizeMax, () => `${rule.name} payload of ${payloadSize} bytes`);
   const header = target ?? Buffer.allocUnsafe(frameHeaderSize);
   assert(header.length >= frameHeaderSize, "frame header target too small");
   header.writeUInt32LE(frameMagic, 0);

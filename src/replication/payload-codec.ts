@@ -118,7 +118,7 @@ export class PayloadWriter {
   }
 
   name(value: string): this {
-    assert(isNameString(value), `not a valid name: ${JSON.stringify(value)}`);
+    assert(isNameString(value), () => `not a valid name: ${JSON.stringify(value)}`);
     this.at = this.target.writeUInt8(value.length, this.at);
     this.at += this.target.write(value, this.at, "latin1");
     return this;
@@ -130,7 +130,7 @@ export class PayloadWriter {
   }
 
   done(): Buffer {
-    assert(this.at === this.target.length, `payload writer filled ${this.at} of ${this.target.length} bytes`);
+    assert(this.at === this.target.length, () => `payload writer filled ${this.at} of ${this.target.length} bytes`);
     return this.target;
   }
 }

@@ -52,7 +52,7 @@ export class Volume {
   }
 
   private assertRange(offset: number, length: number): void {
-    assert(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes, `volume ${this.name}: range ${offset}+${length} past ${this.sizeBytes}`);
+    assert(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes, () => `volume ${this.name}: range ${offset}+${length} past ${this.sizeBytes}`);
   }
 
   private async guard<T>(action: () => Promise<T>): Promise<T> {

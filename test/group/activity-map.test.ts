@@ -4,6 +4,7 @@ import { ActivityMap, activitySlotSize } from "../../src/group/activity-map.js";
 import { activityExtentSize, activityExtentsKeep, activityExtentsMax } from "../../src/constants.js";
 import { Random } from "../../src/sim/random.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
+import type { BlockFile } from "../../src/io/block-file.js";
 
 describe("activity map", () => {
   it("makes an extent durable before the write proceeds, once per extent", async () => {
@@ -93,5 +94,50 @@ describe("activity map", () => {
     await waiting;
     assert.equal(covered, true);
     assert.ok(syncs >= 1, "a full map made the log and images durable so idle extents could cool");
+  });
+
+  it("an extent cooled by a persist still being written is not covered: a write there waits for the next map", async () => {
+    // The map being written leaves the cooled extent out, so a write landing there meanwhile
+    // must not count the map on disk before it (which named the extent) as its cover: a crash
+    // after the new map would leave that write in the image and out of the map.
+    const disk = new SimDisk("activity", activitySlotSize * 2);
+    let gate: Promise<void> | null = null;
+    let open: () => void = () => undefined;
+    const file = {
+      read: (target: Buffer, position: number) => disk.read(target, position),
+      write: async (sources: readonly Buffer[], position: number) => {
+        if (gate !== null) await gate;
+        return disk.write(sources, position);
+      },
+      datasync: () => disk.datasync(),
+      close: () => disk.close(),
+    } as unknown as BlockFile;
+    let durable = 0n;
+    const { map } = await ActivityMap.open(file, () => durable, async () => undefined);
+    let lsn = 0n;
+    for (let index = 0; index < activityExtentsKeep; index++) {
+      lsn += 1n;
+      const marked = map.mark(1, index * activityExtentSize, 4096);
+      if (marked !== null) await marked;
+      map.done(1, index * activityExtentSize, 4096, lsn);
+    }
+    assert.ok(map.covers(1, 0, 4096), "extent 0 is hot and on disk");
+    durable = lsn; // a FLUSH: every extent may cool
+    gate = new Promise((resolve) => (open = resolve));
+    const newExtent = activityExtentsKeep * activityExtentSize;
+    const persisting = map.mark(1, newExtent, 4096);
+    assert.ok(persisting !== null, "a new extent persists the map");
+    for (let round = 0; round < 5; round++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(map.covers(1, 0, 4096), false, "extent 0 (written longest ago) cooled out of the map being written");
+    const again = map.mark(1, 0, 4096);
+    assert.ok(again !== null, "a write to it waits for a map that names it");
+    open();
+    gate = null;
+    await persisting;
+    await again;
+    map.done(1, newExtent, 4096, lsn + 1n);
+    map.done(1, 0, 4096, lsn + 2n);
+    const reopened = await ActivityMap.open(disk, () => durable, async () => undefined);
+    assert.ok(reopened.recovered.some((extent) => extent.offset === 0), "the map on disk names extent 0 again");
   });
 });

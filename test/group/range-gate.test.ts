@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import { AppliedWatermark } from "../../src/group/applied-watermark.js";
 import { Group } from "../../src/group/group.js";
 import { encodeOperationSet } from "../../src/group/operation.js";
@@ -97,5 +98,27 @@ describe("applied watermark", () => {
     assert.equal(watermark.appliedLsn, 14n);
     assert.equal(watermark.inflight, 0);
     assert.throws(() => watermark.begin(14n), /begun after/);
+  });
+
+  it("equals the last LSN before the oldest one still in flight, whatever the order of begins and ends", () => {
+    // Steps: true begins the next LSN, false ends one of those in flight (picked by the index).
+    fc.assert(fc.property(fc.array(fc.tuple(fc.boolean(), fc.nat()), { maxLength: 3000 }), (steps) => {
+      const watermark = new AppliedWatermark(0n);
+      const inflight: bigint[] = [];
+      let next = 1n;
+      for (const [begin, pick] of steps) {
+        if (begin || inflight.length === 0) {
+          watermark.begin(next);
+          inflight.push(next);
+          next += 1n;
+        } else {
+          const [lsn] = inflight.splice(pick % inflight.length, 1);
+          watermark.end(lsn!);
+        }
+        const oldest = inflight.reduce((low, lsn) => (lsn < low ? lsn : low), next);
+        assert.equal(watermark.appliedLsn, oldest - 1n);
+        assert.equal(watermark.inflight, Number(next - oldest)); // begun and not passed yet
+      }
+    }), { numRuns: 200 });
   });
 });
