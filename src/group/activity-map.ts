@@ -152,6 +152,18 @@ export class ActivityMap {
     }
   }
 
+  // A write to extents the map on disk covers (covers()) was done at once, without mark() and
+  // done(): only their last LSN moves.
+  written(volumeId: number, offset: number, length: number, lsn: bigint): void {
+    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    for (let index = first; index <= last; index++) {
+      const id = key(volumeId, index);
+      const extent = this.hot.get(id);
+      if (extent === undefined) this.hot.set(id, { volumeId, index, pending: 0, lastLsn: lsn });
+      else if (lsn > extent.lastLsn) extent.lastLsn = lsn;
+    }
+  }
+
   // Resolves once the map on disk names every extent in `ids`. A persist that started before
   // they were added does not cover them, so this loops; when a persist could not include them
   // because every slot holds an extent with a write in flight, it waits for one to go idle

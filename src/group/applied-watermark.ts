@@ -52,6 +52,17 @@ export class AppliedWatermark {
     }
   }
 
+  // A change begun and ended in one synchronous step (Group.changeNow).
+  passed(lsn: bigint): void {
+    if (this.head < this.pending.length) {
+      this.begin(lsn);
+      this.end(lsn);
+      return;
+    }
+    assert(lsn > this.applied, () => `watermark: LSN ${lsn} passed after ${this.applied}`);
+    this.applied = lsn;
+  }
+
   // Records that were appended to the log but never begun here (e.g. operations run inline).
   skipTo(lsn: bigint): void {
     assert(this.inflight === 0, "watermark: skip with writes in flight");

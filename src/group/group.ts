@@ -210,6 +210,11 @@ export class Group {
     return this.watermark.inflight;
   }
 
+  // Every change up to this LSN is in the images (the applied watermark).
+  get appliedLsn(): bigint {
+    return this.watermark.appliedLsn;
+  }
+
   // ---- Recovery ----
 
   // Replays the log from its tail into the volumes (redo), makes them durable, and returns
@@ -553,9 +558,13 @@ export class Group {
   // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
   private changeLog(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, preserving: ChangeTicket | null): LoggedChange {
     const lsn = this.log.append({ kind, flags, volumeId: volume.id, offset, length, payload });
+    return this.changeLogged(volume, kind, flags, offset, length, payload, preserving, lsn, this.syncWait(lsn));
+  }
+
+  // remote: the sync links' durability of the record, alongside ours (syncWait).
+  private changeLogged(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, preserving: ChangeTicket | null, lsn: bigint, remote: Promise<void> | null): LoggedChange {
     const ticket = this.gate.enter(volume.id, offset, length);
     this.watermark.begin(lsn);
-    const remote = this.syncWait(lsn); // sync links: the peers' durability, alongside ours
     const settle = (applied: boolean): void => {
       this.gate.leave(ticket);
       this.watermark.end(lsn);
@@ -587,24 +596,30 @@ export class Group {
   // the general path costs the event loop a turn): activity-map, not FUA, no operation holding
   // the group, room in the log, its extents already in the activity map on disk, no snapshot
   // to preserve into, nothing held. Returns false having changed nothing when any of that is
-  // not so. Once logged, a write that must wait (an overlapping write in flight, a sync link)
-  // or that the image does not take at once (Volume.writeNow) goes on as the general path
-  // does from that point, and the promise it returns stands for it.
+  // not so. Once logged, a write that must wait (an overlapping write or ordered read in
+  // flight, a sync link) or that the image does not take at once (Volume.writeNow) goes on as
+  // the general path does from that point, and the promise it returns stands for it. A write
+  // done here is begun and ended in this step, so it takes no gate entry, watermark slot or
+  // activity mark that nothing could observe: it only moves the watermark and its extents'
+  // last LSN.
   private changeNow(volume: Volume, offset: number, payload: Buffer): Promise<void> | false {
     const activity = this.activity;
     if (this.closing || this.paused !== null || activity === null || volume.changeGuard !== null || this.unapplied.size > 0) return false;
-    if (!this.log.hasRoom(payload.length) || !activity.covers(volume.id, offset, payload.length)) return false;
-    const marked = activity.mark(volume.id, offset, payload.length);
-    assert(marked === null, "activity map: covered extents asked to be persisted");
-    this.active += 1;
-    const change = this.changeLog(volume, RecordKind.write, 0, offset, payload.length, payload, null);
-    if (change.ticket.wait === null && change.remote === null && volume.writeNow(payload, offset)) {
-      change.settle(true);
-      this.finished();
+    const length = payload.length;
+    if (!this.log.hasRoom(length) || !activity.covers(volume.id, offset, length)) return false;
+    const lsn = this.log.append({ kind: RecordKind.write, flags: 0, volumeId: volume.id, offset, length, payload });
+    const remote = this.syncWait(lsn);
+    if (remote === null && !this.gate.overlaps(volume.id, offset, length) && volume.writeNow(payload, offset)) {
+      this.watermark.passed(lsn);
+      activity.written(volume.id, offset, length, lsn);
       this.stats.writesNow += 1;
       this.maybeCheckpoint();
       return resolved;
     }
+    const marked = activity.mark(volume.id, offset, length);
+    assert(marked === null, "activity map: covered extents asked to be persisted");
+    this.active += 1;
+    const change = this.changeLogged(volume, RecordKind.write, 0, offset, length, payload, null, lsn, remote);
     return this.counted(() => this.changeApply(change));
   }
 

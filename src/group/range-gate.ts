@@ -56,6 +56,17 @@ export class RangeGate {
     return { entry, wait: predecessors === null ? null : predecessors.length === 1 ? predecessors[0]! : Promise.all(predecessors) };
   }
 
+  // Whether enter() would have to wait: an entry in flight overlaps the range.
+  overlaps(volumeId: number, offset: number, length: number): boolean {
+    if (this.entries.size === 0) return false;
+    const end = offset + Math.max(length, 1);
+    for (const entry of this.entries) {
+      const sameKey = entry.volumeId === volumeId || entry.volumeId === everyKey || volumeId === everyKey;
+      if (sameKey && entry.offset < end && offset < entry.end) return true;
+    }
+    return false;
+  }
+
   leave(ticket: GateTicket): void {
     this.entries.delete(ticket.entry);
     ticket.entry.finish?.();

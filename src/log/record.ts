@@ -186,10 +186,23 @@ export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undef
 
 // A u64 as two u32 halves: the hot path avoids BigInt arithmetic and allocation whenever the
 // value fits a JS number exactly (LSNs, offsets and times always do in practice).
+// A value past that (a log's random id, the same in every record of the log) is split once
+// and its halves kept: BigInt shifts allocate.
+const safeIntegerMax = BigInt(Number.MAX_SAFE_INTEGER);
+let largeValue = -1n;
+let largeLow = 0;
+let largeHigh = 0;
+
 function writeU64(target: Buffer, value: bigint | number, at: number): void {
   if (typeof value === "bigint") {
-    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
-      target.writeBigUInt64LE(value, at);
+    if (value > safeIntegerMax) {
+      if (value !== largeValue) {
+        largeLow = Number(value & 0xffff_ffffn);
+        largeHigh = Number(value >> 32n);
+        largeValue = value;
+      }
+      target.writeUInt32LE(largeLow, at);
+      target.writeUInt32LE(largeHigh, at + 4);
       return;
     }
     value = Number(value);

@@ -39,10 +39,17 @@ describe("a write done at once", () => {
     assert.equal(group.stats.writesNow, 1);
     assert.equal(group.inflight, 0);
     assert.equal(group.log.headLsn, 2n, "logged like any write");
+    assert.equal(group.appliedLsn, 2n, "the applied watermark passed it");
+    const third = group.write(volume, 16384, block(3), true); // FUA: the general path, in flight
+    group.write(volume, 65536, block(4), false); // done at once while LSN 3 is in flight
+    assert.equal(group.stats.writesNow, 2);
+    assert.equal(group.appliedLsn, 2n, "not past LSN 3, still in flight");
+    await third;
+    assert.equal(group.appliedLsn, 4n, "LSN 3 done: past both");
     await group.log.sync();
     const records = [];
     for await (const record of group.log.cursor(1n)) records.push(record);
-    assert.deepEqual(records.map((record) => [record.lsn, record.offset, record.payload?.[0]]), [[1n, 0, 1], [2n, 8192, 2]]);
+    assert.deepEqual(records.map((record) => [record.lsn, record.offset, record.payload?.[0]]), [[1n, 0, 1], [2n, 8192, 2], [3n, 16384, 3], [4n, 65536, 4]]);
     await group.close();
   });
 
