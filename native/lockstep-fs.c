@@ -2,7 +2,7 @@
  * lockstep-fs: the few file-system calls that node:fs does not expose, and CRC-32C.
  *
  *   seek(fd, offset, whence)                -> offset, or -1 when SEEK_DATA/SEEK_HOLE hit ENXIO
- *   fallocate(fd, mode, offset, length)     -> Promise<void>  (mode: "punch" | "zero")
+ *   fallocate(fd, mode, offset, length)     -> Promise<void>  (mode: "punch" | "zero" | "allocate")
  *   blockRange(fd, request, offset, length) -> Promise<void>  (request: "discard" | "zeroout")
  *   startWriteback(fd, offset, length)      -> Promise<void>  sync_file_range(SYNC_FILE_RANGE_WRITE)
  *   readNoWait(fd, buffer, position)        -> bytes read, or -1 when it would block
@@ -131,7 +131,7 @@ typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int fd;
-  int kind; /* 0 punch, 1 zero, 2 discard, 3 zeroout, 4 writeback */
+  int kind; /* 0 punch, 1 zero, 2 discard, 3 zeroout, 4 writeback, 5 allocate */
   int64_t offset;
   int64_t length;
   int error;
@@ -151,6 +151,7 @@ static void range_execute(napi_env env, void *data) {
       break;
     case 2: result = ioctl(job->fd, BLKDISCARD, range); break;
     case 4: result = sync_file_range(job->fd, job->offset, job->length, SYNC_FILE_RANGE_WRITE); break;
+    case 5: result = fallocate(job->fd, 0, job->offset, job->length); break; /* blocks, and the size if past it */
     default: result = ioctl(job->fd, BLKZEROOUT, range); break;
   }
   job->error = result < 0 ? errno : 0;
@@ -158,7 +159,7 @@ static void range_execute(napi_env env, void *data) {
 
 static void range_complete(napi_env env, napi_status status, void *data) {
   RangeJob *job = data;
-  static const char *names[] = {"fallocate", "fallocate", "ioctl(BLKDISCARD)", "ioctl(BLKZEROOUT)", "sync_file_range"};
+  static const char *names[] = {"fallocate", "fallocate", "ioctl(BLKDISCARD)", "ioctl(BLKZEROOUT)", "sync_file_range", "fallocate"};
   if (status != napi_ok) job->error = EINTR;
   if (job->error == 0) {
     napi_value undefined;
@@ -189,6 +190,7 @@ static napi_value range_start(napi_env env, napi_callback_info info, const char 
   int kind;
   if (strcmp(mode, first) == 0) kind = kind_base;
   else if (strcmp(mode, second) == 0) kind = kind_base + 1;
+  else if (kind_base == 0 && strcmp(mode, "allocate") == 0) kind = 5;
   else {
     napi_throw_type_error(env, NULL, "unknown mode");
     return NULL;

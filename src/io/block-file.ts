@@ -36,6 +36,11 @@ export interface BlockFile {
   startWriteback?(offset: number, length: number): void;
   size(): Promise<number>;
   truncate(size: number): Promise<void>; // files only
+  // Allocates the blocks of [0, size), growing the file to size if it is shorter, so that
+  // writes there cannot later fail for want of space; what the file holds is unchanged.
+  // DISK_FULL when the file system has not the room; NOT_SUPPORTED where it cannot allocate
+  // ahead (the file is then left as it was). Files only.
+  reserve?(size: number): Promise<void>;
   // Deallocates a range; it reads back as zero afterwards. NOT_SUPPORTED where impossible.
   punchHole(offset: number, length: number): Promise<void>;
   // Makes a range read as zero, keeping it allocated where the platform allows.

@@ -8,7 +8,9 @@ import { dirname, join } from "node:path";
 
 export interface NativeFs {
   seek(fd: number, offset: number, whence: number): number;
-  fallocate(fd: number, mode: "punch" | "zero", offset: number, length: number): Promise<void>;
+  // allocate: fallocate mode 0, the blocks reserved (reading back as before) and the file
+  // grown to offset + length if it was shorter.
+  fallocate(fd: number, mode: "punch" | "zero" | "allocate", offset: number, length: number): Promise<void>;
   blockRange(fd: number, request: "discard" | "zeroout", offset: number, length: number): Promise<void>;
   // sync_file_range(SYNC_FILE_RANGE_WRITE) on the thread pool: starts writeback, waits for none.
   startWriteback(fd: number, mode: "writeback", offset: number, length: number): Promise<void>;

@@ -286,6 +286,15 @@ export class NodeBlockFile implements BlockFile {
     }
   }
 
+  async reserve(size: number): Promise<void> {
+    if (this.isBlockDevice) throw new OperatingError("NOT_SUPPORTED", `cannot reserve space on block device ${this.path}`);
+    try {
+      await nativeFs.fallocate(this.fd, "allocate", 0, size);
+    } catch (error) {
+      throw fromSystemError(error, `reserve ${size} bytes for ${this.path}`);
+    }
+  }
+
   async punchHole(offset: number, length: number): Promise<void> {
     try {
       if (this.isBlockDevice) await nativeFs.blockRange(this.fd, "discard", offset, length);

@@ -226,6 +226,22 @@ interface LogInit {
   readonly recovery: LogRecovery | null;
 }
 
+// A log file gets all its blocks when it is made, where the file system can allocate ahead:
+// a sparse log would find the disk full at some later write, and a failed log write fails
+// the group. So a disk without the room refuses the log now (DISK_FULL), not in service.
+// A file system that cannot allocate ahead gets the sparse file as before.
+async function reserveLogSpace(file: BlockFile, fileSize: number, sizeBytes: number): Promise<void> {
+  if (file.reserve !== undefined) {
+    try {
+      await file.reserve(sizeBytes);
+      return;
+    } catch (error) {
+      if (!(error instanceof OperatingError) || error.code !== "NOT_SUPPORTED") throw error;
+    }
+  }
+  if (fileSize < sizeBytes) await file.truncate(sizeBytes);
+}
+
 export class GroupLog {
   private bytesSinceWriteback = 0;
   private staging: Buffer | null = null; // reused by every batch that fits (logStagingBytes)
@@ -322,11 +338,10 @@ export class GroupLog {
     const startPreviousChecksum = options.startPreviousChecksum ?? 0;
     assert(startLsn >= 1n && (startLsn > 1n || startPreviousChecksum === 0), "log start: LSN 1 chains to nothing");
     const fileSize = await file.size();
-    if (fileSize < options.sizeBytes) {
-      if (file.isBlockDevice) {
-        throw new OperatingError("CONFIG_INVALID", { what: "log size", sizeBytes: options.sizeBytes, deviceBytes: fileSize });
-      }
-      await file.truncate(options.sizeBytes);
+    if (file.isBlockDevice) {
+      if (fileSize < options.sizeBytes) throw new OperatingError("CONFIG_INVALID", { what: "log size", sizeBytes: options.sizeBytes, deviceBytes: fileSize });
+    } else {
+      await reserveLogSpace(file, fileSize, options.sizeBytes);
     }
     const base: Superblock = {
       sequence: 0n,

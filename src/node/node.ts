@@ -120,9 +120,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     const logger = this.logger.child({ subsystem: "group" });
     await fsp.mkdir(nodeFiles.groupDir(dataDir, groupConfig.name), { recursive: true, mode: 0o700 });
     const { logFile, fresh } = await this.openLogFile(groupConfig);
-    const log = fresh
-      ? await GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name })
-      : await GroupLog.open(logFile);
+    const log = await this.unlessMade(groupConfig, fresh, () => (fresh ? GroupLog.create(logFile, { sizeBytes: groupConfig.logSize, groupId: groupConfig.name }) : GroupLog.open(logFile)));
     let activity: ActivityMap | null = null;
     // eslint-disable-next-line prefer-const
     let group!: Group;
@@ -169,18 +167,34 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
     return { logFile, fresh };
   }
 
+  // Makes or opens a group's log; a log file this start created and could not make into a log
+  // (the disk without room for it, say) is removed, so that the next start makes it afresh
+  // instead of finding a file with no log in it.
+  private async unlessMade<T>(groupConfig: GroupConfig, fresh: boolean, make: () => Promise<T>): Promise<T> {
+    try {
+      return await make();
+    } catch (error) {
+      if (fresh) {
+        await this.groupFiles.get(groupConfig.name)?.close().catch(() => undefined);
+        this.groupFiles.delete(groupConfig.name);
+        await fsp.rm(nodeFiles.groupLog(this.config.node.dataDir, groupConfig.name), { force: true });
+      }
+      throw error;
+    }
+  }
+
   // A secondary group: its log copy, its volumes (read-only exports), redo, then the applier.
   private async openReplica(groupConfig: GroupConfig): Promise<void> {
     const dataDir = this.config.node.dataDir;
     const groupDir = nodeFiles.groupDir(dataDir, groupConfig.name);
     await fsp.mkdir(groupDir, { recursive: true, mode: 0o700 });
     const { logFile, fresh } = await this.openLogFile(groupConfig);
-    const replica = await Replica.open(groupConfig.name, logFile, fresh, {
+    const replica = await this.unlessMade(groupConfig, fresh, () => Replica.open(groupConfig.name, logFile, fresh, {
       logger: this.logger.child({ subsystem: "replica", group: groupConfig.name }),
       host: this,
       statePath: nodeFiles.replicaState(dataDir, groupConfig.name),
       logSizeBytes: groupConfig.logSize,
-    });
+    }));
     this.replicas.set(groupConfig.name, replica);
     for (const entry of this.catalog.volumes.filter((volume) => volume.group === groupConfig.name)) await this.attachVolume(entry, replica);
     const { replayedRecords } = await replica.recover();

@@ -3,7 +3,7 @@
 // volume on the ordinary disk keeps working. Needs root for the tmpfs mount (CI runs as root).
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statfsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cleanup, run, runOk, tempDir, TestNode } from "./harness.js";
@@ -66,5 +66,39 @@ describe("a full disk under a volume", () => {
     }
     await runOk("qemu-io", ["-f", "raw", node.uri("small"), "-c", "read -P 0x5a 0 16M"]); // what the log says
     await runOk("qemu-io", ["-f", "raw", node.uri("small"), "-c", "write -P 0x11 32M 4k", "-c", "read -P 0x11 32M 4k"]);
+  });
+});
+
+// The group log gets all its blocks when it is made, so a disk without room for it refuses it at
+// start (DISK_FULL), instead of the log failing at some write in service.
+describe("a disk without room for the group log", () => {
+  let dir: string;
+  let mount: string;
+  let node: TestNode;
+
+  before(async () => {
+    dir = tempDir("logfull");
+    mount = join(dir, "small");
+    mkdirSync(mount);
+    await runOk("mount", ["-t", "tmpfs", "-o", "size=64M", "tmpfs", mount]);
+    node = new TestNode(mount, { logSize: "128MiB" });
+  });
+
+  after(async () => {
+    await node.stop();
+    await run("umount", [mount]);
+    cleanup(dir);
+  });
+
+  it("refuses the log at start with DISK_FULL, and makes it once there is room", async () => {
+    await assert.rejects(node.start(), /DISK_FULL/);
+    const used = statfsSync(mount);
+    assert.ok((used.blocks - used.bfree) * used.bsize < 1024 * 1024, "the half-made log file is gone");
+    await runOk("mount", ["-o", "remount,size=256M", mount]);
+    await node.start();
+    const log = statSync(join(node.dataDir, "groups", "g", "log"));
+    assert.equal(log.blocks * 512, 128 * 1024 * 1024, "every block of the log is allocated");
+    await node.createVolume("disk", "16MiB");
+    await runOk("qemu-io", ["-f", "raw", node.uri("disk"), "-c", "write -P 0x3c 0 1M", "-c", "read -P 0x3c 0 1M"]);
   });
 });
