@@ -13,42 +13,42 @@ import { fromSystemError } from "../../src/errors.js";
 import { nativeFs } from "../../src/io/native.js";
 import { NodeBlockFile } from "../../src/io/node-block-file.js";
 
+// Runs `use` with a descriptor of a new FIFO (every fallocate on it fails with ESPIPE).
+async function onFifo(use: (fd: number) => Promise<void>): Promise<void> {
+  const directory = await mkdtemp(join(tmpdir(), "lockstep-native-errors-"));
+  const path = join(directory, "fifo");
+  execFileSync("mkfifo", [path]);
+  const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
+  try {
+    await use(fd);
+  } finally {
+    closeSync(fd);
+    await rm(directory, { recursive: true, force: true });
+  }
+}
+
 describe("native errors", () => {
   it("name any errno: fallocate on a FIFO fails with ESPIPE", async () => {
-    const directory = await mkdtemp(join(tmpdir(), "lockstep-native-errors-"));
-    const path = join(directory, "fifo");
-    execFileSync("mkfifo", [path]);
-    const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
-    try {
+    await onFifo(async (fd) => {
       await assert.rejects(nativeFs.fallocate(fd, "punch", 0, 4096), (error: NodeJS.ErrnoException) => {
         assert.equal(error.code, "ESPIPE");
         assert.equal(error.syscall, "fallocate");
         assert.match(error.message, /^fallocate ESPIPE: /);
         return true;
       });
-    } finally {
-      closeSync(fd);
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 
   it("name the syscall of every range job: fallocate's allocate mode on a FIFO", async () => {
     // The allocate mode was added after the table of syscall names; an index past the table
     // crashed the process (found by the e2e test of a disk without room for the log).
-    const directory = await mkdtemp(join(tmpdir(), "lockstep-native-errors-"));
-    const path = join(directory, "fifo");
-    execFileSync("mkfifo", [path]);
-    const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
-    try {
+    await onFifo(async (fd) => {
       await assert.rejects(nativeFs.fallocate(fd, "allocate", 0, 4096), (error: NodeJS.ErrnoException) => {
         assert.equal(error.code, "ESPIPE");
         assert.equal(error.syscall, "fallocate");
         return true;
       });
-    } finally {
-      closeSync(fd);
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 
   it("type as node:fs errors do", () => {
