@@ -30,6 +30,10 @@ export interface BlockFile {
   // a run of logged writes): the file is at every moment the result of a prefix of the run.
   // Optional: without it, callers write the sources one by one.
   writeBatch?(sources: readonly Buffer[], positions: readonly number[]): Promise<void>;
+  // Whether write() would take `length` bytes in `sourceCount` buffers around the page cache
+  // (a large write of whole pages), gathering the buffers itself: a caller need not copy them
+  // into one first. Optional: without it, never.
+  gathersWrite?(length: number, sourceCount: number): boolean;
   datasync(): Promise<void>;
   // Starts writing back a range's dirty pages without waiting for them (a hint: a later
   // datasync then has little left to do). Never fails; a file system that cannot does nothing.

@@ -195,9 +195,13 @@ export class NodeBlockFile implements BlockFile {
     return false;
   }
 
+  gathersWrite(length: number, sourceCount: number): boolean {
+    return this.bypassesCache && length >= directWriteBytesMin && sourceCount <= nativeFs.writeSourcesMax;
+  }
+
   private writesAround(position: number, length: number, sourceCount: number): boolean {
     const aligned = position % directAlignBytes === 0 && length % directAlignBytes === 0;
-    return this.bypassesCache && length >= directWriteBytesMin && aligned && sourceCount <= nativeFs.writeSourcesMax;
+    return aligned && this.gathersWrite(length, sourceCount);
   }
 
   // True when written; false when the kernel refused the alignment after all (EINVAL: a device
