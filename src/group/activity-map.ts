@@ -68,6 +68,7 @@ export class ActivityMap {
     private readonly file: BlockFile,
     private readonly coolLsn: (volumeId: number) => bigint,
     private readonly syncAll: () => Promise<unknown>,
+    private readonly keep: number,
   ) {
     this.writer = new SyncCoalescer(() => this.persist());
   }
@@ -75,8 +76,11 @@ export class ActivityMap {
   // Opens the map and returns the extents that were hot at the last stop or crash.
   // coolLsn(volume): changes up to it are durable in the log and the image. syncAll(): makes
   // the log and every image durable (when the map is full, so that idle extents can cool).
-  static async open(file: BlockFile, coolLsn: (volumeId: number) => bigint, syncAll: () => Promise<unknown>): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
-    const map = new ActivityMap(file, coolLsn, syncAll);
+  // keep: how many hot extents cooling leaves (activityExtentsKeep; `npm run sim -- --activity-keep`
+  // asks for fewer, so that small simulated volumes cool).
+  static async open(file: BlockFile, coolLsn: (volumeId: number) => bigint, syncAll: () => Promise<unknown>, keep = activityExtentsKeep): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
+    assert(Number.isInteger(keep) && keep > 0 && keep < activityExtentsMax, "activity map: keep fewer extents than it holds");
+    const map = new ActivityMap(file, coolLsn, syncAll, keep);
     const recovered = await map.load();
     return { map, recovered };
   }
@@ -179,10 +183,10 @@ export class ActivityMap {
   // Whether extents would cool at the next persist if log and images were durable: the caller
   // (a FLUSH) needs to make the log durable only then.
   get wantsCooling(): boolean {
-    return this.hot.size > activityExtentsKeep;
+    return this.hot.size > this.keep;
   }
 
-  // Cools idle extents, least recently written first, until at most activityExtentsKeep are hot.
+  // Cools idle extents, least recently written first, until at most `keep` are hot.
   private cool(): void {
     if (!this.wantsCooling) return;
     const idle: [number, HotExtent][] = [];

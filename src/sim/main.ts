@@ -7,6 +7,7 @@
 //   --lenient-twins                                    twins left wrong by a missed operation are reported, not violations
 //                                                      (how builds before twin builds after a resync were judged)
 //   --all-disk-faults                                  the primary's volumes and snapshot stores fail too
+//   --activity-keep N                                  the activity map cools down to N hot extents (default the real 512)
 //
 // Exit status 1 when any seed violated an invariant; every failing seed is printed with its
 // violation and the end of its trace, and replays with --seed.
@@ -14,6 +15,7 @@
 import { parseArgs } from "node:util";
 import { type PlantedBugName, plantedBugNames } from "../planted-bugs.js";
 import { describeSettings, drawSettings } from "./sim-settings.js";
+import { activityExtentsMax } from "../constants.js";
 import { type SimResult, simulate } from "./simulation.js";
 
 function fail(message: string): never {
@@ -34,8 +36,22 @@ function printFailure(result: SimResult, steps: number, flags: string): void {
   process.stdout.write(`  replay: npm run sim -- --seed ${result.seed} --steps ${steps}${flags}\n`);
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
+const usage = `usage: npm run sim -- --seed N [--steps M] [--verbose]
+       npm run sim -- --seeds K [--from S] [--steps M]
+options: --planted-bug NAME (${plantedBugNames.join(", ")}), --lenient-twins, --all-disk-faults,
+         --activity-keep N (hot extents the activity map keeps; default the real one)
+`;
+
+function parsedArgs(): ReturnType<typeof parseSimArgs> {
+  try {
+    return parseSimArgs();
+  } catch (error) {
+    fail(`${(error as Error).message}\n${usage}`); // an unknown option or a missing value: one line and the usage
+  }
+}
+
+function parseSimArgs() {
+  return parseArgs({
     options: {
       seed: { type: "string" },
       seeds: { type: "string" },
@@ -45,15 +61,27 @@ async function main(): Promise<void> {
       "lenient-twins": { type: "boolean" },
       "all-disk-faults": { type: "boolean" },
       verbose: { type: "boolean" },
+      "activity-keep": { type: "string" },
+      help: { type: "boolean" },
     },
   });
+}
+
+async function main(): Promise<void> {
+  const { values } = parsedArgs();
+  if (values.help === true) {
+    process.stdout.write(usage);
+    return;
+  }
   const steps = count(values.steps, 200, "steps");
   const planted = values["planted-bug"] as PlantedBugName[] | undefined;
   for (const name of planted ?? []) if (!plantedBugNames.includes(name)) fail(`unknown planted bug ${name} (known: ${plantedBugNames.join(", ")})`);
-  const flags = [...(planted ?? []).map((name) => ` --planted-bug ${name}`), values["lenient-twins"] === true ? " --lenient-twins" : "", values["all-disk-faults"] === true ? " --all-disk-faults" : ""].join("");
+  const activityKeep = values["activity-keep"] === undefined ? undefined : count(values["activity-keep"], 0, "activity-keep");
+  if (activityKeep !== undefined && (activityKeep < 1 || activityKeep >= activityExtentsMax)) fail(`--activity-keep takes 1 to ${activityExtentsMax - 1}`);
+  const flags = [...(planted ?? []).map((name) => ` --planted-bug ${name}`), values["lenient-twins"] === true ? " --lenient-twins" : "", values["all-disk-faults"] === true ? " --all-disk-faults" : "", activityKeep === undefined ? "" : ` --activity-keep ${activityKeep}`].join("");
   const options = { plantedBugs: planted, strictTwins: values["lenient-twins"] !== true, allDiskFaults: values["all-disk-faults"] ?? false };
   if (values.seed !== undefined) {
-    const settings = drawSettings(count(values.seed, 0, "seed"), steps);
+    const settings = drawSettings(count(values.seed, 0, "seed"), steps, activityKeep);
     process.stdout.write(`seed ${settings.seed}: ${describeSettings(settings)}\n`);
     const result = await simulate(settings, options);
     if (values.verbose === true) for (const line of result.traceTail) process.stdout.write(`    ${line}\n`);
@@ -70,7 +98,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const hashes: string[] = [];
   for (let seed = from; seed < from + seeds; seed++) {
-    const result = await simulate(drawSettings(seed, steps), options);
+    const result = await simulate(drawSettings(seed, steps, activityKeep), options);
     hashes.push(result.traceHash);
     if (result.gap !== null) gaps += 1;
     if (result.violation !== null) {

@@ -28,6 +28,7 @@ export const simGroup = "g";
 
 export interface PrimarySettings {
   readonly durability: Durability;
+  readonly activityKeep: number;
   readonly logBytes: number;
   readonly logLimits: Partial<GroupLogLimits>;
   readonly logId: bigint;
@@ -111,7 +112,7 @@ export class SimPrimary implements SnapshotHost {
     let activity: ActivityMap | null = null;
     let recovered: ActivityExtent[] = [];
     if (settings.durability === "activity-map") {
-      const opened = await ActivityMap.open(files.file(join(this.directory, "activity"), activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll());
+      const opened = await ActivityMap.open(files.file(join(this.directory, "activity"), activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll(), settings.activityKeep);
       activity = opened.map;
       recovered = opened.recovered;
     }

@@ -9,6 +9,7 @@ import type { DiskLatency } from "./sim-storage.js";
 import type { ClientSettings } from "./sim-client.js";
 import type { SimVolumeSpec } from "./sector-stamp.js";
 import { Random } from "./random.js";
+import { activityExtentsKeep } from "../constants.js";
 
 const KiB = 1024;
 
@@ -27,6 +28,10 @@ export interface SimSettings {
   readonly steps: number;
   readonly stepMsMax: number;
   readonly durability: Durability;
+  // Hot extents the activity map keeps before cooling (ActivityMap keep): the real default
+  // unless `npm run sim -- --activity-keep N` asks for fewer (with 1 and two volumes the map
+  // cools and re-marks all the time; see docs/RELIABILITY.md for what that found).
+  readonly activityKeep: number;
   readonly link: { readonly mode: LinkMode; readonly intervalMs: number; readonly overflow: OverflowPolicy };
   readonly volumes: readonly SimVolumeSpec[];
   readonly primaryLogBytes: number;
@@ -52,7 +57,7 @@ function rate(random: Random, max: number): number {
   return random.chance(0.2) ? 0 : (random.below(1000) / 1000) * max;
 }
 
-export function drawSettings(seed: number, steps: number): SimSettings {
+export function drawSettings(seed: number, steps: number, activityKeep?: number): SimSettings {
   const random = new Random(seed ^ 0x5eed_5e77);
   const volumeCount = 1 + random.below(2);
   const volumes = Array.from({ length: volumeCount }, (_, index) => ({ id: index + 1, name: `disk${index}`, size: pick(random, [128, 256, 512]) * KiB }));
@@ -61,6 +66,7 @@ export function drawSettings(seed: number, steps: number): SimSettings {
     steps,
     stepMsMax: pick(random, [20, 50, 100]),
     durability: random.chance(0.5) ? "activity-map" : "write-ahead",
+    activityKeep: activityKeep ?? activityExtentsKeep,
     link: { mode: pick(random, ["async", "async", "sync", "periodic"] as const), intervalMs: pick(random, [100, 300, 1000]), overflow: random.chance(0.85) ? "bitmap" : "stall" },
     volumes,
     primaryLogBytes: 8 * KiB + pick(random, [256, 512, 2048]) * KiB,
@@ -97,7 +103,7 @@ export function drawSettings(seed: number, steps: number): SimSettings {
 export function describeSettings(settings: SimSettings): string {
   const { faults, client } = settings;
   return [
-    `${settings.durability}, ${settings.link.mode} link (overflow ${settings.link.overflow})`,
+    `${settings.durability}${settings.durability === "activity-map" ? ` (keep ${settings.activityKeep})` : ""}, ${settings.link.mode} link (overflow ${settings.link.overflow})`,
     `volumes ${settings.volumes.map((volume) => `${volume.name}=${volume.size / KiB}KiB`).join(" ")}`,
     `logs ${settings.primaryLogBytes / KiB}/${settings.secondaryLogBytes / KiB} KiB, chunk ${settings.snapshots.chunkSize / KiB} KiB`,
     `disk ≤${settings.disk.writeMsMax}/${settings.disk.syncMsMax} ms, net ≤${settings.network.latencyMsMax} ms`,
