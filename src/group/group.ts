@@ -233,7 +233,8 @@ export class Group {
     await this.syncVolumes(this.volumeList(), headLsn);
     this.log.release(this.replication === null ? headLsn : await this.replication.releasable(headLsn, this.log.fill));
     await this.log.checkpoint();
-    if (this.activity !== null) await this.activity.clear();
+    // The map on disk keeps the hot extents until recoveredHandedOff(): cleared here, a crash
+    // before the links had marked them would lose where image and log may disagree.
     const report = {
       replayedRecords: replayed,
       skippedRecords: skipped,
@@ -705,6 +706,13 @@ export class Group {
       this.paused = null;
       resume();
     }
+  }
+
+  // After recover(): every link has the recovered extents in its durable bitmap (or there is
+  // no link), so the activity map may forget them. Before any change is taken: a change would
+  // persist the map without them.
+  async recoveredHandedOff(): Promise<void> {
+    if (this.activity !== null) await this.activity.clear();
   }
 
   // ---- Checkpoint ----

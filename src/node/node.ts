@@ -155,6 +155,7 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       logger.warn({ extents: report.recoveredActivityExtents.length }, "extents were hot at the crash; they are resynced to every peer");
     }
     await this.replication.startPrimary(group, report.recoveredActivityExtents);
+    await group.recoveredHandedOff();
   }
 
   // A group's log file (primary or replica): made with the configured size if missing, its

@@ -141,6 +141,7 @@ export class SimPrimary implements SnapshotHost {
     group.replication = links;
     const report = await group.recover(recovered);
     for (const link of links.list()) await link.markRegions(report.recoveredActivityExtents);
+    await group.recoveredHandedOff();
     links.start();
     if (links.size === 0) {
       const { link } = settings;

@@ -51,6 +51,7 @@ async function open(disks: Disks, durability: Durability, fresh: boolean): Promi
   const volume = new Volume(1, "v", volumeFile, volumeSize, () => 0);
   group.addVolume(volume);
   await group.recover(recovered);
+  await group.recoveredHandedOff(); // no links to hand the hot extents to
   return { group, volume, fences };
 }
 
