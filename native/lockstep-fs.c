@@ -4,7 +4,7 @@
  *   seek(fd, offset, whence)                -> offset, or -1 when SEEK_DATA/SEEK_HOLE hit ENXIO
  *   fallocate(fd, mode, offset, length)     -> Promise<void>  (mode: "punch" | "zero" | "allocate")
  *   blockRange(fd, request, offset, length) -> Promise<void>  (request: "discard" | "zeroout")
- *   startWriteback(fd, offset, length)      -> Promise<void>  sync_file_range(SYNC_FILE_RANGE_WRITE)
+ *   startWriteback(fd, "writeback", offset, length) -> Promise<void>  sync_file_range(SYNC_FILE_RANGE_WRITE)
  *   readNoWait(fd, buffer, position)        -> bytes read, or -1 when it would block
  *   writeNoWait(fd, buffers[], position)    -> bytes written, or -1 when it would block
  *   writeBatch(fd, buffers[], positions[])  -> Promise<void>  each buffer at its position, in order
@@ -127,11 +127,26 @@ static napi_value seek(napi_env env, napi_callback_info info) {
   return value;
 }
 
+/* The range jobs: each entry point (fallocate, blockRange, startWriteback) accepts its own
+ * modes; a job's kind indexes this table for its mode name and, in errors, its syscall. */
+enum { RANGE_PUNCH, RANGE_ZERO, RANGE_ALLOCATE, RANGE_DISCARD, RANGE_ZEROOUT, RANGE_WRITEBACK };
+static const struct {
+  const char *mode;
+  const char *syscall;
+} range_kinds[] = {
+    [RANGE_PUNCH] = {"punch", "fallocate"},
+    [RANGE_ZERO] = {"zero", "fallocate"},
+    [RANGE_ALLOCATE] = {"allocate", "fallocate"},
+    [RANGE_DISCARD] = {"discard", "ioctl(BLKDISCARD)"},
+    [RANGE_ZEROOUT] = {"zeroout", "ioctl(BLKZEROOUT)"},
+    [RANGE_WRITEBACK] = {"writeback", "sync_file_range"},
+};
+
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int fd;
-  int kind; /* 0 punch, 1 zero, 2 discard, 3 zeroout, 4 writeback, 5 allocate */
+  int kind; /* RANGE_* */
   int64_t offset;
   int64_t length;
   int error;
@@ -143,37 +158,36 @@ static void range_execute(napi_env env, void *data) {
   int result;
   uint64_t range[2] = {(uint64_t)job->offset, (uint64_t)job->length};
   switch (job->kind) {
-    case 0:
+    case RANGE_PUNCH:
       result = fallocate(job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, job->offset, job->length);
       break;
-    case 1:
+    case RANGE_ZERO:
       result = fallocate(job->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, job->offset, job->length);
       break;
-    case 2: result = ioctl(job->fd, BLKDISCARD, range); break;
-    case 4: result = sync_file_range(job->fd, job->offset, job->length, SYNC_FILE_RANGE_WRITE); break;
-    case 5: result = fallocate(job->fd, 0, job->offset, job->length); break; /* blocks, and the size if past it */
-    default: result = ioctl(job->fd, BLKZEROOUT, range); break;
+    case RANGE_ALLOCATE: result = fallocate(job->fd, 0, job->offset, job->length); break; /* blocks, and the size if past it */
+    case RANGE_DISCARD: result = ioctl(job->fd, BLKDISCARD, range); break;
+    case RANGE_ZEROOUT: result = ioctl(job->fd, BLKZEROOUT, range); break;
+    default: result = sync_file_range(job->fd, job->offset, job->length, SYNC_FILE_RANGE_WRITE); break;
   }
   job->error = result < 0 ? errno : 0;
 }
 
 static void range_complete(napi_env env, napi_status status, void *data) {
   RangeJob *job = data;
-  static const char *names[] = {"fallocate", "fallocate", "ioctl(BLKDISCARD)", "ioctl(BLKZEROOUT)", "sync_file_range", "fallocate"};
   if (status != napi_ok) job->error = EINTR;
   if (job->error == 0) {
     napi_value undefined;
     napi_get_undefined(env, &undefined);
     napi_resolve_deferred(env, job->deferred, undefined);
   } else {
-    napi_reject_deferred(env, job->deferred, make_error(env, job->error, names[job->kind]));
+    napi_reject_deferred(env, job->deferred, make_error(env, job->error, range_kinds[job->kind].syscall));
   }
   napi_delete_async_work(env, job->work);
   free(job);
 }
 
-static napi_value range_start(napi_env env, napi_callback_info info, const char *first, const char *second,
-                              int kind_base) {
+/* (fd, mode, offset, length): `mode` must name one of `kinds` (count of them). */
+static napi_value range_start(napi_env env, napi_callback_info info, const int *kinds, size_t count) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -187,11 +201,11 @@ static napi_value range_start(napi_env env, napi_callback_info info, const char 
     napi_throw_type_error(env, NULL, "(fd, mode, offset, length) with offset >= 0 and length > 0");
     return NULL;
   }
-  int kind;
-  if (strcmp(mode, first) == 0) kind = kind_base;
-  else if (strcmp(mode, second) == 0) kind = kind_base + 1;
-  else if (kind_base == 0 && strcmp(mode, "allocate") == 0) kind = 5;
-  else {
+  int kind = -1;
+  for (size_t index = 0; index < count && kind < 0; index++) {
+    if (strcmp(mode, range_kinds[kinds[index]].mode) == 0) kind = kinds[index];
+  }
+  if (kind < 0) {
     napi_throw_type_error(env, NULL, "unknown mode");
     return NULL;
   }
@@ -213,16 +227,19 @@ static napi_value range_start(napi_env env, napi_callback_info info, const char 
 }
 
 static napi_value fallocate_range(napi_env env, napi_callback_info info) {
-  return range_start(env, info, "punch", "zero", 0);
+  static const int kinds[] = {RANGE_PUNCH, RANGE_ZERO, RANGE_ALLOCATE};
+  return range_start(env, info, kinds, sizeof kinds / sizeof kinds[0]);
 }
 
 static napi_value block_range(napi_env env, napi_callback_info info) {
-  return range_start(env, info, "discard", "zeroout", 2);
+  static const int kinds[] = {RANGE_DISCARD, RANGE_ZEROOUT};
+  return range_start(env, info, kinds, sizeof kinds / sizeof kinds[0]);
 }
 
-/* startWriteback(fd, offset, length): the mode argument of range_start is fixed. */
+/* startWriteback(fd, "writeback", offset, length). */
 static napi_value start_writeback(napi_env env, napi_callback_info info) {
-  return range_start(env, info, "writeback", "writeback", 4);
+  static const int kinds[] = {RANGE_WRITEBACK};
+  return range_start(env, info, kinds, sizeof kinds / sizeof kinds[0]);
 }
 
 static int would_block(int error) {

@@ -26,6 +26,12 @@ export interface GateTicket {
   readonly entry: Entry;
 }
 
+// Whether an entry in flight and [offset, end) of a key touch (everyKey touches every key).
+function overlap(entry: Entry, volumeId: number, offset: number, end: number): boolean {
+  const sameKey = entry.volumeId === volumeId || entry.volumeId === everyKey || volumeId === everyKey;
+  return sameKey && entry.offset < end && offset < entry.end;
+}
+
 function doneOf(entry: Entry): Promise<void> {
   entry.done ??= new Promise<void>((resolve) => (entry.finish = resolve));
   return entry.done;
@@ -46,10 +52,7 @@ export class RangeGate {
     const end = offset + Math.max(length, 1);
     let predecessors: Promise<void>[] | null = null;
     for (const entry of this.entries) {
-      const sameKey = entry.volumeId === volumeId || entry.volumeId === everyKey || volumeId === everyKey;
-      if (sameKey && entry.offset < end && offset < entry.end) {
-        (predecessors ??= []).push(doneOf(entry));
-      }
+      if (overlap(entry, volumeId, offset, end)) (predecessors ??= []).push(doneOf(entry));
     }
     const entry: Entry = { volumeId, offset, end, done: null, finish: null };
     this.entries.add(entry);
@@ -60,10 +63,7 @@ export class RangeGate {
   overlaps(volumeId: number, offset: number, length: number): boolean {
     if (this.entries.size === 0) return false;
     const end = offset + Math.max(length, 1);
-    for (const entry of this.entries) {
-      const sameKey = entry.volumeId === volumeId || entry.volumeId === everyKey || volumeId === everyKey;
-      if (sameKey && entry.offset < end && offset < entry.end) return true;
-    }
+    for (const entry of this.entries) if (overlap(entry, volumeId, offset, end)) return true;
     return false;
   }
 

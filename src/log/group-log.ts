@@ -1045,13 +1045,13 @@ export class GroupLog {
   }
 }
 
+const copyNone = -1; // batchBuffers' copyBytesMax that copies no record
+
 // The buffers of one writev. Records with a payload up to copyBytesMax are copied, header,
 // payload and padding, into one buffer per batch: a few large iovecs instead of three small
 // ones per record (beyond IOV_MAX a writev is split into several system calls). Larger
 // payloads are passed as they are, never copied. stagingFor(size) gives a buffer of at least
 // size bytes to copy into.
-const copyNone = -1; // batchBuffers' copyBytesMax that copies no record
-
 function batchBuffers(writes: readonly QueuedWrite[], copyBytesMax: number, stagingFor: (size: number) => Buffer): Buffer[] {
   const copied = (write: QueuedWrite) => (write.payload?.length ?? 0) <= copyBytesMax;
   let copyBytes = 0;

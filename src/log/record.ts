@@ -184,15 +184,15 @@ export function recordHeaderEncode(fields: RecordFields, payload: Buffer | undef
   return { header, checksum };
 }
 
-// A u64 as two u32 halves: the hot path avoids BigInt arithmetic and allocation whenever the
-// value fits a JS number exactly (LSNs, offsets and times always do in practice).
-// A value past that (a log's random id, the same in every record of the log) is split once
-// and its halves kept: BigInt shifts allocate.
+// writeU64 splits a value past 2^53 (a log's random id, the same in every record of the log)
+// once and keeps its halves: BigInt shifts allocate.
 const safeIntegerMax = BigInt(Number.MAX_SAFE_INTEGER);
 let largeValue = -1n;
 let largeLow = 0;
 let largeHigh = 0;
 
+// A u64 as two u32 halves: the hot path avoids BigInt arithmetic and allocation whenever the
+// value fits a JS number exactly (LSNs, offsets and times always do in practice).
 function writeU64(target: Buffer, value: bigint | number, at: number): void {
   if (typeof value === "bigint") {
     if (value > safeIntegerMax) {
