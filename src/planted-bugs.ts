@@ -15,11 +15,14 @@
 //                        other volumes' records changed are missing from the link's bitmap
 //   operation-early      group/replica.ts nextRecord: an operation record is performed before
 //                        the data record just ahead of it
+//   cool-unsynced-image  group/group.ts coolLsn: an extent cools once the log is durable past
+//                        it, whether or not the image is (needs a map that cools: the test runs
+//                        it with --activity-keep 1)
 
 import type { LogRecord } from "./log/record.js";
 import { isOperationKind, RecordKind } from "./log/record.js";
 
-export const plantedBugNames = ["ack-before-fsync", "apply-out-of-order", "fold-skips-mark", "operation-early"] as const;
+export const plantedBugNames = ["ack-before-fsync", "apply-out-of-order", "fold-skips-mark", "operation-early", "cool-unsynced-image"] as const;
 export type PlantedBugName = (typeof plantedBugNames)[number];
 
 function fromEnvironment(): Set<PlantedBugName> {

@@ -22,7 +22,7 @@
 //   24 count × { u32 volumeId, u32 reserved, u64 extentIndex }
 
 import { assert } from "../assert.js";
-import { activityExtentSize, activityExtentsKeep, activityExtentsMax, volumeIdMax, volumeSizeMax } from "../constants.js";
+import { activityExtentSize, activityExtentsKeep, activityExtentsMax, sectorSize, volumeIdMax, volumeSizeMax } from "../constants.js";
 import type { BlockFile } from "../io/block-file.js";
 import { crc32c } from "../io/crc32c.js";
 import { extentIndices } from "../volume/region.js";
@@ -43,6 +43,13 @@ interface HotExtent {
   lastLsn: bigint;
 }
 
+export interface ActivityShape {
+  readonly keep: number;
+  readonly extentSize: number;
+}
+
+export const activityShapeDefault: ActivityShape = { keep: activityExtentsKeep, extentSize: activityExtentSize };
+
 export interface ActivityExtent {
   readonly volumeId: number;
   readonly offset: number;
@@ -50,9 +57,10 @@ export interface ActivityExtent {
 }
 
 // One number per (volume, extent): volume ids stay at most volumeIdMax < 2^20 and extent
-// indices below 2^28 (volumeSizeMax / activityExtentSize): the key is exact (< 2^48) and
-// allocation-free.
+// indices below 2^28 (volumeSizeMax / activityExtentSize; smaller extents, in the simulator,
+// on small volumes): the key is exact (< 2^48) and allocation-free.
 function key(volumeId: number, index: number): number {
+  assert(index < extentIndexLimitForKeys, "activity map: an extent index past the key's range");
   return volumeId * extentIndexLimitForKeys + index;
 }
 
@@ -62,13 +70,14 @@ export class ActivityMap {
   private sequence = 0n;
   private idleWaiters: (() => void)[] = []; // marks waiting for an extent to go idle (map full)
   private readonly writer: SyncCoalescer;
-  persistCount = 0;
+  readonly stats = { persists: 0, cooled: 0 };
 
   private constructor(
     private readonly file: BlockFile,
     private readonly coolLsn: (volumeId: number) => bigint,
     private readonly syncAll: () => Promise<unknown>,
     private readonly keep: number,
+    private readonly extentSize: number,
   ) {
     this.writer = new SyncCoalescer(() => this.persist());
   }
@@ -76,11 +85,15 @@ export class ActivityMap {
   // Opens the map and returns the extents that were hot at the last stop or crash.
   // coolLsn(volume): changes up to it are durable in the log and the image. syncAll(): makes
   // the log and every image durable (when the map is full, so that idle extents can cool).
-  // keep: how many hot extents cooling leaves (activityExtentsKeep; `npm run sim -- --activity-keep`
-  // asks for fewer, so that small simulated volumes cool).
-  static async open(file: BlockFile, coolLsn: (volumeId: number) => bigint, syncAll: () => Promise<unknown>, keep = activityExtentsKeep): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
+  // shape: how many hot extents cooling leaves, and their size. Nodes use the constants; the
+  // simulator (`npm run sim -- --activity-keep N`) keeps few small extents so that its small
+  // volumes cool and re-mark all the time. A map is read with the extent size it was written
+  // with (the simulator's is fixed for a run).
+  static async open(file: BlockFile, coolLsn: (volumeId: number) => bigint, syncAll: () => Promise<unknown>, shape: ActivityShape = activityShapeDefault): Promise<{ map: ActivityMap; recovered: ActivityExtent[] }> {
+    const { keep, extentSize } = shape;
     assert(Number.isInteger(keep) && keep > 0 && keep < activityExtentsMax, "activity map: keep fewer extents than it holds");
-    const map = new ActivityMap(file, coolLsn, syncAll, keep);
+    assert(extentSize >= sectorSize && extentSize % sectorSize === 0 && extentSize <= activityExtentSize, "activity map: extents of whole sectors");
+    const map = new ActivityMap(file, coolLsn, syncAll, keep, extentSize);
     const recovered = await map.load();
     return { map, recovered };
   }
@@ -93,7 +106,7 @@ export class ActivityMap {
     const best = await this.readBestSlot();
     if (best === null) return [];
     this.sequence = best.sequence;
-    return best.entries.map(({ volumeId, index }) => ({ volumeId, offset: index * activityExtentSize, length: activityExtentSize }));
+    return best.entries.map(({ volumeId, index }) => ({ volumeId, offset: index * this.extentSize, length: this.extentSize }));
   }
 
   private async readBestSlot(): Promise<{ sequence: bigint; entries: { volumeId: number; index: number }[] } | null> {
@@ -119,7 +132,7 @@ export class ActivityMap {
 
   // Whether the map on disk covers the range already: mark() would then need no I/O.
   covers(volumeId: number, offset: number, length: number): boolean {
-    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    const { first, last } = extentIndices(offset, length, this.extentSize);
     for (let index = first; index <= last; index++) if (!this.persisted.has(key(volumeId, index))) return false;
     return true;
   }
@@ -127,7 +140,7 @@ export class ActivityMap {
   // Marks the extents of a write as pending. Returns null when they were all hot already (the
   // common case: no I/O), or a promise that resolves once the map on disk covers them.
   mark(volumeId: number, offset: number, length: number): Promise<void> | null {
-    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    const { first, last } = extentIndices(offset, length, this.extentSize);
     let missing: number[] | null = null;
     for (let index = first; index <= last; index++) {
       const id = key(volumeId, index);
@@ -145,7 +158,7 @@ export class ActivityMap {
   // The write with this LSN is applied (or failed): its extents may cool once the log is
   // durable past lastLsn. A failed write leaves its extents hot until a resync (keepHot).
   done(volumeId: number, offset: number, length: number, lsn: bigint, keepHot = false): void {
-    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    const { first, last } = extentIndices(offset, length, this.extentSize);
     for (let index = first; index <= last; index++) {
       const extent = this.hot.get(key(volumeId, index));
       assert(extent !== undefined && extent.pending > 0, "activity map: done() without mark()");
@@ -159,7 +172,7 @@ export class ActivityMap {
   // A write to extents the map on disk covers (covers()) was done at once, without mark() and
   // done(): only their last LSN moves.
   written(volumeId: number, offset: number, length: number, lsn: bigint): void {
-    const { first, last } = extentIndices(offset, length, activityExtentSize);
+    const { first, last } = extentIndices(offset, length, this.extentSize);
     for (let index = first; index <= last; index++) {
       const id = key(volumeId, index);
       const extent = this.hot.get(id);
@@ -198,6 +211,7 @@ export class ActivityMap {
     for (const [id] of idle) {
       if (!this.wantsCooling) return;
       this.hot.delete(id);
+      this.stats.cooled += 1;
     }
   }
 
@@ -229,7 +243,7 @@ export class ActivityMap {
     buffer.writeUInt32LE(crc32c(buffer.subarray(4)), 0);
     await this.file.write([buffer], Number(this.sequence % 2n) * activitySlotSize);
     await this.file.datasync();
-    this.persistCount += 1;
+    this.stats.persists += 1;
     this.persisted.clear();
     for (const extent of entries) this.persisted.add(key(extent.volumeId, extent.index));
   }

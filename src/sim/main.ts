@@ -7,7 +7,8 @@
 //   --lenient-twins                                    twins left wrong by a missed operation are reported, not violations
 //                                                      (how builds before twin builds after a resync were judged)
 //   --all-disk-faults                                  the primary's volumes and snapshot stores fail too
-//   --activity-keep N                                  the activity map cools down to N hot extents (default the real 512)
+//   --activity-keep N                                  the activity map cools down to N hot extents of 16 KiB
+//                                                      (default: the real 512 of 4 MiB, which never cool here)
 //
 // Exit status 1 when any seed violated an invariant; every failing seed is printed with its
 // violation and the end of its trace, and replays with --seed.
@@ -39,7 +40,7 @@ function printFailure(result: SimResult, steps: number, flags: string): void {
 const usage = `usage: npm run sim -- --seed N [--steps M] [--verbose]
        npm run sim -- --seeds K [--from S] [--steps M]
 options: --planted-bug NAME (${plantedBugNames.join(", ")}), --lenient-twins, --all-disk-faults,
-         --activity-keep N (hot extents the activity map keeps; default the real one)
+         --activity-keep N (the activity map keeps N hot extents of 16 KiB; default the real shape)
 `;
 
 function parsedArgs(): ReturnType<typeof parseSimArgs> {

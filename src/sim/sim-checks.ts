@@ -254,7 +254,7 @@ export class SimChecks {
     const logImage = context.model.imageAt(rebased.log);
     const hot = new Uint8Array(context.layout.sectors);
     if (incarnation.group.durability === "activity-map") {
-      for (const extent of incarnation.report.recoveredActivityExtents) {
+      for (const extent of incarnation.mayDiffer) {
         const volume = context.layout.volumes.find((candidate) => candidate.id === extent.volumeId);
         if (volume !== undefined) hot.fill(1, volume.firstSector + extent.offset / sectorBytes, volume.firstSector + Math.min(volume.sectors, (extent.offset + extent.length) / sectorBytes));
       }

@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { logShipCacheBytesMax } from "../constants.js";
-import { ActivityMap, activitySlotSize, type ActivityExtent } from "../group/activity-map.js";
+import { ActivityMap, activitySlotSize, type ActivityExtent, type ActivityShape } from "../group/activity-map.js";
 import { Group, type Durability, type RecoveryReport } from "../group/group.js";
 import type { GroupLogLimits } from "../log/group-log.js";
 import { GroupLog } from "../log/group-log.js";
@@ -28,7 +28,7 @@ export const simGroup = "g";
 
 export interface PrimarySettings {
   readonly durability: Durability;
-  readonly activityKeep: number;
+  readonly activity: ActivityShape;
   readonly logBytes: number;
   readonly logLimits: Partial<GroupLogLimits>;
   readonly logId: bigint;
@@ -45,6 +45,9 @@ export interface PrimaryIncarnation {
   readonly snapshots: NodeSnapshots;
   readonly links: GroupLinks;
   readonly report: RecoveryReport;
+  // Where the recovered image may differ from the log: the hot extents of this recovery and of
+  // earlier ones that crashed after handing theirs to the links (the map forgot them then).
+  readonly mayDiffer: readonly ActivityExtent[];
 }
 
 export class SimPrimary implements SnapshotHost {
@@ -56,6 +59,8 @@ export class SimPrimary implements SnapshotHost {
   private scannedLsn = 0n; // the records of the current incarnation read so far (newRecords())
   private startingVolumes: readonly Volume[] = [];
   private startingSnapshots: NodeSnapshots | null = null;
+  private handedOff: ActivityExtent[] = []; // recovered extents handed to the links, not yet checked
+  private readonly maps: ActivityMap[] = []; // every incarnation's (activityStats())
 
   constructor(
     private readonly world: SimWorld,
@@ -112,8 +117,9 @@ export class SimPrimary implements SnapshotHost {
     let activity: ActivityMap | null = null;
     let recovered: ActivityExtent[] = [];
     if (settings.durability === "activity-map") {
-      const opened = await ActivityMap.open(files.file(join(this.directory, "activity"), activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll(), settings.activityKeep);
+      const opened = await ActivityMap.open(files.file(join(this.directory, "activity"), activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll(), settings.activity);
       activity = opened.map;
+      this.maps.push(activity);
       recovered = opened.recovered;
     }
     const logger = this.logger.child({ node: owner.name });
@@ -141,18 +147,30 @@ export class SimPrimary implements SnapshotHost {
     group.replication = links;
     const report = await group.recover(recovered);
     for (const link of links.list()) await link.markRegions(report.recoveredActivityExtents);
+    this.handedOff.push(...report.recoveredActivityExtents);
     await group.recoveredHandedOff();
     links.start();
     if (links.size === 0) {
       const { link } = settings;
       await links.add({ peer: "secondary", address: { host: "secondary", port: 1 }, mode: link.mode, intervalMs: link.intervalMs, overflow: link.overflow, credential: settings.credential }, nowMs());
     }
-    const incarnation: PrimaryIncarnation = { owner, group, volumes, snapshots, links, report };
     this.starting = null;
     this.startingSnapshots = null;
     if (!owner.alive) throw new SimCrashedWhileStarting(owner.name);
+    const incarnation: PrimaryIncarnation = { owner, group, volumes, snapshots, links, report, mayDiffer: this.handedOff.splice(0) };
     this.current = incarnation;
     return incarnation;
+  }
+
+  // The activity maps' persists and cooled extents over every incarnation.
+  activityStats(): { activityPersists: number; extentsCooled: number } {
+    let activityPersists = 0;
+    let extentsCooled = 0;
+    for (const map of this.maps) {
+      activityPersists += map.stats.persists;
+      extentsCooled += map.stats.cooled;
+    }
+    return { activityPersists, extentsCooled };
   }
 
   // The records appended since the last call (in LSN order), from the log's ship cache.

@@ -9,7 +9,7 @@ import type { DiskLatency } from "./sim-storage.js";
 import type { ClientSettings } from "./sim-client.js";
 import type { SimVolumeSpec } from "./sector-stamp.js";
 import { Random } from "./random.js";
-import { activityExtentsKeep } from "../constants.js";
+import { activityShapeDefault, type ActivityShape } from "../group/activity-map.js";
 
 const KiB = 1024;
 
@@ -28,10 +28,10 @@ export interface SimSettings {
   readonly steps: number;
   readonly stepMsMax: number;
   readonly durability: Durability;
-  // Hot extents the activity map keeps before cooling (ActivityMap keep): the real default
-  // unless `npm run sim -- --activity-keep N` asks for fewer (with 1 and two volumes the map
-  // cools and re-marks all the time; see docs/RELIABILITY.md for what that found).
-  readonly activityKeep: number;
+  // The activity map's shape: the real one (512 extents of 4 MiB kept hot: the small simulated
+  // volumes never cool), unless `npm run sim -- --activity-keep N` asks for N extents of
+  // simActivityExtentSize, so that the map cools and re-marks all the time.
+  readonly activity: ActivityShape;
   readonly link: { readonly mode: LinkMode; readonly intervalMs: number; readonly overflow: OverflowPolicy };
   readonly volumes: readonly SimVolumeSpec[];
   readonly primaryLogBytes: number;
@@ -57,6 +57,10 @@ function rate(random: Random, max: number): number {
   return random.chance(0.2) ? 0 : (random.below(1000) / 1000) * max;
 }
 
+// With --activity-keep: a 512 KiB volume has 32 extents, a write of the simulated client spans
+// up to 4.
+export const simActivityExtentSize = 16 * KiB;
+
 export function drawSettings(seed: number, steps: number, activityKeep?: number): SimSettings {
   const random = new Random(seed ^ 0x5eed_5e77);
   const volumeCount = 1 + random.below(2);
@@ -66,7 +70,7 @@ export function drawSettings(seed: number, steps: number, activityKeep?: number)
     steps,
     stepMsMax: pick(random, [20, 50, 100]),
     durability: random.chance(0.5) ? "activity-map" : "write-ahead",
-    activityKeep: activityKeep ?? activityExtentsKeep,
+    activity: activityKeep === undefined ? activityShapeDefault : { keep: activityKeep, extentSize: simActivityExtentSize },
     link: { mode: pick(random, ["async", "async", "sync", "periodic"] as const), intervalMs: pick(random, [100, 300, 1000]), overflow: random.chance(0.85) ? "bitmap" : "stall" },
     volumes,
     primaryLogBytes: 8 * KiB + pick(random, [256, 512, 2048]) * KiB,
@@ -103,7 +107,7 @@ export function drawSettings(seed: number, steps: number, activityKeep?: number)
 export function describeSettings(settings: SimSettings): string {
   const { faults, client } = settings;
   return [
-    `${settings.durability}${settings.durability === "activity-map" ? ` (keep ${settings.activityKeep})` : ""}, ${settings.link.mode} link (overflow ${settings.link.overflow})`,
+    `${settings.durability}${settings.durability === "activity-map" ? ` (keep ${settings.activity.keep} × ${settings.activity.extentSize / KiB} KiB)` : ""}, ${settings.link.mode} link (overflow ${settings.link.overflow})`,
     `volumes ${settings.volumes.map((volume) => `${volume.name}=${volume.size / KiB}KiB`).join(" ")}`,
     `logs ${settings.primaryLogBytes / KiB}/${settings.secondaryLogBytes / KiB} KiB, chunk ${settings.snapshots.chunkSize / KiB} KiB`,
     `disk ≤${settings.disk.writeMsMax}/${settings.disk.syncMsMax} ms, net ≤${settings.network.latencyMsMax} ms`,

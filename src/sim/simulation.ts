@@ -118,7 +118,7 @@ export async function simulate(settings: SimSettings, options: SimOptions = {}):
     traceHash: trace.digest(),
     virtualMs: world.nowMs - simEpochMs,
     elapsedMs: performance.now() - started,
-    counts: { ...nemesis.counts, ...checks.counts, ...context.client.stats, records: context.model.records, events: trace.events, realIo: world.ioCount, connects: context.network.stats.connects, corruptedChunks: context.network.stats.corruptedChunks },
+    counts: { ...nemesis.counts, ...checks.counts, ...context.client.stats, records: context.model.records, events: trace.events, realIo: world.ioCount, connects: context.network.stats.connects, corruptedChunks: context.network.stats.corruptedChunks, ...context.primary.activityStats() },
     errors: Object.fromEntries(context.client.errors),
     traceTail: trace.tail(),
   };
@@ -137,7 +137,7 @@ function assemble(settings: SimSettings, options: SimOptions, directory: string,
   const logger = trace.logger(options.logLevel ?? "info");
   const network = new SimNetwork(world, streams.network, settings.network, (event) => trace.event(event));
   const common = { logLimits: settings.logLimits, volumes: settings.volumes, snapshots: settings.snapshots };
-  const primarySettings = { ...common, durability: settings.durability, activityKeep: settings.activityKeep, logBytes: settings.primaryLogBytes, logId, link: settings.link, credential };
+  const primarySettings = { ...common, durability: settings.durability, activity: settings.activity, logBytes: settings.primaryLogBytes, logId, link: settings.link, credential };
   const primary = new SimPrimary(world, new SimStorage(world, streams.disks, settings.disk), network, join(directory, "primary/"), primarySettings, logger);
   const secondarySettings = { ...common, logBytes: settings.secondaryLogBytes, logId: logId + 1n };
   const secondary = new SimSecondary(world, new SimStorage(world, streams.disks, settings.disk), network, join(directory, "secondary/"), secondarySettings, logger);
