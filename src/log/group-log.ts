@@ -1016,6 +1016,12 @@ export class GroupLog {
     }
   }
 
+  // DISK_IO once the log has failed: from then on, changes logged before the failure may be
+  // neither durable nor applied, and no exact point of the write order can be vouched for.
+  checkHealthy(): void {
+    if (this.state === "failed") throw this.failedError();
+  }
+
   private checkAppendable(): void {
     if (this.state === "failed") throw this.failedError();
     if (this.state !== "open") throw shuttingDown();

@@ -8,9 +8,11 @@ import { silentLogger } from "../../src/logger.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 import { smallLimits } from "../log/helpers.js";
 
-export async function simGroup(durability: Durability): Promise<Group> {
-  const logSize = 512 * 1024;
-  const log = await GroupLog.create(new SimDisk("log", logSize), { sizeBytes: logSize, groupId: "g", limits: smallLimits });
+export const simGroupLogSize = 512 * 1024;
+
+// logDisk: the log's disk, when the test injects faults into it.
+export async function simGroup(durability: Durability, logDisk = new SimDisk("log", simGroupLogSize)): Promise<Group> {
+  const log = await GroupLog.create(logDisk, { sizeBytes: simGroupLogSize, groupId: "g", limits: smallLimits });
   let group!: Group;
   const activity = durability === "activity-map" ? (await ActivityMap.open(new SimDisk("activity", activitySlotSize * 2), (volumeId) => group.coolLsn(volumeId), () => group.syncAll())).map : null;
   group = new Group("g", log, durability, activity, silentLogger);

@@ -60,6 +60,7 @@ describe("deterministic simulation of a primary and a secondary", () => {
     { seed: 124, allDiskFaults: true, found: "the same, for a restore" },
     { seed: 93, steps: 300, activityKeep: 1, found: "the checker forgot the hot extents of a recovery that crashed after handing them to the links (with 4 MiB extents)" },
     { seed: 148, steps: 300, activityKeep: 2, found: "an operation redone after a crash on an image that had lost an unflushed write before it (activity-map)" },
+    { seed: 391, steps: 300, found: "a resync read at the head of a failed log: the secondary was told it held a record the primary's image lacked" },
   ];
   it(`keeps every invariant on the ${regressions.length} seeds that once found a bug (150 steps unless noted)`, async () => {
     for (const { seed, allDiskFaults, steps = 150, activityKeep, found } of regressions) {
