@@ -48,6 +48,8 @@ export type Durability = "activity-map" | "write-ahead";
 
 // What the group needs from its links (replication/group-links.ts), when it has any.
 export interface GroupReplication {
+  // A link exists (or is being added) that may ship data records: the log must hold their data.
+  readonly needsData: boolean;
   // The last LSN the log may release, given that changes through appliedLsn are in the
   // images; lagging links may switch to their bitmaps here (overflow).
   releasable(appliedLsn: bigint, logFill: number): Promise<bigint>;
@@ -258,8 +260,10 @@ export class Group {
         continue;
       }
       const volume = this.volumes.get(record.volumeId);
-      // a deleted volume, a range cut off by a later shrink, or a change an operation made durable
-      if (volume === undefined || record.offset + record.length > volume.size || record.lsn < (volume.changeGuard?.durableThroughLsn ?? 0n)) {
+      // a deleted volume, a range cut off by a later shrink, a change an operation made durable,
+      // or a write logged without its data (in activity-map mode, before a switch to this one:
+      // the image took it then)
+      if (volume === undefined || record.offset + record.length > volume.size || record.lsn < (volume.changeGuard?.durableThroughLsn ?? 0n) || (record.flags & RecordFlag.dataOmitted) !== 0) {
         skipped += 1;
         continue;
       }
@@ -545,13 +549,14 @@ export class Group {
   }
 
   private async changeAdmitted(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<void> {
-    const payloadBytes = payload?.length ?? 0;
+    let payloadBytes = this.loggedBytes(kind, payload);
     if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
     // A snapshot store refuses here (store full) while nothing is logged or written.
     const preserving = volume.changeGuard?.reserve(offset, length) ?? null;
     const marked = this.activity?.mark(volume.id, offset, length);
     try {
       if (marked) await marked;
+      payloadBytes = this.loggedBytes(kind, payload); // a link may have come or gone meanwhile
       if (!this.log.hasRoom(payloadBytes)) await this.waitForRoom(payloadBytes);
       this.checkApplied(volume.id); // in the step that appends: no hold can start in between
     } catch (error) {
@@ -562,10 +567,26 @@ export class Group {
     await this.changeApply(this.changeLog(volume, kind, flags, offset, length, payload, preserving));
   }
 
+  // activity-map, and no link that could ship the record: a write is logged without its data
+  // (RecordFlag.dataOmitted). Nothing would read it back: recovery in this mode takes data from
+  // the images (the activity map names where they may be ahead of the log) and redoes only
+  // operations, and a link added later starts with a full sync at its creation point
+  // (GroupLinks.needsData counts it from before that point). Writes to snapshots keep their
+  // data: redo replays them.
+  get omitsData(): boolean {
+    return this.durability === "activity-map" && !(this.replication?.needsData ?? false);
+  }
+
+  // The bytes of payload a change's record carries.
+  private loggedBytes(kind: number, payload: Buffer | undefined): number {
+    return kind === RecordKind.write && this.omitsData ? 0 : (payload?.length ?? 0);
+  }
+
   // From here to the volume write, order is what matters: LSN, gate entry and watermark are
   // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
   private changeLog(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, preserving: ChangeTicket | null): LoggedChange {
-    const lsn = this.log.append({ kind, flags, volumeId: volume.id, offset, length, payload });
+    const omitted = kind === RecordKind.write && this.omitsData;
+    const lsn = this.log.append({ kind, flags: omitted ? flags | RecordFlag.dataOmitted : flags, volumeId: volume.id, offset, length, payload: omitted ? undefined : payload });
     return this.changeLogged(volume, kind, flags, offset, length, payload, preserving, lsn, this.syncWait(lsn));
   }
 
@@ -614,8 +635,9 @@ export class Group {
     const activity = this.activity;
     if (this.closing || this.paused !== null || activity === null || volume.changeGuard !== null || this.unapplied.size > 0) return false;
     const length = payload.length;
-    if (!this.log.hasRoom(length) || !activity.covers(volume.id, offset, length)) return false;
-    const lsn = this.log.append({ kind: RecordKind.write, flags: 0, volumeId: volume.id, offset, length, payload });
+    const omitted = this.omitsData;
+    if (!this.log.hasRoom(omitted ? 0 : length) || !activity.covers(volume.id, offset, length)) return false;
+    const lsn = this.log.append({ kind: RecordKind.write, flags: omitted ? RecordFlag.dataOmitted : 0, volumeId: volume.id, offset, length, payload: omitted ? undefined : payload });
     const remote = this.syncWait(lsn);
     if (remote === null && !this.gate.overlaps(volume.id, offset, length) && volume.writeNow(payload, offset)) {
       this.watermark.passed(lsn);

@@ -44,8 +44,12 @@ export const RecordKind = {
 export const RecordFlag = {
   fua: 0x1, // the client asked for forced unit access on this write
   keepAllocated: 0x2, // a zero record: keep the range allocated (NBD_CMD_FLAG_NO_HOLE)
+  // A write record without its data (payloadSize 0; length says how much was written): an
+  // activity-map primary with no link to ship it to logs only where the write went, since
+  // nothing would read the data back (docs/DESIGN-NOTES.md §1). Never sent to a secondary.
+  dataOmitted: 0x4,
 } as const;
-const recordFlagsKnown = RecordFlag.fua | RecordFlag.keepAllocated;
+const recordFlagsKnown = RecordFlag.fua | RecordFlag.keepAllocated | RecordFlag.dataOmitted;
 
 export type LogCorruptReason =
   | "header" // fewer bytes than a header
@@ -124,9 +128,11 @@ function fieldsProblem(fields: RecordFields, payloadSize: number): LogCorruptRea
   if (!isKnownKind(fields.kind)) return "kind";
   if ((fields.flags & ~recordFlagsKnown) !== 0) return "field";
   if (fields.offset > Number.MAX_SAFE_INTEGER || fields.timestampMs > Number.MAX_SAFE_INTEGER) return "field";
+  const omitted = (fields.flags & RecordFlag.dataOmitted) !== 0;
+  if (omitted && fields.kind !== RecordKind.write) return "field";
   switch (fields.kind) {
     case RecordKind.write:
-      return payloadSize === fields.length ? null : "field";
+      return payloadSize === (omitted ? 0 : fields.length) ? null : "field";
     case RecordKind.zero:
     case RecordKind.trim:
       return payloadSize === 0 ? null : "field";

@@ -669,6 +669,8 @@ export class LockstepNode implements NbdExportRegistry, ReplicaHost, SnapshotHos
       name: group.name,
       role: "primary",
       durability: group.durability,
+      // writes logged without their data: activity-map with no link (DESIGN-NOTES §1)
+      logOmitsData: group.omitsData,
       log: this.logStatus(group.name, group.log),
       inflight: group.inflight,
       // logged changes a disk error kept from the images, being retried (DESIGN-NOTES §3)

@@ -19,6 +19,7 @@ const linkFileBytesMax = 64 * 1024;
 
 export class GroupLinks implements GroupReplication {
   private readonly links = new Map<string, PrimaryLink>();
+  private adding = 0; // links being added (needsData)
 
   private constructor(
     readonly group: Group,
@@ -46,6 +47,12 @@ export class GroupLinks implements GroupReplication {
 
   get size(): number {
     return this.links.size;
+  }
+
+  // GroupReplication: counted from before a new link picks its starting point (inside
+  // PrimaryLink.open), so no record it may ship is logged without its data.
+  get needsData(): boolean {
+    return this.links.size > 0 || this.adding > 0;
   }
 
   list(): PrimaryLink[] {
@@ -90,11 +97,17 @@ export class GroupLinks implements GroupReplication {
     if (this.links.size >= linksPerGroupMax) throw new OperatingError("REQUEST_TOO_LARGE", { group: this.group.name, linksMax: linksPerGroupMax });
     const full: LinkSettings = { ...settings, paused: settings.paused ?? false, createdAtMs: nowMs };
     const files = this.filesOf(settings.peer);
-    await scheduleIo(files.state, () => fsp.rm(files.state, { force: true }));
-    await scheduleIo(files.bitmap, () => fsp.rm(files.bitmap, { force: true }));
-    const link = await PrimaryLink.open(this.group, full, files, this.environment);
-    await writeFileAtomic(files.settings, settingsSerialize(full));
-    this.links.set(settings.peer, link);
+    this.adding += 1;
+    let link: PrimaryLink;
+    try {
+      await scheduleIo(files.state, () => fsp.rm(files.state, { force: true }));
+      await scheduleIo(files.bitmap, () => fsp.rm(files.bitmap, { force: true }));
+      link = await PrimaryLink.open(this.group, full, files, this.environment);
+      await writeFileAtomic(files.settings, settingsSerialize(full));
+      this.links.set(settings.peer, link);
+    } finally {
+      this.adding -= 1;
+    }
     this.useShipCache();
     link.start();
     return link;

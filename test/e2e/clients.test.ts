@@ -8,6 +8,16 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cleanup, run, runOk, sha256File, tempDir, TestNode } from "./harness.js";
 
+// fio writes 384 MiB sequentially in 1 MiB requests at QD4 and reads them back with crc32c.
+async function write384MiBVerified(uri: string, cwd: string): Promise<void> {
+  const result = await runOk("fio", [
+    "--name=wrap", "--ioengine=nbd", `--uri=${uri}`, "--rw=write", "--bs=1m", "--iodepth=4",
+    "--size=384m", "--loops=1", "--verify=crc32c", "--verify_fatal=1", "--output-format=json",
+  ], { timeoutMs: 300_000, cwd });
+  const job = (JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))) as { jobs: { error: number }[] }).jobs[0]!;
+  assert.equal(job.error, 0);
+}
+
 describe("real NBD clients against lockstep", () => {
   let dir: string;
   let node: TestNode;
@@ -80,18 +90,36 @@ describe("real NBD clients against lockstep", () => {
     assert.doesNotMatch(zeros.stdout, /Pattern verification failed/);
   });
 
-  it("writes several times the log's size (wrap-around, checkpoints) and verifies", async () => {
+  // With no link, an activity-map log holds where each write went, not its data (DESIGN-NOTES
+  // §1): 384 MiB of writes add a few hundred KiB of records, and no checkpoint is needed.
+  it("with no link, the log records where writes went, not their data", async () => {
     await node.createVolume("big", "384MiB");
-    const result = await runOk("fio", [
-      "--name=wrap", "--ioengine=nbd", `--uri=${node.uri("big")}`, "--rw=write", "--bs=1m", "--iodepth=4",
-      "--size=384m", "--loops=1", "--verify=crc32c", "--verify_fatal=1", "--output-format=json",
-    ], { timeoutMs: 300_000, cwd: dir });
-    const job = (JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))) as { jobs: { error: number }[] }).jobs[0]!;
-    assert.equal(job.error, 0);
-    const status = JSON.parse((await node.cli(["status", "--json"])).stdout) as { groups: { stats: { checkpoints: number; logFullErrors: number }; log: { headLsn: string } }[] };
+    await write384MiBVerified(node.uri("big"), dir);
+    const status = JSON.parse((await node.cli(["status", "--json"])).stdout) as { groups: { logOmitsData: boolean; log: { usedBytes: number; headLsn: string } }[] };
     const group = status.groups[0]!;
-    assert.ok(group.stats.checkpoints > 0, "the 128 MiB log was checkpointed to make room");
-    assert.equal(group.stats.logFullErrors, 0);
+    assert.equal(group.logOmitsData, true);
+    assert.ok(Number(group.log.headLsn) >= 384, `every write has its record (head ${group.log.headLsn})`);
+    assert.ok(group.log.usedBytes < 16 * 1024 * 1024, `the log holds no data: ${group.log.usedBytes} bytes used after 384 MiB of writes`);
+  });
+
+  // A write-ahead log holds every write's data: 384 MiB through a 128 MiB log wraps it, with
+  // checkpoints making room, and fio verifies every block.
+  it("writes several times a write-ahead log's size (wrap-around, checkpoints) and verifies", async () => {
+    const walDir = tempDir("clients-wal");
+    const wal = new TestNode(walDir, { durability: "write-ahead" });
+    await wal.start();
+    try {
+      await wal.createVolume("big", "384MiB");
+      await write384MiBVerified(wal.uri("big"), dir);
+      const status = JSON.parse((await wal.cli(["status", "--json"])).stdout) as { groups: { logOmitsData: boolean; stats: { checkpoints: number; logFullErrors: number } }[] };
+      const group = status.groups[0]!;
+      assert.equal(group.logOmitsData, false);
+      assert.ok(group.stats.checkpoints > 0, "the 128 MiB log was checkpointed to make room");
+      assert.equal(group.stats.logFullErrors, 0);
+    } finally {
+      await wal.stop();
+      cleanup(walDir);
+    }
   });
 
   it("nbdcopy copies the export to a file equal to the image", async () => {

@@ -9,6 +9,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Replica } from "../../src/group/replica.js";
 import { systemClock } from "../../src/log/group-log.js";
+import { RecordFlag, RecordKind, recordDecode, recordEncode } from "../../src/log/record.js";
 import { silentLogger } from "../../src/logger.js";
 import { FrameStream } from "../../src/replication/frame-stream.js";
 import type { Hello } from "../../src/replication/handshake.js";
@@ -136,6 +137,24 @@ describe("replica session", () => {
     await waitFor(() => third.primary.closedWith !== undefined, "the primary's end");
     assert.deepEqual(
       third.primary.messages.find((message) => message.kind === "reject"),
+      { kind: "reject", reason: "protocolError", text: "field" },
+    );
+    assert.equal(replica.log.headLsn, 120n, "nothing appended");
+
+    // Connection 4: a write record without its data (a primary logs those only with no link to
+    // ship them to) is refused, and nothing is appended.
+    const fourth = await connectSession(replica);
+    fourth.primary.send(primaryHello(121n, 0));
+    await fourth.primary.peerHello();
+    fourth.primary.send({ kind: "accept", protocolVersion: 1, start: "log", resumeLsn: 121n, previousChecksum: log.records[119]!.checksum, logId: primaryLogId, intervals: false });
+    fourth.primary.send({ kind: "volumeTable", atLsn: 120n, volumes: [{ volumeId: 1, name: "disk0", size: volumeSize }] });
+    const last = log.records[119]!;
+    const { record: bytes } = recordEncode({ ...last, kind: RecordKind.write, flags: RecordFlag.dataOmitted, volumeId: 1, offset: 0, length: 4096, lsn: 121n, previousChecksum: last.checksum }, undefined);
+    fourth.primary.send({ kind: "records", records: [recordDecode(bytes)], ackNow: true, intervalEnd: false });
+    assert.match(await fourth.session.closed, /field/);
+    await waitFor(() => fourth.primary.closedWith !== undefined, "the primary's end");
+    assert.deepEqual(
+      fourth.primary.messages.find((message) => message.kind === "reject"),
       { kind: "reject", reason: "protocolError", text: "field" },
     );
     assert.equal(replica.log.headLsn, 120n, "nothing appended");
