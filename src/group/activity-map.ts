@@ -58,9 +58,9 @@ export interface ActivityExtent {
 
 // One number per (volume, extent): volume ids stay at most volumeIdMax < 2^20 and extent
 // indices below 2^28 (volumeSizeMax / activityExtentSize; smaller extents, in the simulator,
-// on small volumes): the key is exact (< 2^48) and allocation-free.
+// on small volumes: ActivityMap.extentsOf checks): the key is exact (< 2^48) and
+// allocation-free.
 function key(volumeId: number, index: number): number {
-  assert(index < extentIndexLimitForKeys, "activity map: an extent index past the key's range");
   return volumeId * extentIndexLimitForKeys + index;
 }
 
@@ -130,9 +130,16 @@ export class ActivityMap {
     return best;
   }
 
+  // The extents a range touches; their keys exact (checked once per range, not per extent).
+  private extentsOf(offset: number, length: number): { first: number; last: number } {
+    const extents = extentIndices(offset, length, this.extentSize);
+    assert(extents.last < extentIndexLimitForKeys, "activity map: an extent index past the key's range");
+    return extents;
+  }
+
   // Whether the map on disk covers the range already: mark() would then need no I/O.
   covers(volumeId: number, offset: number, length: number): boolean {
-    const { first, last } = extentIndices(offset, length, this.extentSize);
+    const { first, last } = this.extentsOf(offset, length);
     for (let index = first; index <= last; index++) if (!this.persisted.has(key(volumeId, index))) return false;
     return true;
   }
@@ -140,7 +147,7 @@ export class ActivityMap {
   // Marks the extents of a write as pending. Returns null when they were all hot already (the
   // common case: no I/O), or a promise that resolves once the map on disk covers them.
   mark(volumeId: number, offset: number, length: number): Promise<void> | null {
-    const { first, last } = extentIndices(offset, length, this.extentSize);
+    const { first, last } = this.extentsOf(offset, length);
     let missing: number[] | null = null;
     for (let index = first; index <= last; index++) {
       const id = key(volumeId, index);
@@ -158,7 +165,7 @@ export class ActivityMap {
   // The write with this LSN is applied (or failed): its extents may cool once the log is
   // durable past lastLsn. A failed write leaves its extents hot until a resync (keepHot).
   done(volumeId: number, offset: number, length: number, lsn: bigint, keepHot = false): void {
-    const { first, last } = extentIndices(offset, length, this.extentSize);
+    const { first, last } = this.extentsOf(offset, length);
     for (let index = first; index <= last; index++) {
       const extent = this.hot.get(key(volumeId, index));
       assert(extent !== undefined && extent.pending > 0, "activity map: done() without mark()");
@@ -172,7 +179,7 @@ export class ActivityMap {
   // A write to extents the map on disk covers (covers()) was done at once, without mark() and
   // done(): only their last LSN moves.
   written(volumeId: number, offset: number, length: number, lsn: bigint): void {
-    const { first, last } = extentIndices(offset, length, this.extentSize);
+    const { first, last } = this.extentsOf(offset, length);
     for (let index = first; index <= last; index++) {
       const id = key(volumeId, index);
       const extent = this.hot.get(id);

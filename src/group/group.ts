@@ -577,16 +577,25 @@ export class Group {
     return this.durability === "activity-map" && !(this.replication?.needsData ?? false);
   }
 
+  private omits(kind: number): boolean {
+    return kind === RecordKind.write && this.omitsData;
+  }
+
   // The bytes of payload a change's record carries.
   private loggedBytes(kind: number, payload: Buffer | undefined): number {
-    return kind === RecordKind.write && this.omitsData ? 0 : (payload?.length ?? 0);
+    return this.omits(kind) ? 0 : (payload?.length ?? 0);
+  }
+
+  // Appends a change's record, with its data or, omitted (omits(kind), decided by the caller in
+  // the step that checked for room), without.
+  private appendChange(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, omitted: boolean): bigint {
+    return this.log.append({ kind, flags: omitted ? flags | RecordFlag.dataOmitted : flags, volumeId: volume.id, offset, length, payload: omitted ? undefined : payload });
   }
 
   // From here to the volume write, order is what matters: LSN, gate entry and watermark are
   // taken in one synchronous step, so overlapping writes reach the volume in LSN order.
   private changeLog(volume: Volume, kind: number, flags: number, offset: number, length: number, payload: Buffer | undefined, preserving: ChangeTicket | null): LoggedChange {
-    const omitted = kind === RecordKind.write && this.omitsData;
-    const lsn = this.log.append({ kind, flags: omitted ? flags | RecordFlag.dataOmitted : flags, volumeId: volume.id, offset, length, payload: omitted ? undefined : payload });
+    const lsn = this.appendChange(volume, kind, flags, offset, length, payload, this.omits(kind));
     return this.changeLogged(volume, kind, flags, offset, length, payload, preserving, lsn, this.syncWait(lsn));
   }
 
@@ -635,9 +644,9 @@ export class Group {
     const activity = this.activity;
     if (this.closing || this.paused !== null || activity === null || volume.changeGuard !== null || this.unapplied.size > 0) return false;
     const length = payload.length;
-    const omitted = this.omitsData;
+    const omitted = this.omits(RecordKind.write);
     if (!this.log.hasRoom(omitted ? 0 : length) || !activity.covers(volume.id, offset, length)) return false;
-    const lsn = this.log.append({ kind: RecordKind.write, flags: omitted ? RecordFlag.dataOmitted : 0, volumeId: volume.id, offset, length, payload: omitted ? undefined : payload });
+    const lsn = this.appendChange(volume, RecordKind.write, 0, offset, length, payload, omitted);
     const remote = this.syncWait(lsn);
     if (remote === null && !this.gate.overlaps(volume.id, offset, length) && volume.writeNow(payload, offset)) {
       this.watermark.passed(lsn);

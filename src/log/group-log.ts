@@ -1023,7 +1023,7 @@ export class GroupLog {
   }
 
   private checkAppendable(): void {
-    if (this.state === "failed") throw this.failedError();
+    this.checkHealthy();
     if (this.state !== "open") throw shuttingDown();
   }
 
