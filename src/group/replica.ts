@@ -105,6 +105,7 @@ export class Replica {
   private closing = false;
   private running: Promise<void> | null = null;
   private failure: Error | null = null;
+  private checkpointRunning: Promise<void> | null = null;
   private idleWaiters: (() => void)[] = [];
   private stateValue: ReplicaStateFile;
   // periodic streams: apply only through the last interval boundary (null: all durable records)
@@ -200,11 +201,16 @@ export class Replica {
 
   start(): void {
     assert(this.running === null, "replica started twice");
-    this.running = this.run().catch((error: unknown) => {
-      this.failure = error as Error;
-      this.options.logger.error({ err: error }, "replica applier stopped");
-      for (const wake of this.idleWaiters.splice(0)) wake();
-    });
+    this.running = this.run().catch((error: unknown) => this.fail(error));
+  }
+
+  // A failed applier or checkpoint stops the applier: a restart redoes from the log.
+  private fail(error: unknown): void {
+    if (this.failure !== null) return;
+    this.failure = error as Error;
+    this.options.logger.error({ err: error }, "replica applier stopped");
+    this.wakeApplier();
+    for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   // ---- Receiving (one link session at a time calls these, in stream order) ----
@@ -383,6 +389,7 @@ export class Replica {
     let switched!: () => void;
     this.logSwitch = new Promise((resolve) => (switched = resolve));
     try {
+      await this.checkpointSettled();
       await this.logValue.close();
       this.logValue = await GroupLog.create(this.logFile, {
         ...this.options.logOptions,
@@ -481,13 +488,14 @@ export class Replica {
   }
 
   private async run(): Promise<void> {
-    while (!this.closing) {
+    while (!this.closing && this.failure === null) {
       if (this.logSwitch !== null) {
         await this.logSwitch;
         continue;
       }
       const item = this.pending[0];
       if (item !== undefined && item.afterLsn <= this.appliedLsnValue) {
+        await this.checkpointIdle();
         const count = this.regionRunLength();
         if (count === 1) {
           await this.perform(item.item);
@@ -506,7 +514,7 @@ export class Replica {
       if (this.appliedLsnValue < target) {
         if (bounded) await this.applyInterval(target);
         else await this.applyThrough(target);
-        if (this.logValue.fill > replicaApplyCheckpointFillRatio) await this.checkpoint();
+        if (this.logValue.fill > replicaApplyCheckpointFillRatio && this.checkpointRunning === null) this.checkpointBehind();
         continue;
       }
       for (const wake of this.idleWaiters.splice(0)) wake();
@@ -568,6 +576,7 @@ export class Replica {
       assert(record !== null && record.lsn === this.appliedLsnValue + 1n, () => `replica ${this.name}: record ${this.appliedLsnValue + 1n} missing from its log`);
       const volume = this.volumes.get(record.volumeId);
       if (isOperationKind(record.kind) || isSnapshotChangeKind(record.kind)) {
+        await this.checkpointIdle();
         // readers of the volumes wait: a restore must not be seen half done
         if (isOperationKind(record.kind)) crashPoint("replica-operation-received");
         await this.withReadsHeld(() => this.performDuringResync(record));
@@ -661,11 +670,43 @@ export class Replica {
   }
 
   // Syncs the volumes through what is applied, then releases the log up to there.
+  // Makes the volumes (and snapshot stores) durable through what is applied now, and releases
+  // the log copy through it. Serialized: a call waits for a running one, then starts its own.
   async checkpoint(): Promise<void> {
-    const applied = this.appliedLsnValue;
+    await this.checkpointSettled();
+    const run = this.checkpointThrough(this.appliedLsnValue);
+    this.checkpointRunning = run;
+    try {
+      await run;
+    } finally {
+      if (this.checkpointRunning === run) this.checkpointRunning = null;
+    }
+  }
+
+  // The applier's checkpoint runs beside it: the sync of a volume covers every write that
+  // completed before it began, so records applied meanwhile cannot weaken the release through
+  // the LSN taken at its start (they are synced by the next one). Waiting for it instead
+  // stopped applying for the whole sync of the images' dirty pages, while records kept
+  // arriving: a secondary that fell behind its memory that way read them back from disk.
+  private checkpointBehind(): void {
+    this.checkpoint().catch((error: unknown) => this.fail(error));
+  }
+
+  private async checkpointSettled(): Promise<void> {
+    while (this.checkpointRunning !== null) await this.checkpointRunning.catch(() => undefined);
+  }
+
+  // Operations and stream items are performed with no checkpoint running, as before.
+  private async checkpointIdle(): Promise<void> {
+    await this.checkpointSettled();
+    if (this.failure !== null) throw this.failure;
+  }
+
+  private async checkpointThrough(applied: bigint): Promise<void> {
+    const log = this.logValue;
     await Promise.all([...this.volumeList().map((volume) => volume.flush()), this.options.host.syncSnapshots(this.name)]);
-    if (applied >= this.logValue.usage().tailLsn) this.logValue.release(applied);
-    await this.logValue.checkpoint();
+    if (applied >= log.usage().tailLsn) log.release(applied);
+    await log.checkpoint();
     this.stats.checkpoints += 1;
   }
 

@@ -18,8 +18,11 @@ import type { LogRecord } from "../../src/log/record.js";
 import { Random } from "../../src/sim/random.js";
 import { replicaRegionsInflightMax } from "../../src/constants.js";
 import type { Volume } from "../../src/volume/volume.js";
-import { settle } from "../log/helpers.js";
-import { applyToImage, digest, logAccept, primaryLogId, primaryWith, ReplicaDisks, resyncAccept, volumeImage, volumeSize } from "./replica-fixture.js";
+import { GroupLog } from "../../src/log/group-log.js";
+import { RecordKind } from "../../src/log/record.js";
+import { SimDisk } from "../../src/sim/sim-disk.js";
+import { KiB, readAll, settle, smallLimits } from "../log/helpers.js";
+import { applyToImage, digest, logAccept, primaryLogId, primaryWith, ReplicaDisks, resyncAccept, volumeId, volumeImage, volumeSize } from "./replica-fixture.js";
 
 const disksMade: ReplicaDisks[] = [];
 after(async () => {
@@ -164,6 +167,93 @@ describe("replica: applying a primary's log", () => {
     await waitFor(() => replica.appliedLsn === 10n, "the records to be applied");
     assert.ok(replica.log.durableLsn >= 10n);
     await replica.close();
+  });
+
+  // Writes of the whole volume, each filled with its LSN's low byte: enough bytes to fill the
+  // replica's log copy (logSizeMin) past replicaApplyCheckpointFillRatio.
+  async function wholeVolumeWrites(count: number): Promise<LogRecord[]> {
+    const sizeBytes = 8192 + count * (volumeSize + 4 * KiB);
+    const log = await GroupLog.create(new SimDisk("primary-log", sizeBytes), { sizeBytes, groupId: "g", logId: primaryLogId, limits: smallLimits });
+    for (let index = 1; index <= count; index++) {
+      log.append({ kind: RecordKind.write, flags: 0, volumeId, offset: 0, length: volumeSize, payload: Buffer.alloc(volumeSize, index & 0xff) });
+      if (index % 256 === 0) await log.sync(); // within the log's queue limit
+    }
+    await log.sync();
+    return readAll(log, 1n);
+  }
+
+  // The replica's volume sync, held while `hold` is set (a checkpoint's flush of the images).
+  function holdVolumeSync(disks: ReplicaDisks): { hold: boolean; entered: number; release(): void; failWith: Error | null } {
+    const gate = { hold: false, entered: 0, failWith: null as Error | null, release: () => undefined as void, waiting: [] as (() => void)[] };
+    gate.release = () => {
+      gate.hold = false;
+      for (const wake of gate.waiting.splice(0)) wake();
+    };
+    const datasync = disks.volume.datasync.bind(disks.volume);
+    disks.volume.datasync = async () => {
+      if (gate.failWith !== null) throw gate.failWith;
+      if (gate.hold) {
+        gate.entered += 1;
+        await new Promise<void>((resolve) => gate.waiting.push(resolve));
+      }
+      await datasync();
+    };
+    return gate;
+  }
+
+  it("the applier's checkpoint runs beside it: records are applied while the volume syncs, the log is released through the LSN it began at", async () => {
+    const count = 1400; // 1400 × 68 KiB in the log copy: past half of its 128 MiB
+    const records = await wholeVolumeWrites(count);
+    const { disks, replica, volume } = await freshReplica();
+    const gate = holdVolumeSync(disks);
+    gate.hold = true;
+    const checkpointsBefore = replica.stats.checkpoints;
+    let sent = 0;
+    while (gate.entered === 0 && sent < count) {
+      await replica.appendRecords(records.slice(sent, sent + 50));
+      sent += 50;
+      await settle();
+    }
+    await waitFor(() => gate.entered > 0, "a checkpoint to begin");
+    const appliedAtSync = replica.appliedLsn;
+    assert.ok(sent < count, "the checkpoint began before every record was sent");
+    for (; sent < count; sent += 50) await replica.appendRecords(records.slice(sent, sent + 50));
+    // Before, the applier waited for its checkpoint: nothing past appliedAtSync until the sync ended.
+    await waitFor(() => replica.appliedLsn === BigInt(count), `records past LSN ${appliedAtSync} to be applied while the volume syncs`);
+    assert.equal(replica.stats.checkpoints, checkpointsBefore, "the checkpoint is still syncing");
+    assert.ok(replica.log.usage().tailLsn <= appliedAtSync, "nothing released before the sync ended");
+    gate.release();
+    await waitFor(() => replica.stats.checkpoints > checkpointsBefore, "the checkpoint to end");
+    assert.ok(replica.log.usage().tailLsn > appliedAtSync, `released through the LSN the checkpoint began at (tail ${replica.log.usage().tailLsn}, began at ${appliedAtSync})`);
+    assert.ok((await volumeImage(volume)).equals(Buffer.alloc(volumeSize, count & 0xff)));
+    await replica.close();
+  });
+
+  it("a checkpoint that fails beside the applier stops it (DISK_IO), and a restart redoes from the log", async () => {
+    const count = 1400;
+    const records = await wholeVolumeWrites(count);
+    const { disks, replica } = await freshReplica();
+    const gate = holdVolumeSync(disks);
+    gate.failWith = Object.assign(new Error("EIO: injected"), { code: "EIO" });
+    let refused: unknown = null;
+    for (let sent = 0; sent < count && refused === null; sent += 50) {
+      try {
+        await replica.appendRecords(records.slice(sent, sent + 50));
+      } catch (error) {
+        refused = error;
+      }
+      await settle();
+    }
+    await waitFor(() => replica.health !== null, "the applier to stop");
+    if (refused === null) refused = await replica.appendRecords(records.slice(0, 1)).catch((error: unknown) => error);
+    assert.ok(refused instanceof OperatingError && refused.code === "DISK_IO", `appends refused with DISK_IO, got ${String(refused)}`);
+    const durable = replica.log.durableLsn;
+    await replica.close();
+    gate.failWith = null;
+    const { replica: restarted, volume } = await disks.open(false);
+    assert.equal(restarted.appliedLsn, durable, "redo applied every durable record");
+    assert.ok((await volumeImage(volume)).equals(Buffer.alloc(volumeSize, Number(durable) & 0xff)));
+    await restarted.close();
   });
 
   it("an item placed after LSN n runs after exactly n: region data lands between records", async () => {
