@@ -234,7 +234,7 @@ describe("replica: applying a primary's log", () => {
     const records = await wholeVolumeWrites(count);
     const { disks, replica } = await freshReplica();
     const gate = holdVolumeSync(disks);
-    gate.failWith = Object.assign(new Error("EIO: injected"), { code: "EIO" });
+    gate.failWith = new OperatingError("DISK_IO", { what: "datasync replica volume (injected)", errno: "EIO" });
     let refused: unknown = null;
     for (let sent = 0; sent < count && refused === null; sent += 50) {
       try {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { OperatingError } from "../../src/errors.js";
 import type { Replica } from "../../src/group/replica.js";
 import { systemClock } from "../../src/log/group-log.js";
 import { RecordFlag, RecordKind, recordDecode, recordEncode } from "../../src/log/record.js";
@@ -159,6 +160,70 @@ describe("replica session", () => {
     );
     assert.equal(replica.log.headLsn, 120n, "nothing appended");
     await replica.close();
+  });
+
+  // A replica streaming from LSN 1 whose log copy's syncs wait while `gate.hold` is set, or fail.
+  async function streamingWithHeldSyncs(): Promise<{ log: Primary; replica: Replica; primary: ScriptedPrimary; session: ReplicaSession; gate: { hold: boolean; entered: number; failWith: Error | null; release(): void } }> {
+    const log = await primaryWith(30, 23);
+    const disks = await ReplicaDisks.make();
+    disksMade.push(disks);
+    const { replica } = await disks.open(true);
+    replica.start();
+    const waiting: (() => void)[] = [];
+    const gate = { hold: false, entered: 0, failWith: null as Error | null, release: () => undefined as void };
+    gate.release = () => {
+      gate.hold = false;
+      for (const wake of waiting.splice(0)) wake();
+    };
+    const datasync = disks.log.datasync.bind(disks.log);
+    disks.log.datasync = async () => {
+      if (gate.hold || gate.failWith !== null) {
+        gate.entered += 1;
+        if (gate.failWith !== null) throw gate.failWith;
+        await new Promise<void>((resolve) => waiting.push(resolve));
+      }
+      await datasync();
+    };
+    const { primary, session } = await connectSession(replica);
+    primary.send(primaryHello(30n, log.records[29]!.checksum));
+    await primary.peerHello();
+    primary.send({ kind: "accept", protocolVersion: 1, start: "resync", resumeLsn: 1n, previousChecksum: 0, logId: primaryLogId, intervals: false });
+    primary.send({ kind: "volumeTable", atLsn: 0n, volumes: [{ volumeId: 1, name: "disk0", size: volumeSize }, { volumeId: 2, name: "disk1", size: volumeSize }] });
+    await waitFor(() => replica.log.logId === primaryLogId, "the replica's log copy to restart");
+    return { log, replica, primary, session, gate };
+  }
+
+  it("sync frames: each is acknowledged once durable, and the frames behind one are appended while its sync runs", async () => {
+    const { log, replica, primary, session, gate } = await streamingWithHeldSyncs();
+    gate.hold = true;
+    primary.sendRecords(log, 1, 10, 10, true);
+    await waitFor(() => gate.entered > 0, "the log copy's sync of the first frame");
+    primary.sendRecords(log, 11, 20, 10, true);
+    primary.sendRecords(log, 21, 30, 10, true);
+    // Before, the session waited for the first frame's sync before it read the next frame.
+    await waitFor(() => replica.log.headLsn === 30n, "the frames behind the first to be appended while its sync runs");
+    await sleep(30); // the acker's interval: it may say what moved, never more than is durable
+    assert.ok((primary.lastAck()?.durableLsn ?? 0n) < 10n, `acknowledged before durable: ${primary.lastAck()?.durableLsn}`);
+    const syncsHeld = gate.entered;
+    gate.release();
+    await waitFor(() => (primary.lastAck()?.durableLsn ?? 0n) === 30n || primary.closedWith !== undefined, "the ack of LSN 30");
+    assert.equal(primary.closedWith, undefined, `the session dropped a correct stream (it sent: ${primary.said()})`);
+    assert.equal(syncsHeld, 1, "one sync was running while the other frames were appended");
+    primary.stream.close();
+    await session.closed;
+    await replica.close();
+  });
+
+  it("a sync frame whose log copy fails to sync ends the session, unacknowledged", async () => {
+    const { log, replica, primary, session, gate } = await streamingWithHeldSyncs();
+    gate.failWith = new OperatingError("DISK_IO", { what: "datasync replica log (injected)", errno: "EIO" });
+    primary.sendRecords(log, 1, 10, 10, true);
+    const reason = await session.closed;
+    assert.ok(gate.entered > 0, "the log copy's sync ran");
+    assert.match(reason, /injected/); // the failed log's error ends it
+    await waitFor(() => primary.closedWith !== undefined, "the primary's end");
+    assert.ok((primary.lastAck()?.durableLsn ?? 0n) < 10n, "nothing acknowledged as durable");
+    await replica.close().catch(() => undefined);
   });
 });
 
