@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fioFiguresParse, fioRowArgs, fioTargetArgs, type FioFigures, type Row } from "./fio-job.js";
 import { pageCacheReset, type CacheResetMethod, type CacheResetResult } from "./page-cache.js";
-import { commandRun, processTreeCpuSeconds, processTreeRssBytes } from "./process-tree.js";
+import { commandRun, mainThreadCpuSeconds, processTreeCpuSeconds, processTreeRssBytes } from "./process-tree.js";
 import type { LinkCatchUp } from "./node-pair.js";
 import type { RunningTarget } from "./target.js";
 
@@ -28,6 +28,7 @@ export interface MeasureContext {
 
 interface CpuSample {
   readonly cpuSeconds: number;
+  readonly loopCpuSeconds: number | null;
   readonly peerCpuSeconds: number;
   readonly atMs: number;
 }
@@ -38,6 +39,8 @@ export interface RowResult {
   readonly serverCpuSeconds: number | null;
   readonly serverCpuPercent: number | null; // of one core
   readonly serverCpuUsPerIo: number | null;
+  // The server's event-loop thread alone: where cores are to spare, this bounds its IOPS.
+  readonly serverLoopCpuUsPerIo?: number | null;
   readonly peerCpuPercent: number | null; // other processes of the target (a secondary), same window; null: none
   readonly cacheReset: CacheResetResult;
   readonly linkCatchUp?: LinkCatchUp | null; // replicated targets (RunningTarget.afterRow)
@@ -69,6 +72,7 @@ export async function rowMeasure(
   let rampTimer: NodeJS.Timeout | undefined;
   const sample = (): CpuSample | null => serverPid === null ? null : {
     cpuSeconds: processTreeCpuSeconds(serverPid),
+    loopCpuSeconds: mainThreadCpuSeconds(serverPid),
     peerCpuSeconds: peerPids.reduce((sum, pid) => sum + processTreeCpuSeconds(pid), 0),
     atMs: performance.now(),
   };
@@ -85,6 +89,7 @@ export async function rowMeasure(
       return { row: row.name, figures, serverCpuSeconds: null, serverCpuPercent: null, serverCpuUsPerIo: null, peerCpuPercent: null, cacheReset };
     }
     const cpuSeconds = windowEnd.cpuSeconds - start.cpuSeconds;
+    const loopCpuSeconds = windowEnd.loopCpuSeconds === null || start.loopCpuSeconds === null ? null : windowEnd.loopCpuSeconds - start.loopCpuSeconds;
     const wallSeconds = (windowEnd.atMs - start.atMs) / 1000;
     return {
       row: row.name,
@@ -92,6 +97,7 @@ export async function rowMeasure(
       serverCpuSeconds: cpuSeconds,
       serverCpuPercent: wallSeconds > 0 ? (100 * cpuSeconds) / wallSeconds : null,
       serverCpuUsPerIo: figures.ios > 0 ? (cpuSeconds * 1e6) / figures.ios : null,
+      serverLoopCpuUsPerIo: figures.ios > 0 && loopCpuSeconds !== null ? (loopCpuSeconds * 1e6) / figures.ios : null,
       peerCpuPercent: peerPids.length > 0 && wallSeconds > 0 ? (100 * (windowEnd.peerCpuSeconds - start.peerCpuSeconds)) / wallSeconds : null,
       cacheReset,
     };

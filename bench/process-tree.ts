@@ -143,10 +143,10 @@ interface ProcessStat {
   readonly cpuTicks: number; // utime + stime + cutime + cstime
 }
 
-function processStatRead(pid: number): ProcessStat | null {
+function processStatRead(pid: number, path = `/proc/${pid}/stat`): ProcessStat | null {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    text = readFileSync(path, "utf8");
   } catch {
     return null; // exited between listing and reading
   }
@@ -185,6 +185,16 @@ export function processTreeCpuSeconds(rootPid: number): number {
   let ticks = 0;
   for (const pid of processTreePids(rootPid)) ticks += processStatRead(pid)?.cpuTicks ?? 0;
   return ticks / clockTicksPerSecond;
+}
+
+/**
+ * CPU seconds used so far by the process's first thread: a Node.js server's event loop (its
+ * worker threads, the thread pool and the garbage collector's helpers are the other threads).
+ * Null when the process is gone.
+ */
+export function mainThreadCpuSeconds(pid: number): number | null {
+  const stat = processStatRead(pid, `/proc/${pid}/task/${pid}/stat`);
+  return stat === null ? null : stat.cpuTicks / clockTicksPerSecond;
 }
 
 /** Resident set size of the tree in bytes (sum of VmRSS). */

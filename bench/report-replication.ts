@@ -22,6 +22,11 @@ function rowOf(result: BenchResult, target: string, row: string): RowResult | un
   return result.targets.find((candidate) => candidate.name === target)?.rows.find((entry) => entry.row === row);
 }
 
+// CPU µs per I/O from a percentage of one core and the I/O rate.
+function perIo(cpuPercent: number | null, iops: number): number | null {
+  return cpuPercent === null || iops <= 0 ? null : (cpuPercent / 100 / iops) * 1e6;
+}
+
 function signed(value: number, digits: number): string {
   return `${value >= 0 ? "+" : ""}${value.toFixed(digits)}`;
 }
@@ -42,7 +47,10 @@ function overheadLine(result: BenchResult, target: string, rowName: string, meas
     againstAsync ? signed(figures.latencyP99Us - asynchronous.figures.latencyP99Us, 0) : "",
     fixed(measured.serverCpuPercent, 0),
     fixed(measured.serverCpuUsPerIo, 1),
+    fixed(measured.serverLoopCpuUsPerIo ?? null, 1),
     fixed(measured.peerCpuPercent, 0),
+    fixed(perIo(measured.peerCpuPercent, figures.iops), 1),
+    fixed(perIo(figures.clientCpuPercent, figures.iops), 1),
     catchUp === null ? "" : `${mebibytes(catchUp.lagBytesAtEnd)} MiB, ${grouped(catchUp.lagRecordsAtEnd)} rec, ${fixed(catchUp.lagSecondsAtEnd, 2)} s`,
     catchUp === null ? "" : fixed(catchUp.drainSeconds, 2),
     catchUp === null ? "" : String(catchUp.overflows),
@@ -70,7 +78,7 @@ export function linkOverheadTables(result: BenchResult): TitledTable[] {
       title: `Replication overhead: ${row.title} (\`${row.name}\`)`,
       table: {
         header: ["target", "IOPS", `×${baselineTarget}`, "lat mean µs", "lat p99 µs", "mean vs async µs", "p99 vs async µs",
-          "primary CPU %", "primary CPU µs/IO", "secondary CPU %", "lag at fio's end", "drain s", "overflows", "nudges"],
+          "primary CPU %", "primary CPU µs/IO", "primary loop µs/IO", "secondary CPU %", "secondary CPU µs/IO", "fio CPU µs/IO", "lag at fio's end", "drain s", "overflows", "nudges"],
         lines,
         leftColumns: ["lag at fio's end"],
       },
@@ -93,13 +101,50 @@ export function asyncRatioNotes(result: BenchResult, row: string): string[] {
     return base === undefined ? [] : [entry.figures.iops / base.figures.iops];
   });
   const verdict = (ratio: number) => `goal ≥ ${asyncRatioGoal}: ${ratio >= asyncRatioGoal ? "met" : "NOT met"}`;
+  const notes = [...cpuBudgetNote(result, row), ...loopBoundNote(result, row)];
   if (perRound.length > 1) {
     const sorted = [...perRound].sort((a, b) => a - b);
     const median = sorted.length % 2 === 1 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
-    return [`async / no link, round by round: ${perRound.map((ratio) => ratio.toFixed(2)).join(", ")}; median ${median.toFixed(2)} (${verdict(median)}); ×lockstep above compares each target's median round, which may be another round's`];
+    return [`async / no link, round by round: ${perRound.map((ratio) => ratio.toFixed(2)).join(", ")}; median ${median.toFixed(2)} (${verdict(median)}); ×lockstep above compares each target's median round, which may be another round's`, ...notes];
   }
   const ratio = ratioOf(result, asyncTarget, row);
-  return ratio === null ? [] : [`async / no link: ${ratio.toFixed(2)} (${verdict(ratio)})`];
+  return ratio === null ? notes : [`async / no link: ${ratio.toFixed(2)} (${verdict(ratio)})`, ...notes];
+}
+
+/**
+ * Where every process shares the machine's processors, the goal sets a CPU budget per write:
+ * at asyncRatioGoal × the no-link IOPS, the processors give each write 1/that of a second of
+ * CPU, of which the no-link primary and fio take what they take; the rest is all a link may
+ * cost, on both sides together.
+ */
+function cpuBudgetNote(result: BenchResult, row: string): string[] {
+  const base = rowOf(result, baselineTarget, row);
+  const linked = rowOf(result, asyncTarget, row);
+  if (base === undefined || linked === undefined || base.serverCpuUsPerIo === null || linked.serverCpuUsPerIo === null) return [];
+  const secondary = perIo(linked.peerCpuPercent, linked.figures.iops);
+  const client = perIo(linked.figures.clientCpuPercent, linked.figures.iops);
+  if (secondary === null || client === null) return [];
+  const perWrite = (result.machine.processors * 1e6) / (asyncRatioGoal * base.figures.iops);
+  const budget = perWrite - base.serverCpuUsPerIo - client;
+  const cost = linked.serverCpuUsPerIo - base.serverCpuUsPerIo + secondary;
+  return [
+    `CPU budget: ${result.machine.processors} processors at ${asyncRatioGoal}× the no-link row's ${Math.round(base.figures.iops)} IOPS give ${perWrite.toFixed(1)} µs per write; ` +
+      `the no-link primary takes ${base.serverCpuUsPerIo.toFixed(1)} and fio ${client.toFixed(1)}, leaving ${budget.toFixed(1)} µs for the link on both sides; ` +
+      `it costs ${cost.toFixed(1)} (primary +${(linked.serverCpuUsPerIo - base.serverCpuUsPerIo).toFixed(1)}, secondary ${secondary.toFixed(1)}); ` +
+      "what the kernel and the cipher alone take of it: node dist/bench/link-floor.js",
+  ];
+}
+
+/**
+ * What the async row would be where cores are to spare (the secondary and fio elsewhere): the
+ * primary's event loop is one thread, so its CPU per write bounds the IOPS of both rows, and
+ * their ratio is the no-link loop's µs/IO over the async loop's (median rounds).
+ */
+function loopBoundNote(result: BenchResult, row: string): string[] {
+  const base = rowOf(result, baselineTarget, row)?.serverLoopCpuUsPerIo ?? null;
+  const linked = rowOf(result, asyncTarget, row)?.serverLoopCpuUsPerIo ?? null;
+  if (base === null || linked === null || linked <= 0) return [];
+  return [`primary event loop: ${base.toFixed(1)} µs per write with no link, ${linked.toFixed(1)} with the async link: bounded by its loop alone (cores to spare), async would be ${(base / linked).toFixed(2)}× no link`];
 }
 
 function ratioOf(result: BenchResult, target: string, row: string): number | null {
