@@ -669,7 +669,6 @@ export class Replica {
     }
   }
 
-  // Syncs the volumes through what is applied, then releases the log up to there.
   // Makes the volumes (and snapshot stores) durable through what is applied now, and releases
   // the log copy through it. Serialized: a call waits for a running one, then starts its own.
   async checkpoint(): Promise<void> {

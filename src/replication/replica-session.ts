@@ -5,8 +5,8 @@
 // stream at the exact point it arrived.
 //
 // Acknowledgements: a records frame flagged ackNow (sync links) is answered once it is durable
-// (the frames after it are appended meanwhile); otherwise the session acknowledges every linkAckIntervalMs while anything moved, so the
-// primary can release its log and report lag.
+// (the frames after it are appended meanwhile); otherwise the session acknowledges every
+// linkAckIntervalMs while anything moved, so the primary can release its log and report lag.
 
 import type { Duplex } from "node:stream";
 import { linkAckIntervalMs, linkHeartbeatMs, linkSilenceMsMax, replicaPendingBytesMax, replicationMessagesBytesMax } from "../constants.js";
