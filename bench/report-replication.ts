@@ -10,6 +10,7 @@
 
 import type { SyncRowResult } from "./link-sync.js";
 import type { RowResult } from "./measurement.js";
+import type { MachineInfo } from "./machine.js";
 import type { BenchResult } from "./report.js";
 import { fixed, grouped, mebibytes, titledMarkdown, titledText, type TitledTable } from "./table.js";
 
@@ -120,17 +121,21 @@ export function asyncRatioNotes(result: BenchResult, row: string): string[] {
 function cpuBudgetNote(result: BenchResult, row: string): string[] {
   const base = rowOf(result, baselineTarget, row);
   const linked = rowOf(result, asyncTarget, row);
-  if (base === undefined || linked === undefined || base.serverCpuUsPerIo === null || linked.serverCpuUsPerIo === null) return [];
-  const secondary = perIo(linked.peerCpuPercent, linked.figures.iops);
-  const client = perIo(linked.figures.clientCpuPercent, linked.figures.iops);
-  if (secondary === null || client === null) return [];
-  const perWrite = (result.machine.processors * 1e6) / (asyncRatioGoal * base.figures.iops);
-  const budget = perWrite - base.serverCpuUsPerIo - client;
-  const cost = linked.serverCpuUsPerIo - base.serverCpuUsPerIo + secondary;
+  if (base === undefined || linked === undefined) return [];
+  // (results written before these figures existed have none of them)
+  const baseCpu = base.serverCpuUsPerIo ?? null;
+  const linkedCpu = linked.serverCpuUsPerIo ?? null;
+  const secondary = perIo(linked.peerCpuPercent ?? null, linked.figures.iops);
+  const client = perIo(linked.figures.clientCpuPercent ?? null, linked.figures.iops);
+  const processors = (result.machine as MachineInfo | undefined)?.processors ?? null;
+  if (baseCpu === null || linkedCpu === null || secondary === null || client === null || processors === null || base.figures.iops <= 0) return [];
+  const perWrite = (processors * 1e6) / (asyncRatioGoal * base.figures.iops);
+  const budget = perWrite - baseCpu - client;
+  const cost = linkedCpu - baseCpu + secondary;
   return [
-    `CPU budget: ${result.machine.processors} processors at ${asyncRatioGoal}× the no-link row's ${Math.round(base.figures.iops)} IOPS give ${perWrite.toFixed(1)} µs per write; ` +
-      `the no-link primary takes ${base.serverCpuUsPerIo.toFixed(1)} and fio ${client.toFixed(1)}, leaving ${budget.toFixed(1)} µs for the link on both sides; ` +
-      `it costs ${cost.toFixed(1)} (primary +${(linked.serverCpuUsPerIo - base.serverCpuUsPerIo).toFixed(1)}, secondary ${secondary.toFixed(1)}); ` +
+    `CPU budget: ${processors} processors at ${asyncRatioGoal}× the no-link row's ${Math.round(base.figures.iops)} IOPS give ${perWrite.toFixed(1)} µs per write; ` +
+      `the no-link primary takes ${baseCpu.toFixed(1)} and fio ${client.toFixed(1)}, leaving ${budget.toFixed(1)} µs for the link on both sides; ` +
+      `it costs ${cost.toFixed(1)} (primary +${(linkedCpu - baseCpu).toFixed(1)}, secondary ${secondary.toFixed(1)}); ` +
       "what the kernel and the cipher alone take of it: node dist/bench/link-floor.js",
   ];
 }

@@ -28,6 +28,26 @@ describe("bench replication report: the async goal", () => {
     assert.match(note!, /median 0\.90 \(goal ≥ 0\.85: met\)/);
   });
 
+  it("with CPU figures: the budget the goal leaves for the link, and the ratio the primary's event loop alone allows", () => {
+    const result = resultOf({ lockstep: [80_000], "lockstep-async": [40_000] });
+    const figures = (target: string, cpu: Record<string, number | null>, clientCpuPercent: number) => {
+      const entry = result.targets.find((candidate) => candidate.name === target)!.rows[0] as unknown as Record<string, unknown>;
+      Object.assign(entry, cpu);
+      (entry.figures as Record<string, number>).clientCpuPercent = clientCpuPercent;
+    };
+    // no link: 12 µs per write (10 on its loop), fio 40 % at 80k = 5 µs; async: 20 µs (12.5 on
+    // the loop), the secondary 60 % at 40k = 15 µs, fio 20 % = 5 µs
+    figures("lockstep", { serverCpuUsPerIo: 12, serverLoopCpuUsPerIo: 10, peerCpuPercent: null }, 40);
+    figures("lockstep-async", { serverCpuUsPerIo: 20, serverLoopCpuUsPerIo: 12.5, peerCpuPercent: 60 }, 20);
+    (result as unknown as { machine: { processors: number } }).machine = { processors: 2 };
+    for (const target of result.targets) target.roundRows = [];
+    const notes = asyncRatioNotes(result, row);
+    assert.equal(notes[0], "async / no link: 0.50 (goal ≥ 0.85: NOT met)");
+    // 2 processors at 0.85 × 80k: 29.4 µs per write; less 12 and 5: 12.4 for the link, which costs 8 + 15
+    assert.match(notes[1]!, /give 29\.4 µs per write; the no-link primary takes 12\.0 and fio 5\.0, leaving 12\.4 µs for the link on both sides; it costs 23\.0 \(primary \+8\.0, secondary 15\.0\)/);
+    assert.match(notes[2]!, /10\.0 µs per write with no link, 12\.5 with the async link: .* 0\.80× no link/);
+  });
+
   it("falls back to the one pair of a single-round run", () => {
     const single = resultOf({ lockstep: [50_000], "lockstep-async": [30_000] });
     for (const target of single.targets) target.roundRows = [];
