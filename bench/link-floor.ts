@@ -37,8 +37,9 @@ const batchBytes = 256 * 1024;
 const toolSlackMs = 120_000;
 
 // CPU seconds (user + system) of a command and its children, from bash's `times`.
-async function cpuOf(command: string): Promise<{ cpuSeconds: number; stdout: string }> {
-  const result = await commandRun("bash", ["-c", `${command} > /tmp/lockstep-link-floor.out 2>&1; status=$?; times; cat /tmp/lockstep-link-floor.out; exit $status`], { timeoutMs: toolSlackMs });
+async function cpuOf(dir: string, command: string): Promise<{ cpuSeconds: number; stdout: string }> {
+  const output = join(dir, "tool.out");
+  const result = await commandRun("bash", ["-c", `${command} > ${output} 2>&1; status=$?; times; cat ${output}; exit $status`], { timeoutMs: toolSlackMs });
   if (result.code !== 0 || result.timedOut) throw new Error(`${command}: exit ${result.code}: ${result.stdout.slice(-2000)} ${result.stderr.slice(-2000)}`);
   const lines = result.stdout.split("\n");
   // `times` prints the shell's user/system, then its children's: "0m1.234s 0m0.567s"
@@ -57,14 +58,14 @@ async function imageWrite(dir: string, runtime: number): Promise<Part> {
   const image = join(dir, "image");
   await commandCheck("fio", ["--name=fill", `--filename=${image}`, "--rw=write", "--bs=1M", `--size=${imageBytes}`, "--ioengine=psync", "--end_fsync=1", "--output=/dev/null"], { timeoutMs: toolSlackMs });
   await commandCheck("dd", [`if=${image}`, "iflag=nocache", "count=0", "status=none"], { timeoutMs: toolSlackMs });
-  const { cpuSeconds, stdout } = await cpuOf(`fio --name=image --filename=${image} --rw=randwrite --bs=${recordBytes} --size=${imageBytes} --ioengine=psync --time_based --runtime=${runtime} --end_fsync=1 --output-format=json`);
+  const { cpuSeconds, stdout } = await cpuOf(dir, `fio --name=image --filename=${image} --rw=randwrite --bs=${recordBytes} --size=${imageBytes} --ioengine=psync --time_based --runtime=${runtime} --end_fsync=1 --output-format=json`);
   const records = fioBytes(stdout, "write") / recordBytes;
   return { name: "image write (secondary)", usPerRecord: (cpuSeconds * 1e6) / records, count: 1, how: `${Math.round(records / runtime)} writes/s, fdatasync at the end` };
 }
 
 async function logWrite(dir: string, runtime: number): Promise<Part> {
   const log = join(dir, "log");
-  const { cpuSeconds, stdout } = await cpuOf(`fio --name=log --filename=${log} --rw=write --bs=${batchBytes} --size=${imageBytes} --ioengine=psync --direct=1 --time_based --runtime=${runtime} --output-format=json`);
+  const { cpuSeconds, stdout } = await cpuOf(dir, `fio --name=log --filename=${log} --rw=write --bs=${batchBytes} --size=${imageBytes} --ioengine=psync --direct=1 --time_based --runtime=${runtime} --output-format=json`);
   const records = fioBytes(stdout, "write") / recordBytes;
   return { name: "log write (each side)", usPerRecord: (cpuSeconds * 1e6) / records, count: 2, how: `O_DIRECT ${batchBytes / 1024} KiB writes, per 4 KiB` };
 }
@@ -87,7 +88,7 @@ async function tcp(dir: string, runtime: number): Promise<Part> {
     "[send]", "hostname=127.0.0.1", "rw=write", "startdelay=1",
   ].join("\n");
   await commandCheck("bash", ["-c", `cat > ${job} <<'EOF'\n${text}\nEOF`], { timeoutMs: toolSlackMs });
-  const { cpuSeconds, stdout } = await cpuOf(`fio ${job} --output-format=json`);
+  const { cpuSeconds, stdout } = await cpuOf(dir, `fio ${job} --output-format=json`);
   const records = fioBytes(stdout, "write") / recordBytes;
   return { name: "TCP loopback (both ends)", usPerRecord: (cpuSeconds * 1e6) / records, count: 1, how: `${batchBytes / 1024} KiB sends, sender and receiver` };
 }
@@ -118,7 +119,6 @@ async function main(): Promise<void> {
     process.stdout.write(`Kernel and cipher work per replicated 4 KiB write (CPU µs):\n${lines.join("\n")}\n${"floor".padEnd(26)} ${total.toFixed(2).padStart(6)} µs\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
-    await rm("/tmp/lockstep-link-floor.out", { force: true });
   }
 }
 
