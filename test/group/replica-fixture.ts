@@ -121,3 +121,35 @@ export async function volumeImage(volume: Volume): Promise<Buffer> {
   await volume.read(image, 0);
   return image;
 }
+
+// Holds or fails a simulated disk's syncs, for tests of what waits on them: while `hold` is
+// set a sync waits for release(); while `failWith` is set it throws that. `entered` counts the
+// syncs held or failed; remove() gives the disk its own datasync back.
+export class SyncGate {
+  hold = false;
+  failWith: Error | null = null;
+  entered = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly datasync: () => Promise<void>;
+
+  constructor(private readonly disk: SimDisk) {
+    this.datasync = disk.datasync.bind(disk);
+    disk.datasync = async () => {
+      if (this.hold || this.failWith !== null) {
+        this.entered += 1;
+        if (this.failWith !== null) throw this.failWith;
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+      }
+      await this.datasync();
+    };
+  }
+
+  release(): void {
+    this.hold = false;
+    for (const wake of this.waiting.splice(0)) wake();
+  }
+
+  remove(): void {
+    this.disk.datasync = this.datasync;
+  }
+}

@@ -22,7 +22,7 @@ import { GroupLog } from "../../src/log/group-log.js";
 import { RecordKind } from "../../src/log/record.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 import { KiB, readAll, settle, smallLimits } from "../log/helpers.js";
-import { applyToImage, digest, logAccept, primaryLogId, primaryWith, ReplicaDisks, resyncAccept, volumeId, volumeImage, volumeSize } from "./replica-fixture.js";
+import { applyToImage, digest, logAccept, primaryLogId, primaryWith, ReplicaDisks, resyncAccept, SyncGate, volumeId, volumeImage, volumeSize } from "./replica-fixture.js";
 
 const disksMade: ReplicaDisks[] = [];
 after(async () => {
@@ -153,17 +153,12 @@ describe("replica: applying a primary's log", () => {
   it("applies a record only once it is durable in the replica's log (write-ahead)", async () => {
     const primary = await primaryWith(20, 2);
     const { disks, replica } = await freshReplica();
-    let releaseSync!: () => void;
-    const syncGate = new Promise<void>((resolve) => (releaseSync = resolve));
-    const datasync = disks.log.datasync.bind(disks.log);
-    disks.log.datasync = async () => {
-      await syncGate;
-      await datasync();
-    };
+    const gate = new SyncGate(disks.log);
+    gate.hold = true;
     await replica.appendRecords(primary.records.slice(0, 10));
     await sleep(20);
     assert.equal(replica.appliedLsn, 0n, "applied before durable");
-    releaseSync();
+    gate.release();
     await waitFor(() => replica.appliedLsn === 10n, "the records to be applied");
     assert.ok(replica.log.durableLsn >= 10n);
     await replica.close();
@@ -182,30 +177,11 @@ describe("replica: applying a primary's log", () => {
     return readAll(log, 1n);
   }
 
-  // The replica's volume sync, held while `hold` is set (a checkpoint's flush of the images).
-  function holdVolumeSync(disks: ReplicaDisks): { hold: boolean; entered: number; release(): void; failWith: Error | null } {
-    const gate = { hold: false, entered: 0, failWith: null as Error | null, release: () => undefined as void, waiting: [] as (() => void)[] };
-    gate.release = () => {
-      gate.hold = false;
-      for (const wake of gate.waiting.splice(0)) wake();
-    };
-    const datasync = disks.volume.datasync.bind(disks.volume);
-    disks.volume.datasync = async () => {
-      if (gate.failWith !== null) throw gate.failWith;
-      if (gate.hold) {
-        gate.entered += 1;
-        await new Promise<void>((resolve) => gate.waiting.push(resolve));
-      }
-      await datasync();
-    };
-    return gate;
-  }
-
   it("the applier's checkpoint runs beside it: records are applied while the volume syncs, the log is released through the LSN it began at", async () => {
     const count = 1400; // 1400 × 68 KiB in the log copy: past half of its 128 MiB
     const records = await wholeVolumeWrites(count);
     const { disks, replica, volume } = await freshReplica();
-    const gate = holdVolumeSync(disks);
+    const gate = new SyncGate(disks.volume);
     gate.hold = true;
     const checkpointsBefore = replica.stats.checkpoints;
     let sent = 0;
@@ -233,7 +209,7 @@ describe("replica: applying a primary's log", () => {
     const count = 1400;
     const records = await wholeVolumeWrites(count);
     const { disks, replica } = await freshReplica();
-    const gate = holdVolumeSync(disks);
+    const gate = new SyncGate(disks.volume);
     gate.failWith = new OperatingError("DISK_IO", { what: "datasync replica volume (injected)", errno: "EIO" });
     let refused: unknown = null;
     for (let sent = 0; sent < count && refused === null; sent += 50) {
@@ -487,13 +463,8 @@ describe("replica: resync", () => {
     replica.enqueue({ kind: "regionData", message: { kind: "regionData", volumeId: 1, offset: 0, length: volumeSize, data: primary.images[20]! } });
     await replica.appendRecords(primary.records.slice(20, 40));
     // Hold the volume's syncs: the resyncEnd item's flush is where the window is.
-    let releaseVolumeSync!: () => void;
-    const volumeSyncGate = new Promise<void>((resolve) => (releaseVolumeSync = resolve));
-    const volumeDatasync = disks.volume.datasync.bind(disks.volume);
-    disks.volume.datasync = async () => {
-      await volumeSyncGate;
-      await volumeDatasync();
-    };
+    const volumeSyncs = new SyncGate(disks.volume);
+    volumeSyncs.hold = true;
     replica.enqueue({ kind: "resyncEnd", consistentLsn: 40n });
     await waitFor(() => replica.appliedLsn === 40n && replica.log.durableLsn === 40n, "records through consistentLsn applied");
     await sleep(20);
@@ -502,11 +473,11 @@ describe("replica: resync", () => {
     const reportedApplied = replica.appliedLsn < replica.log.durableLsn ? replica.appliedLsn : replica.log.durableLsn;
     const primaryThinksResyncDone = reportedApplied >= 40n && replica.consistent;
     disks.crash(new Random(5));
-    disks.volume.datasync = volumeDatasync;
+    volumeSyncs.remove();
     const { replica: restarted, volume: restartedVolume } = await disks.open(false);
     const restartedImage = await volumeImage(restartedVolume);
     await restarted.close();
-    releaseVolumeSync(); // the crashed replica's flush, so that it can stop
+    volumeSyncs.release(); // the crashed replica's flush, so that it can stop
     await replica.close().catch(() => undefined);
     assert.equal(reportedApplied, 40n, "the records through consistentLsn are applied");
     assert.equal(primaryThinksResyncDone, false, "but the ack does not say consistent until the resync's end is durable");

@@ -16,7 +16,7 @@ import { FrameStream } from "../../src/replication/frame-stream.js";
 import type { Hello } from "../../src/replication/handshake.js";
 import type { Message, MessageToSend } from "../../src/replication/message.js";
 import { ReplicaSession, ReplicaSessionSlot } from "../../src/replication/replica-session.js";
-import { type Primary, primaryLogId, primaryWith, ReplicaDisks, volumeImage, volumeSize } from "../group/replica-fixture.js";
+import { type Primary, primaryLogId, primaryWith, ReplicaDisks, SyncGate, volumeImage, volumeSize } from "../group/replica-fixture.js";
 import { socketPair } from "./generators.js";
 
 
@@ -162,28 +162,14 @@ describe("replica session", () => {
     await replica.close();
   });
 
-  // A replica streaming from LSN 1 whose log copy's syncs wait while `gate.hold` is set, or fail.
-  async function streamingWithHeldSyncs(): Promise<{ log: Primary; replica: Replica; primary: ScriptedPrimary; session: ReplicaSession; gate: { hold: boolean; entered: number; failWith: Error | null; release(): void } }> {
+  // A replica streaming from LSN 1 whose log copy's syncs go through a SyncGate.
+  async function streamingWithHeldSyncs(): Promise<{ log: Primary; replica: Replica; primary: ScriptedPrimary; session: ReplicaSession; gate: SyncGate }> {
     const log = await primaryWith(30, 23);
     const disks = await ReplicaDisks.make();
     disksMade.push(disks);
     const { replica } = await disks.open(true);
     replica.start();
-    const waiting: (() => void)[] = [];
-    const gate = { hold: false, entered: 0, failWith: null as Error | null, release: () => undefined as void };
-    gate.release = () => {
-      gate.hold = false;
-      for (const wake of waiting.splice(0)) wake();
-    };
-    const datasync = disks.log.datasync.bind(disks.log);
-    disks.log.datasync = async () => {
-      if (gate.hold || gate.failWith !== null) {
-        gate.entered += 1;
-        if (gate.failWith !== null) throw gate.failWith;
-        await new Promise<void>((resolve) => waiting.push(resolve));
-      }
-      await datasync();
-    };
+    const gate = new SyncGate(disks.log);
     const { primary, session } = await connectSession(replica);
     primary.send(primaryHello(30n, log.records[29]!.checksum));
     await primary.peerHello();
