@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { Group, GroupReplication } from "../../src/group/group.js";
+import type { Durability, Group, GroupReplication } from "../../src/group/group.js";
 import { type LogRecord, logCorruptReason, RecordFlag, RecordKind, recordDecode, recordEncode, recordHeaderDecode } from "../../src/log/record.js";
 import { SimDisk } from "../../src/sim/sim-disk.js";
 import { Volume } from "../../src/volume/volume.js";
@@ -31,6 +31,13 @@ async function records(group: Group): Promise<LogRecord[]> {
   return found;
 }
 
+async function groupWithVolume(durability: Durability): Promise<{ group: Group; volume: Volume }> {
+  const group = await simGroup(durability);
+  const volume = new Volume(1, "disk0", new SimDisk("image", volumeSize), volumeSize, () => 0);
+  group.addVolume(volume);
+  return { group, volume };
+}
+
 async function writeSome(group: Group, volume: Volume): Promise<void> {
   await group.write(volume, 0, Buffer.alloc(4096, 1), false);
   await group.write(volume, 8192, Buffer.alloc(8192, 2), true); // FUA: the general path
@@ -39,9 +46,7 @@ async function writeSome(group: Group, volume: Volume): Promise<void> {
 
 describe("writes logged without their data", () => {
   it("activity-map, no link: write records carry where, not what; zeroes are unchanged", async () => {
-    const group = await simGroup("activity-map");
-    const volume = new Volume(1, "disk0", new SimDisk("image", volumeSize), volumeSize, () => 0);
-    group.addVolume(volume);
+    const { group, volume } = await groupWithVolume("activity-map");
     await writeSome(group, volume);
     const logged = await records(group);
     assert.deepEqual(
@@ -60,11 +65,9 @@ describe("writes logged without their data", () => {
   });
 
   it("keeps the data while a link needs it, and omits it again once none does", async () => {
-    const group = await simGroup("activity-map");
+    const { group, volume } = await groupWithVolume("activity-map");
     const needsData = { value: true };
     group.replication = replicationNeedingData(needsData);
-    const volume = new Volume(1, "disk0", new SimDisk("image", volumeSize), volumeSize, () => 0);
-    group.addVolume(volume);
     await group.write(volume, 0, Buffer.alloc(4096, 1), false);
     await group.write(volume, 4096, Buffer.alloc(4096, 2), false);
     needsData.value = false;
@@ -82,9 +85,7 @@ describe("writes logged without their data", () => {
   });
 
   it("write-ahead keeps the data: recovery replays it", async () => {
-    const group = await simGroup("write-ahead");
-    const volume = new Volume(1, "disk0", new SimDisk("image", volumeSize), volumeSize, () => 0);
-    group.addVolume(volume);
+    const { group, volume } = await groupWithVolume("write-ahead");
     await writeSome(group, volume);
     const logged = await records(group);
     assert.deepEqual(
