@@ -32,7 +32,7 @@ import { logCheckpointFillRatio, logStallMsMax, operationQuiesceMsMax, unapplied
 import { OperatingError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { GroupLog } from "../log/group-log.js";
-import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordHeaderSize, type LogRecord } from "../log/record.js";
+import { isOperationKind, isSnapshotChangeKind, RecordFlag, RecordKind, recordDataOmitted, recordHeaderSize, type LogRecord } from "../log/record.js";
 import { applyChange } from "./apply-change.js";
 import { logWriteDelayMs } from "../log/limits.js";
 import type { Twin } from "../replication/twins.js";
@@ -263,7 +263,7 @@ export class Group {
       // a deleted volume, a range cut off by a later shrink, a change an operation made durable,
       // or a write logged without its data (in activity-map mode, before a switch to this one:
       // the image took it then)
-      if (volume === undefined || record.offset + record.length > volume.size || record.lsn < (volume.changeGuard?.durableThroughLsn ?? 0n) || (record.flags & RecordFlag.dataOmitted) !== 0) {
+      if (volume === undefined || record.offset + record.length > volume.size || record.lsn < (volume.changeGuard?.durableThroughLsn ?? 0n) || recordDataOmitted(record)) {
         skipped += 1;
         continue;
       }

@@ -51,6 +51,11 @@ export const RecordFlag = {
 } as const;
 const recordFlagsKnown = RecordFlag.fua | RecordFlag.keepAllocated | RecordFlag.dataOmitted;
 
+// Whether a record was logged without its data (RecordFlag.dataOmitted).
+export function recordDataOmitted(record: { readonly flags: number }): boolean {
+  return (record.flags & RecordFlag.dataOmitted) !== 0;
+}
+
 export type LogCorruptReason =
   | "header" // fewer bytes than a header
   | "empty" // the header sector is all zero: nothing was ever written here
@@ -128,7 +133,7 @@ function fieldsProblem(fields: RecordFields, payloadSize: number): LogCorruptRea
   if (!isKnownKind(fields.kind)) return "kind";
   if ((fields.flags & ~recordFlagsKnown) !== 0) return "field";
   if (fields.offset > Number.MAX_SAFE_INTEGER || fields.timestampMs > Number.MAX_SAFE_INTEGER) return "field";
-  const omitted = (fields.flags & RecordFlag.dataOmitted) !== 0;
+  const omitted = recordDataOmitted(fields);
   if (omitted && fields.kind !== RecordKind.write) return "field";
   switch (fields.kind) {
     case RecordKind.write:

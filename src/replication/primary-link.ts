@@ -30,7 +30,7 @@ import { scheduleIo } from "../io/io-scheduler.js";
 import { plantedBug } from "../planted-bugs.js";
 import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock, type LogCursor } from "../log/group-log.js";
-import { isOperationKind, isSnapshotChangeKind, type LogRecord, RecordFlag, RecordKind, recordHeaderSize } from "../log/record.js";
+import { isOperationKind, isSnapshotChangeKind, type LogRecord, RecordKind, recordDataOmitted, recordHeaderSize } from "../log/record.js";
 import { decodeOperationSet, isVolumeOperation } from "../group/operation.js";
 import type { Group } from "../group/group.js";
 import type { LinkMetricsView } from "../api/metrics.js";
@@ -617,7 +617,7 @@ export class PrimaryLink {
         break;
       }
       assert(record.lsn === session.state.sentLsn + 1n + BigInt(records.length), "link cursor out of step");
-      assert((record.flags & RecordFlag.dataOmitted) === 0, () => `link to ${this.peer}: record ${record.lsn} was logged without its data (GroupLinks.needsData)`);
+      assert(!recordDataOmitted(record), () => `link to ${this.peer}: record ${record.lsn} was logged without its data (GroupLinks.needsData)`);
       records.push(record);
       bytes += recordHeaderSize + record.payloadSize;
     }

@@ -15,7 +15,7 @@ import type { Logger } from "../logger.js";
 import { clockRepeat, type LogClock } from "../log/group-log.js";
 import type { Replica } from "../group/replica.js";
 import { FrameError } from "./frame-error.js";
-import { isOperationKind, type LogRecord, RecordFlag, RecordKind } from "../log/record.js";
+import { isOperationKind, type LogRecord, RecordKind, recordDataOmitted } from "../log/record.js";
 import { decodeOperationSet, type OperationSet } from "../group/operation.js";
 import { FrameStream } from "./frame-stream.js";
 import { protocolVersionMax, protocolVersionMin } from "./handshake.js";
@@ -193,7 +193,7 @@ export class ReplicaSession {
     for (const record of records) {
       if (isOperationKind(record.kind)) this.followVolumeOperations(record);
       if (record.kind !== RecordKind.write && record.kind !== RecordKind.zero && record.kind !== RecordKind.trim) continue;
-      if ((record.flags & RecordFlag.dataOmitted) !== 0) throw new FrameError("field", { field: "flags", lsn: record.lsn, reason: "a write record without its data" });
+      if (recordDataOmitted(record)) throw new FrameError("field", { field: "flags", lsn: record.lsn, reason: "a write record without its data" });
       const size = this.tableVolumes?.get(record.volumeId);
       if (size === undefined) throw new FrameError("field", { field: "volumeId", lsn: record.lsn, volumeId: record.volumeId, reason: "no such volume in the primary's table" });
       if (record.offset + record.length > size) throw new FrameError("field", { field: "offset", lsn: record.lsn, volumeId: record.volumeId, reason: "past the volume's end" });
